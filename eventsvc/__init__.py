@@ -1,0 +1,3 @@
+"""eventsvc: event automation for GitOps teams."""
+
+__version__ = "0.1.0"

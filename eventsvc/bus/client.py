@@ -1,0 +1,393 @@
+"""NATS connection, stream reconciliation, publishing, pull consumers and KV.
+
+Every nats-py exception is turned into `BusError` / `BusUnavailableError` here,
+so no other part of eventsvc needs to know the client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from eventsvc import logs
+from eventsvc.bus.streams import StreamSpec
+from eventsvc.config import Config
+from eventsvc.errors import BusError, BusUnavailableError
+
+log = logs.get("eventsvc.bus")
+T = TypeVar("T")
+_UNAVAILABLE = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoServersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    TimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+
+async def _guard(what: str, op: Awaitable[T]) -> T:
+    """Await `op`, translating client exceptions into bus errors that say what failed."""
+    try:
+        return await op
+    except _UNAVAILABLE as e:
+        raise BusUnavailableError(f"{what}: NATS unavailable ({type(e).__name__}: {e})") from e
+    except nats.errors.Error as e:
+        raise BusError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAck:
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+class Delivery:
+    """One message handed out by a pull consumer."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+
+    @property
+    def subject(self) -> str:
+        return self._msg.subject
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._msg.headers or {}
+
+    @property
+    def data(self) -> bytes:
+        return self._msg.data
+
+    @property
+    def num_delivered(self) -> int:
+        return int(self._msg.metadata.num_delivered or 1)
+
+    @property
+    def stream_seq(self) -> int:
+        return int(self._msg.metadata.sequence.stream)
+
+    async def ack(self) -> None:
+        await _guard("ack", self._msg.ack_sync(timeout=5))
+
+    async def nak(self, delay: float | None = None) -> None:
+        await _guard("nak", self._msg.nak(delay=delay))
+
+    async def term(self) -> None:
+        await _guard("term", self._msg.term())
+
+    async def in_progress(self) -> None:
+        await _guard("in_progress", self._msg.in_progress())
+
+
+class PullConsumer:
+    def __init__(self, sub: JetStreamContext.PullSubscription, name: str) -> None:
+        self._sub = sub
+        self.name = name
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        """Up to `batch` messages; an empty list when none arrived within `timeout`."""
+        try:
+            msgs = await self._sub.fetch(batch=batch, timeout=timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        except _UNAVAILABLE as e:
+            raise BusUnavailableError(f"fetch from {self.name}: NATS unavailable: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(f"fetch from {self.name}: {type(e).__name__}: {e}") from e
+        return [Delivery(m) for m in msgs]
+
+    async def close(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as e:
+            log.debug("unsubscribe failed", consumer=self.name, error=str(e))
+
+
+class KeyValueStore:
+    """A JetStream KV bucket with the few operations eventsvc needs."""
+
+    def __init__(self, kv: KeyValue, bucket: str) -> None:
+        self._kv = kv
+        self.bucket = bucket
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        """(value, revision), or None when the key is absent or deleted."""
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"kv get {self.bucket}/{key}", e) from e
+        return (entry.value or b""), int(entry.revision or 0)
+
+    async def put(self, key: str, value: bytes) -> int:
+        return await _guard(f"kv put {self.bucket}/{key}", self._kv.put(key, value))
+
+    async def create(self, key: str, value: bytes) -> bool:
+        """Store `value` only when `key` is absent; False when it exists already."""
+        try:
+            await self._kv.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"kv create {self.bucket}/{key}", e) from e
+        return True
+
+    async def update(self, key: str, value: bytes, last: int) -> bool:
+        """Compare-and-set on revision `last`; False when someone else wrote first."""
+        try:
+            await self._kv.update(key, value, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"kv update {self.bucket}/{key}", e) from e
+        return True
+
+    async def delete(self, key: str) -> None:
+        await _guard(f"kv delete {self.bucket}/{key}", self._kv.delete(key))
+
+    async def keys(self) -> list[str]:
+        try:
+            return list(await self._kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"kv keys {self.bucket}", e) from e
+
+
+def _translate(what: str, e: BaseException) -> BusError:
+    if isinstance(e, _UNAVAILABLE):
+        return BusUnavailableError(f"{what}: NATS unavailable ({type(e).__name__}: {e})")
+    return BusError(f"{what}: {type(e).__name__}: {e}")
+
+
+class Bus:
+    """A connected NATS client with JetStream."""
+
+    def __init__(self, nc: NatsClient, url: str, publish_timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=publish_timeout)
+        self.url = url
+        self.publish_timeout = publish_timeout
+        self.streams_ready = False
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def ensure_streams(self, specs: tuple[StreamSpec, ...]) -> None:
+        for spec in specs:
+            await self.ensure_stream(spec)
+        self.streams_ready = True
+
+    async def ensure_stream(self, spec: StreamSpec) -> None:
+        config = api.StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            max_age=spec.max_age or None,
+            max_bytes=spec.max_bytes,
+            max_msgs=spec.max_msgs,
+            duplicate_window=spec.duplicate_window,
+            num_replicas=spec.replicas,
+        )
+        what = f"reconcile stream {spec.name}"
+        try:
+            await self._js.stream_info(spec.name)
+        except nats.js.errors.NotFoundError:
+            await _guard(what, self._js.add_stream(config))
+            log.info("stream created", stream=spec.name, subjects=list(spec.subjects))
+            return
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(what, e) from e
+        await _guard(what, self._js.update_stream(config))
+
+    async def publish(
+        self,
+        subject: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> PublishAck:
+        """Store a message in JetStream and wait for the ack; refuses at once when offline."""
+        if not self.connected:
+            raise BusUnavailableError(f"publish to {subject}: not connected to NATS at {self.url}")
+        hdrs = dict(headers or {})
+        if msg_id:
+            hdrs["Nats-Msg-Id"] = msg_id
+        ack = await _guard(
+            f"publish to {subject}",
+            self._js.publish(subject, body, timeout=self.publish_timeout, headers=hdrs or None),
+        )
+        return PublishAck(ack.stream, int(ack.seq), bool(ack.duplicate))
+
+    async def pull_consumer(
+        self,
+        stream: str,
+        durable: str,
+        filter_subjects: tuple[str, ...],
+        *,
+        ack_wait: float,
+        max_deliver: int,
+        max_ack_pending: int = 1000,
+    ) -> PullConsumer:
+        """Create or update the durable consumer `durable` and bind a pull subscription."""
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.NEW,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+        )
+        if len(filter_subjects) == 1:
+            config.filter_subject = filter_subjects[0]
+        else:
+            config.filter_subjects = list(filter_subjects)
+        what = f"consumer {stream}/{durable}"
+        try:
+            info = await self._js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            await _guard(what, self._js.add_consumer(stream, config))
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(what, e) from e
+        else:
+            # deliver policy cannot change on an existing consumer: keep what it has
+            config.deliver_policy = info.config.deliver_policy
+            await _guard(what, self._js.add_consumer(stream, config))
+        sub = await _guard(what, self._js.pull_subscribe_bind(durable=durable, stream=stream))
+        return PullConsumer(sub, durable)
+
+    async def delete_consumer(self, stream: str, durable: str) -> None:
+        try:
+            await self._js.delete_consumer(stream, durable)
+        except nats.js.errors.NotFoundError:
+            return
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"delete consumer {stream}/{durable}", e) from e
+
+    async def kv(self, bucket: str, ttl: float | None = None, history: int = 1) -> KeyValueStore:
+        """The KV bucket `bucket`, created when missing."""
+        try:
+            kv = await self._js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await _guard(
+                f"create kv {bucket}",
+                self._js.create_key_value(bucket=bucket, ttl=ttl, history=history),
+            )
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"open kv {bucket}", e) from e
+        return KeyValueStore(kv, bucket)
+
+    async def stream_messages(self, stream: str, subject: str | None = None) -> list[Delivery]:
+        """Every message currently in `stream` (optionally one subject), for tools and tests."""
+        sub = await _guard(
+            f"read {stream}",
+            self._js.pull_subscribe(
+                subject or ">",
+                stream=stream,
+                config=api.ConsumerConfig(
+                    ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL
+                ),
+            ),
+        )
+        out: list[Delivery] = []
+        try:
+            while True:
+                batch = await PullConsumer(sub, stream).fetch(256, timeout=0.5)
+                if not batch:
+                    return out
+                out.extend(batch)
+        finally:
+            await PullConsumer(sub, stream).close()
+
+    async def close(self) -> None:
+        if self._nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self._nc.drain(), 5)
+        except (nats.errors.Error, TimeoutError) as e:
+            log.debug("drain failed, closing", error=str(e))
+            await self._nc.close()
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if not (config.nats_tls_ca or config.nats_tls_cert):
+        return None
+    ctx = ssl.create_default_context(cafile=config.nats_tls_ca)
+    if config.nats_tls_cert:
+        ctx.load_cert_chain(config.nats_tls_cert, config.nats_tls_key)
+    return ctx
+
+
+async def connect(
+    url: str,
+    config: Config,
+    *,
+    connect_timeout: float = 5.0,
+    on_state: Callable[[str], None] | None = None,
+) -> Bus:
+    """Connect to `url` with reconnect forever and the configured auth and TLS."""
+
+    async def disconnected() -> None:
+        log.warning("nats disconnected", url=url)
+        if on_state:
+            on_state("disconnected")
+
+    async def reconnected() -> None:
+        log.info("nats reconnected", url=url)
+        if on_state:
+            on_state("reconnected")
+
+    async def error(e: Exception) -> None:
+        log.debug("nats client error", url=url, error=str(e))
+
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in url.split(",")],
+        "connect_timeout": connect_timeout,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": error,
+        "user": config.nats_user,
+        "password": config.nats_password,
+        "token": config.nats_token,
+        "user_credentials": config.nats_creds_file,
+        "tls": _tls_context(config),
+        "name": "eventsvc",
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        nc = await nats.connect(**options)
+    except (nats.errors.Error, OSError, TimeoutError) as e:
+        raise BusUnavailableError(
+            f"cannot connect to NATS at {url} ({type(e).__name__}: {e}); check "
+            "EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
+        ) from e
+    return Bus(nc, url, publish_timeout=config.publish_timeout)

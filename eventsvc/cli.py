@@ -1,0 +1,183 @@
+"""`eventsvc` command line. Exit codes: 0 ok, 1 findings or failures, 2 usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from eventsvc import __version__, events, logs, specs
+from eventsvc.config import COMPONENTS, Config, load_config
+from eventsvc.errors import BusError, ConfigError, SpecError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the service (gateways, sensors, cron)")
+    p.add_argument("--config", help="YAML config file (or EVENTSVC_CONFIG)")
+    p.add_argument("--nats-url", help="NATS server(s); none starts an embedded nats-server")
+    p.add_argument("--nats-port", type=int, help="embedded NATS port (default 4222)")
+    p.add_argument("--data-dir", help="embedded NATS store and local state (default .eventsvc)")
+    p.add_argument("--sensors", help="directory of sensor files (default sensors/)")
+    p.add_argument("--components", help=f"comma-separated subset of: {','.join(COMPONENTS)}")
+    p.add_argument("--host", help="HTTP listen address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="HTTP port (default 12000)")
+    p.add_argument("--insecure-no-signature", action="store_true", default=None,
+                   help="accept GitHub webhooks without a signature (trusted networks only)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_run)
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    components = tuple(c.strip() for c in args.components.split(",")) if args.components else None
+    return load_config(
+        args.config,
+        nats_url=args.nats_url,
+        nats_port=args.nats_port,
+        data_dir=args.data_dir,
+        sensors_dir=args.sensors,
+        components=components,
+        http_host=args.host,
+        http_port=args.port,
+        github_insecure_no_signature=args.insecure_no_signature,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eventsvc import runtime
+
+    config = _config_from(args)
+    logs.configure(config.log_format, config.log_level)
+    logs.get("eventsvc").info("starting", version=__version__, config=config.redacted())
+    try:
+        runtime.run(config)
+    except SpecError as e:
+        print(f"eventsvc: sensors are invalid, not starting:\n{e}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except BusError as e:
+        print(f"eventsvc: {e}", file=sys.stderr)
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    loaded = specs.load_paths(args.paths)
+    for problem in loaded.problems:
+        print(problem)
+    if not loaded.files:
+        print("eventsvc lint: no YAML files found", file=sys.stderr)
+        return EXIT_USAGE
+    bad = {p.file for p in loaded.problems}
+    counts = {kind: len(objs) for kind, objs in loaded.by_kind.items()}
+    summary = ", ".join(f"{n} {k.lower()}{'s' if n != 1 else ''}" for k, n in counts.items())
+    print(
+        f"{len(loaded.files)} file(s), {len(loaded.problems)} problem(s) in {len(bad)} file(s)"
+        + (f"; valid: {summary}" if summary else ""),
+        file=sys.stderr,
+    )
+    return EXIT_FINDINGS if loaded.problems else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from eventsvc.sensors.schema import sensor_schema
+
+    print(json.dumps(sensor_schema(), indent=2))
+    return EXIT_OK
+
+
+def _data_arg(value: str | None) -> Any:
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from eventsvc import bus as bus_mod
+
+    data = _data_arg(args.data)
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": args.id or str(uuid.uuid4()),
+        "type": args.type,
+        "source": args.source,
+        "subject": args.subject,
+        "datacontenttype": "application/json" if not isinstance(data, str) else "text/plain",
+    }
+    event = events.make_event({k: v for k, v in attributes.items() if v is not None}, data)
+    subject = args.nats_subject or "events.cli." + ".".join(
+        events.sanitize_token(t) for t in args.type.split(".")
+    )
+    url = args.nats_url or os.environ.get("EVENTSVC_NATS_URL") or "nats://127.0.0.1:4222"
+
+    async def send() -> int:
+        bus = await bus_mod.connect(url, load_config(), connect_timeout=3)
+        try:
+            headers, body = events.to_binary(event)
+            ack = await bus.publish(subject, body, headers,
+                                    msg_id=f"{event.get_source()}:{event.get_id()}")  # fmt: skip
+        finally:
+            await bus.close()
+        state = "duplicate of" if ack.duplicate else "stored as"
+        print(f"sent {event.get_id()} to {subject}: {state} {ack.stream} #{ack.seq}")
+        return EXIT_OK
+
+    try:
+        return asyncio.run(send())
+    except BusError as e:
+        print(f"eventsvc send: {e}", file=sys.stderr)
+        return EXIT_FINDINGS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventsvc", description="Event automation for GitOps teams."
+    )
+    parser.add_argument("--version", action="version", version=f"eventsvc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    p = sub.add_parser("lint", help="validate sensor and schedule files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    p.set_defaults(func=cmd_lint)
+    p = sub.add_parser("schema", help="print the Sensor JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("send", help="publish a CloudEvent to the bus")
+    p.add_argument("--type", required=True, help="CloudEvents type, e.g. com.example.image.pushed")
+    p.add_argument("--source", required=True, help="CloudEvents source, e.g. https://ci.example")
+    p.add_argument("--subject", help="CloudEvents subject")
+    p.add_argument("--id", help="event id (default: a new UUID)")
+    p.add_argument("--data", help="JSON data, or @file.json")
+    p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
+    p.add_argument("--nats-subject", help="default events.cli.<type>")
+    p.set_defaults(func=cmd_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as e:
+        print(f"eventsvc: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FINDINGS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Service configuration: a YAML file, then `EVENTSVC_*` environment variables on top.
+
+Secrets come from environment variables or mounted files (`<NAME>_FILE`) and are
+never logged: `Config.redacted()` is what start-up prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eventsvc.durations import parse_duration
+from eventsvc.errors import ConfigError
+
+ENV_PREFIX = "EVENTSVC_"
+COMPONENTS = ("gateway", "sensors", "cron")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not a bool; use true or false")
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().upper()
+    for suffix, factor in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str  # dotted path in the YAML file
+    attr: str  # Config attribute
+    parse: Callable[[Any], Any]
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.attr.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # HTTP intake
+    http_host: str = "0.0.0.0"
+    http_port: int = 12000
+    max_body_bytes: int = 25 * 1024 * 1024
+    # NATS: no URL means an embedded nats-server
+    nats_url: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds_file: str | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    nats_port: int = 4222
+    data_dir: str = ".eventsvc"
+    publish_timeout: float = 5.0
+    # streams
+    stream_replicas: int = 1
+    duplicate_window: float = 24 * 3600.0
+    events_max_age: float = 7 * 24 * 3600.0
+    events_max_bytes: int = -1
+    events_max_msgs: int = -1
+    # sensors
+    sensors_dir: str = "sensors"
+    components: tuple[str, ...] = COMPONENTS
+    max_deliveries: int = 5
+    redelivery_delay: float = 2.0
+    ack_wait: float = 60.0
+    sensor_concurrency: int = 16
+    # GitHub gateway
+    github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    github_insecure_no_signature: bool = False
+    github_allowed_events: tuple[str, ...] = ()
+    # lifecycle, logs
+    drain_timeout: float = 20.0
+    log_format: str = "auto"
+    log_level: str = "info"
+    # sections owned by single parts (kubernetes, github api, ...), as written
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def redacted(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for name in ("github_webhook_secrets", "nats_password", "nats_token"):
+            if out.get(name):
+                out[name] = "<redacted>"
+        out.pop("sections", None)
+        return out
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        value = self.sections.get(name, {})
+        return value if isinstance(value, Mapping) else {}
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("http.host", "http_host", str),
+    Setting("http.port", "http_port", _int),
+    Setting("http.maxBodyBytes", "max_body_bytes", _size),
+    Setting("nats.url", "nats_url", _opt_str),
+    Setting("nats.user", "nats_user", _opt_str),
+    Setting("nats.password", "nats_password", _opt_str),
+    Setting("nats.token", "nats_token", _opt_str),
+    Setting("nats.credsFile", "nats_creds_file", _opt_str),
+    Setting("nats.tls.ca", "nats_tls_ca", _opt_str),
+    Setting("nats.tls.cert", "nats_tls_cert", _opt_str),
+    Setting("nats.tls.key", "nats_tls_key", _opt_str),
+    Setting("nats.port", "nats_port", _int),
+    Setting("dataDir", "data_dir", str),
+    Setting("nats.publishTimeout", "publish_timeout", parse_duration),
+    Setting("streams.replicas", "stream_replicas", _int),
+    Setting("streams.duplicateWindow", "duplicate_window", parse_duration),
+    Setting("streams.events.maxAge", "events_max_age", parse_duration),
+    Setting("streams.events.maxBytes", "events_max_bytes", _size),
+    Setting("streams.events.maxMsgs", "events_max_msgs", _int),
+    Setting("sensors.dir", "sensors_dir", str),
+    Setting("components", "components", _list),
+    Setting("sensors.maxDeliveries", "max_deliveries", _int),
+    Setting("sensors.redeliveryDelay", "redelivery_delay", parse_duration),
+    Setting("sensors.ackWait", "ack_wait", parse_duration),
+    Setting("sensors.concurrency", "sensor_concurrency", _int),
+    Setting("github.webhookSecrets", "github_webhook_secrets", _list),
+    Setting("github.insecureNoSignature", "github_insecure_no_signature", _bool),
+    Setting("github.allowedEvents", "github_allowed_events", _list),
+    Setting("drainTimeout", "drain_timeout", parse_duration),
+    Setting("log.format", "log_format", str),
+    Setting("log.level", "log_level", str),
+)
+_OWN_TOP_KEYS = {s.key.split(".")[0] for s in SETTINGS}
+# secrets read from <ENV> or the file named by <ENV>_FILE
+_SECRET_ENV = {
+    "github_webhook_secrets": "EVENTSVC_GITHUB_WEBHOOK_SECRET",
+    "nats_password": "EVENTSVC_NATS_PASSWORD",
+    "nats_token": "EVENTSVC_NATS_TOKEN",
+}
+
+
+def read_secret(env_name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret in `env_name`, or in the file named by `env_name`_FILE; None when neither."""
+    env = os.environ if environ is None else environ
+    if env.get(env_name):
+        return env[env_name]
+    path = env.get(env_name + "_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"{env_name}_FILE={path!r} cannot be read ({e.strerror}); "
+            "mount the secret there or unset the variable"
+        ) from e
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Defaults < YAML file < EVENTSVC_* variables < explicit overrides (CLI flags)."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    tree: Mapping[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top")
+        tree = loaded
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        for origin, raw in ((f"{path}: {s.key}", _lookup(tree, s.key)), (s.env, env.get(s.env))):
+            if raw is None:
+                continue
+            try:
+                values[s.attr] = s.parse(raw)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"Config '{origin}' has value {raw!r}. {e}") from e
+    for attr, env_name in _SECRET_ENV.items():
+        secret = read_secret(env_name, env)
+        if secret is not None:
+            values[attr] = _list(secret) if attr == "github_webhook_secrets" else secret
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["sections"] = {k: v for k, v in tree.items() if k not in _OWN_TOP_KEYS}
+    config = Config(**values)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    unknown = [c for c in config.components if c not in COMPONENTS]
+    if unknown:
+        raise ConfigError(
+            f"Config 'components' has value {','.join(unknown)!r}. "
+            f"Choose from {', '.join(COMPONENTS)}."
+        )
+    if config.max_deliveries < 1:
+        raise ConfigError("Config 'sensors.maxDeliveries' must be at least 1.")
+    if config.log_format not in ("auto", "json", "console"):
+        raise ConfigError(
+            f"Config 'log.format' has value {config.log_format!r}. Use auto, json or console."
+        )

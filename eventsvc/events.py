@@ -1,0 +1,196 @@
+"""CloudEvents codecs: the NATS protocol binding (binary and structured) and helpers.
+
+The `cloudevents` 2.x package gives the event type and the JSON format; it has no
+NATS binding, so the binding lives here. Binary mode puts every attribute in a
+`ce-<name>` header (values percent-encoded like the HTTP binding: space, `"`, `%`
+and anything outside printable ASCII) and `datacontenttype` in `content-type`;
+structured mode is `content-type: application/cloudevents+json` with the whole
+event as the body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from dateutil.parser import isoparse
+
+from eventsvc.errors import EventsvcError
+
+__all__ = ["CloudEvent", "EventDecodeError"]
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+CE_PREFIX = "ce-"
+REQUIRED = ("id", "source", "type", "specversion")
+_FORMAT = JSONFormat()
+_NEEDS_QUOTING = re.compile(r'[^\x21-\x7e]|["%]')
+_JSON_TYPE = re.compile(r"^(application|text)/([a-zA-Z0-9\-.]+\+)?json(;.*)?$")
+
+
+class EventDecodeError(EventsvcError):
+    """A message or request does not hold a valid CloudEvent; the message says why."""
+
+
+def encode_header_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        value = format_time(value)
+    text = str(value)
+    return _NEEDS_QUOTING.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def format_time(value: datetime) -> str:
+    text = value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def binary_headers(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """NATS headers for binary mode from CloudEvent attributes (None values skipped)."""
+    headers: dict[str, str] = {}
+    for name, value in attributes.items():
+        if value is None:
+            continue
+        if name == "datacontenttype":
+            headers["content-type"] = str(value)
+        else:
+            headers[CE_PREFIX + name] = encode_header_value(value)
+    return headers
+
+
+def encode_data(data: Any, datacontenttype: str | None) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    if isinstance(data, str) and not _JSON_TYPE.match(datacontenttype or "application/json"):
+        return data.encode()
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    attributes = event.get_attributes()
+    return binary_headers(attributes), encode_data(
+        event.get_data(), attributes.get("datacontenttype")
+    )
+
+
+def to_structured(event: CloudEvent) -> bytes:
+    return _FORMAT.write(event)
+
+
+def _decode_data(body: bytes, datacontenttype: str | None) -> Any:
+    if not body:
+        return None
+    if _JSON_TYPE.match(datacontenttype or "application/json"):
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise EventDecodeError(
+                f"data is declared {datacontenttype or 'application/json'} but is not JSON: {e}"
+            ) from e
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        return body
+
+
+def make_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    """A v1.0 CloudEvent, or EventDecodeError naming every missing or bad attribute."""
+    missing = [name for name in REQUIRED if not attributes.get(name)]
+    if missing:
+        raise EventDecodeError(f"missing required CloudEvents attributes: {', '.join(missing)}")
+    if attributes["specversion"] != "1.0":
+        raise EventDecodeError(
+            f"specversion {attributes['specversion']!r} is not supported; send 1.0"
+        )
+    if isinstance(attributes.get("time"), str):
+        try:
+            attributes["time"] = isoparse(attributes["time"])
+        except ValueError as e:
+            raise EventDecodeError(f"time {attributes['time']!r} is not RFC 3339") from e
+    try:
+        return CloudEvent(attributes, data)
+    except (BaseCloudEventException, ValueError, TypeError) as e:
+        raise EventDecodeError(f"invalid CloudEvent: {e}") from e
+
+
+def from_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    attributes: dict[str, Any] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith(CE_PREFIX):
+            attributes[lower[len(CE_PREFIX) :]] = unquote(value)
+        elif lower == "content-type":
+            attributes["datacontenttype"] = value
+    return make_event(attributes, _decode_data(body, attributes.get("datacontenttype")))
+
+
+def from_structured(body: bytes) -> CloudEvent:
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise EventDecodeError(f"structured CloudEvent is not valid JSON: {e}") from e
+    return from_dict(doc)
+
+
+def from_dict(doc: Any) -> CloudEvent:
+    """A CloudEvent from its JSON object form (structured mode, one item of a batch)."""
+    if not isinstance(doc, dict):
+        raise EventDecodeError(
+            f"a structured CloudEvent must be a JSON object, got {type(doc).__name__}"
+        )
+    attributes = {k: v for k, v in doc.items() if k not in ("data", "data_base64")}
+    data: Any = doc.get("data")
+    if "data_base64" in doc:
+        import base64
+
+        try:
+            data = base64.b64decode(doc["data_base64"], validate=True)
+        except ValueError as e:
+            raise EventDecodeError(f"data_base64 is not valid base64: {e}") from e
+    return make_event(attributes, data)
+
+
+def from_nats(headers: Mapping[str, str] | None, body: bytes) -> CloudEvent:
+    """Decode either content mode, as the NATS binding requires of consumers."""
+    headers = headers or {}
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        return from_structured(body)
+    if any(k.lower().startswith(CE_PREFIX) for k in headers):
+        return from_binary(headers, body)
+    if body.lstrip().startswith(b"{"):
+        # structured mode without a content-type: accepted when it parses as one
+        return from_structured(body)
+    raise EventDecodeError(
+        "message is not a CloudEvent: no ce-* headers (binary mode) and no "
+        f"content-type {STRUCTURED_CONTENT_TYPE} (structured mode)"
+    )
+
+
+def to_dict(event: CloudEvent) -> dict[str, Any]:
+    """The event as a plain JSON-able mapping: attributes plus `data`."""
+    doc: dict[str, Any] = {}
+    for key, value in event.get_attributes().items():
+        doc[key] = format_time(value) if isinstance(value, datetime) else value
+    data = event.get_data()
+    if isinstance(data, bytes):
+        import base64
+
+        doc["data_base64"] = base64.b64encode(data).decode()
+    elif data is not None:
+        doc["data"] = data
+    return doc
+
+
+def sanitize_token(text: str) -> str:
+    """A NATS subject token from free text: no dots, spaces, wildcards or empties."""
+    token = re.sub(r"[^A-Za-z0-9_\-]", "_", text)
+    return token or "_"

@@ -1,0 +1,1 @@
+"""HTTP and cron intake: turn outside signals into CloudEvents on the bus."""

@@ -1,0 +1,108 @@
+"""What every HTTP gateway shares: rejections mapped to statuses in one place,
+and publishing with metrics and the bus-unavailable answer."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from eventsvc import metrics
+from eventsvc.bus import Bus, PublishAck
+from eventsvc.errors import BusError, BusUnavailableError
+
+RETRY_AFTER_SECONDS = 5
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BusRef:
+    """The bus, once connected: the HTTP server may start before (and outlive) it."""
+
+    def __init__(self, bus: Bus | None = None) -> None:
+        self.bus = bus
+
+
+class Rejection(Exception):
+    """A refused request: HTTP status, a metric reason, and a message naming the fix."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def json_response(status: int, body: Mapping[str, Any], **kw: Any) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json", **kw
+    )
+
+
+@web.middleware
+async def rejections(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Rejection as r:
+        gateway = request.get("gateway", "http")
+        metrics.EVENTS_REJECTED.labels(gateway, r.reason).inc()
+        return json_response(
+            r.status, {"error": r.message, "reason": r.reason}, headers=r.headers
+        )
+
+
+async def publish(
+    bus: Bus | None,
+    gateway: str,
+    subject: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    msg_id: str,
+) -> PublishAck:
+    """Store the event in JetStream; a 503 `Rejection` with Retry-After when the bus is down."""
+    if bus is None or not bus.connected:
+        raise _unavailable("not connected to NATS")
+    started = time.perf_counter()
+    try:
+        ack = await bus.publish(subject, body, headers, msg_id=msg_id)
+    except BusUnavailableError as e:
+        raise _unavailable(str(e)) from e
+    except BusError as e:
+        raise Rejection(500, "bus_error", f"the bus refused the event: {e}") from e
+    metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+    metrics.EVENTS_PUBLISHED.labels(gateway, str(ack.duplicate).lower()).inc()
+    return ack
+
+
+def _unavailable(detail: str) -> Rejection:
+    return Rejection(
+        503,
+        "bus_unavailable",
+        f"event not accepted: the event bus is unavailable ({detail}); retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, refused with 413 past `limit` bytes (checked before and while reading)."""
+    too_big = Rejection(
+        413,
+        "too_large",
+        f"body is larger than the {limit} byte limit; raise http.maxBodyBytes "
+        "(EVENTSVC_MAX_BODY_BYTES) if such bodies are expected",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,183 @@
+"""`POST /webhooks/github`: signed GitHub webhooks in, binary-mode CloudEvents out.
+
+The event is stored in JetStream before we answer 202; a redelivery of the same
+delivery id is recognised by JetStream (`Nats-Msg-Id` = hook id:delivery id)
+and answered 200 without a second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from eventsvc import events, logs, metrics
+from eventsvc.config import Config
+from eventsvc.errors import ConfigError
+from eventsvc.gateways.common import BusRef, Rejection, json_response, publish, read_body
+
+log = logs.get("eventsvc.gateways.github")
+GATEWAY = "github"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+def verify_signature(body: bytes, header: str | None, secrets: Sequence[bytes]) -> None:
+    """Raise a 401 `Rejection` unless `header` is a valid sha256 HMAC of `body` by a secret."""
+    if not header:
+        raise Rejection(401, "signature_missing",
+                        f"missing {SIGNATURE_HEADER}; set the webhook secret in GitHub's "
+                        "webhook settings to the one eventsvc is configured with")  # fmt: skip
+    algo, _, digest = header.partition("=")
+    if algo != "sha256" or not digest:
+        raise Rejection(401, "signature_malformed",
+                        f"{SIGNATURE_HEADER} must look like 'sha256=<hex>'")  # fmt: skip
+    ok = False
+    for secret in secrets:
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        # compare against every secret: no early exit that would time the match
+        ok |= hmac.compare_digest(expected, digest)
+    if not ok:
+        raise Rejection(401, "signature_invalid",
+                        f"{SIGNATURE_HEADER} does not match the body with any configured "
+                        "secret; check that GitHub and eventsvc share the same secret")  # fmt: skip
+
+
+def event_type(event: str, payload: Mapping[str, Any]) -> str:
+    action = payload.get("action")
+    return f"com.github.{event}.{action}" if isinstance(action, str) and action else (
+        f"com.github.{event}"
+    )
+
+
+def event_source(payload: Mapping[str, Any]) -> str:
+    repo = payload.get("repository")
+    if isinstance(repo, Mapping) and repo.get("html_url"):
+        return str(repo["html_url"])
+    org = payload.get("organization")
+    if isinstance(org, Mapping) and org.get("login"):
+        return f"https://github.com/{org['login']}"
+    sender = payload.get("sender")
+    if isinstance(sender, Mapping) and sender.get("html_url"):
+        return str(sender["html_url"])
+    return "https://github.com"
+
+
+def event_subject(event: str, payload: Mapping[str, Any]) -> str | None:
+    """PR or issue number, ref, or tag: what the event is about, where there is one."""
+    for key in ("pull_request", "issue"):
+        item = payload.get(key)
+        if isinstance(item, Mapping) and item.get("number") is not None:
+            return str(item["number"])
+    release = payload.get("release")
+    if isinstance(release, Mapping) and release.get("tag_name"):
+        return str(release["tag_name"])
+    if isinstance(payload.get("ref"), str):
+        return str(payload["ref"])
+    for key in ("workflow_run", "check_suite", "check_run"):
+        item = payload.get(key)
+        if isinstance(item, Mapping) and item.get("head_sha"):
+            return str(item["head_sha"])
+    return None
+
+
+def _payload_bytes(body: bytes, content_type: str) -> bytes:
+    if content_type == "application/x-www-form-urlencoded":
+        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        values = form.get("payload")
+        if not values:
+            raise Rejection(400, "malformed_body",
+                            "form-encoded body has no 'payload' field")  # fmt: skip
+        return values[0].encode()
+    if content_type not in ("application/json", ""):
+        raise Rejection(415, "unsupported_media_type",
+                        f"Content-Type {content_type!r} is not one GitHub sends; "
+                        "use application/json or application/x-www-form-urlencoded")  # fmt: skip
+    return body
+
+
+class GitHubGateway:
+    def __init__(self, config: Config, bus_ref: BusRef) -> None:
+        if not config.github_webhook_secrets and not config.github_insecure_no_signature:
+            raise ConfigError(
+                "no GitHub webhook secret: set EVENTSVC_GITHUB_WEBHOOK_SECRET (comma-separated "
+                "for rotation) or EVENTSVC_GITHUB_WEBHOOK_SECRET_FILE; to accept unsigned "
+                "webhooks on a trusted network only, pass --insecure-no-signature"
+            )
+        if not config.github_webhook_secrets:
+            log.warning("github webhook signatures are NOT checked (--insecure-no-signature)")
+        self.secrets = [s.encode() for s in config.github_webhook_secrets]
+        self.allowed = frozenset(config.github_allowed_events)
+        self.limit = config.max_body_bytes
+        self.bus_ref = bus_ref
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/webhooks/github", self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        request["gateway"] = GATEWAY
+        metrics.EVENTS_RECEIVED.labels(GATEWAY).inc()
+        body = await read_body(request, self.limit)
+        if self.secrets:
+            verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.secrets)
+        event = request.headers.get("X-GitHub-Event")
+        if not event:
+            raise Rejection(400, "missing_event_header",
+                            "missing X-GitHub-Event header; is this a GitHub webhook?")  # fmt: skip
+        delivery = request.headers.get("X-GitHub-Delivery")
+        if not delivery:
+            raise Rejection(400, "missing_delivery_header", "missing X-GitHub-Delivery header")
+        raw = _payload_bytes(body, request.content_type)
+        try:
+            payload = json.loads(raw)
+        except ValueError as e:
+            raise Rejection(400, "malformed_json", f"body is not valid JSON: {e}") from e
+        if not isinstance(payload, dict):
+            raise Rejection(400, "malformed_json", "body must be a JSON object")
+        if event == "ping":
+            return json_response(200, {"status": "pong", "zen": payload.get("zen")})
+        if self.allowed and event not in self.allowed:
+            metrics.EVENTS_REJECTED.labels(GATEWAY, "event_not_allowed").inc()
+            log.debug("event not in allow-list", github_event=event, event_id=delivery)
+            return json_response(200, {"status": "ignored",
+                                       "reason": f"event {event!r} is not in the allow-list"})  # fmt: skip
+        return await self._publish(request, event, delivery, payload, raw)
+
+    async def _publish(
+        self,
+        request: web.Request,
+        event: str,
+        delivery: str,
+        payload: Mapping[str, Any],
+        raw: bytes,
+    ) -> web.Response:
+        hook_id = request.headers.get("X-GitHub-Hook-ID", "0")
+        attributes: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": delivery,
+            "source": event_source(payload),
+            "type": event_type(event, payload),
+            "subject": event_subject(event, payload),
+            "time": datetime.now(UTC),
+            "datacontenttype": "application/json",
+            "githubdelivery": delivery,
+            "githubhookid": hook_id,
+            "githubevent": event,
+        }
+        subject = f"events.github.{events.sanitize_token(event)}"
+        ack = await publish(
+            self.bus_ref.bus, GATEWAY, subject, events.binary_headers(attributes), raw,
+            msg_id=f"{hook_id}:{delivery}",
+        )  # fmt: skip
+        if ack.duplicate:
+            log.info("duplicate delivery, already stored", event_id=delivery, seq=ack.seq)
+            return json_response(200, {"status": "duplicate", "id": delivery,
+                                       "detail": "this delivery was already accepted"})  # fmt: skip
+        log.info("event accepted", event_id=delivery, type=attributes["type"], seq=ack.seq)
+        return json_response(202, {"status": "accepted", "id": delivery, "seq": ack.seq})
+

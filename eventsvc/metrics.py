@@ -1,0 +1,42 @@
+"""Prometheus metrics, named `eventsvc_*` with units in the name.
+
+prometheus-client is the reference implementation of the exposition format;
+one module-level set of metrics serves every part of the process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+EVENTS_RECEIVED = Counter(
+    "eventsvc_events_received_total", "Events received by a gateway.", ["gateway"]
+)
+EVENTS_REJECTED = Counter(
+    "eventsvc_events_rejected_total", "Requests refused by a gateway.", ["gateway", "reason"]
+)
+EVENTS_PUBLISHED = Counter(
+    "eventsvc_events_published_total",
+    "Events stored by JetStream (duplicates counted apart).",
+    ["gateway", "duplicate"],
+)
+PUBLISH_SECONDS = Histogram(
+    "eventsvc_publish_duration_seconds",
+    "Time from publish to JetStream acknowledgement.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS_MATCHED = Counter(
+    "eventsvc_sensor_events_matched_total", "Events that matched a sensor.", ["sensor"]
+)
+TRIGGER_RUNS = Counter(
+    "eventsvc_trigger_runs_total", "Trigger runs by outcome.", ["sensor", "trigger", "outcome"]
+)
+TRIGGER_SECONDS = Histogram(
+    "eventsvc_trigger_duration_seconds",
+    "Trigger run duration.",
+    ["sensor", "trigger"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

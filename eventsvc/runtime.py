@@ -1,0 +1,158 @@
+"""Start, run and stop the parts chosen by `--components`.
+
+`run()` is the sync entry; `serve()` owns every long-lived task. Signals only set
+the stop event; shutdown turns readiness off, stops intake, lets in-flight
+requests and trigger runs finish within the drain deadline, then closes the bus
+and stops the embedded NATS server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from eventsvc import bus as bus_mod
+from eventsvc import logs, specs
+from eventsvc.bus.embedded import EmbeddedNats
+from eventsvc.config import Config
+from eventsvc.errors import SpecError
+from eventsvc.gateways.app import build_app
+from eventsvc.gateways.cloudevents_http import CloudEventsGateway
+from eventsvc.gateways.common import BusRef
+from eventsvc.gateways.github import GitHubGateway
+from eventsvc.sensors.engine import Engine
+from eventsvc.triggers import Services
+
+log = logs.get("eventsvc.runtime")
+
+
+@dataclass(slots=True)
+class State:
+    """What readiness is made of."""
+
+    bus_ref: BusRef = field(default_factory=BusRef)
+    sensors_loaded: bool = False
+    stopping: bool = False
+    engine: Engine | None = None
+    http_port: int | None = None
+    nats_url: str | None = None
+
+    def readiness(self, config: Config) -> dict[str, bool]:
+        bus = self.bus_ref.bus
+        checks = {
+            "bus_connected": bool(bus and bus.connected),
+            "streams_ready": bool(bus and bus.streams_ready),
+            "not_stopping": not self.stopping,
+        }
+        if "sensors" in config.components:
+            checks["sensors_loaded"] = self.sensors_loaded
+        return checks
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = State()
+        self.started = asyncio.Event()
+        self._embedded: EmbeddedNats | None = None
+        self._runner: web.AppRunner | None = None
+        self._services: Services | None = None
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        try:
+            await self._start()
+            self.started.set()
+            await self._wait(stop)
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
+        config = self.config
+        sensors = self._load_sensors() if "sensors" in config.components else []
+        routes: list[web.RouteDef] = []
+        if "gateway" in config.components:
+            routes += GitHubGateway(config, self.state.bus_ref).routes()
+            routes += CloudEventsGateway(config, self.state.bus_ref).routes()
+        url = config.nats_url
+        if not url:
+            self._embedded = EmbeddedNats(Path(config.data_dir) / "nats", port=config.nats_port)
+            url = await self._embedded.start()
+        self.state.nats_url = url
+        await self._start_http(routes)
+        bus = await bus_mod.connect(url, config)
+        self.state.bus_ref.bus = bus
+        await bus.ensure_streams(bus_mod.default_streams(config))
+        self._services = Services(config, bus)
+        if "sensors" in config.components:
+            self.state.engine = Engine(bus, self._services, config)
+            await self.state.engine.start(sensors)
+            self.state.sensors_loaded = True
+        log.info("eventsvc ready", components=list(config.components), nats=url,
+                 http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
+
+    def _load_sensors(self) -> list[specs.sensor_spec.SensorSpec]:
+        loaded = specs.load_paths([self.config.sensors_dir])
+        if loaded.problems:
+            raise SpecError(loaded.problems)
+        if not loaded.files:
+            log.warning("no sensor files found", dir=self.config.sensors_dir)
+        return loaded.sensors
+
+    async def _start_http(self, routes: list[web.RouteDef]) -> None:
+        app = build_app(routes, lambda: self.state.readiness(self.config), self.config.max_body_bytes)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=self.config.drain_timeout
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.http_host, self.config.http_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        self.state.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
+        log.info("http listening", host=self.config.http_host, port=self.state.http_port)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+            engine = self.state.engine
+            if engine is not None and (failure := engine.failed()) is not None:
+                raise failure
+
+    async def _shutdown(self) -> None:
+        self.state.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        log.info("shutting down", drain_timeout=self.config.drain_timeout)
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops intake, waits for in-flight requests
+        if self.state.engine is not None:
+            await self.state.engine.stop(deadline)
+        if self._services is not None:
+            await self._services.close()
+        if self.state.bus_ref.bus is not None:
+            await self.state.bus_ref.bus.close()
+        if self._embedded is not None:
+            await self._embedded.stop()
+        log.info("stopped")
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Service(config).serve(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(config: Config) -> None:
+    asyncio.run(serve(config))

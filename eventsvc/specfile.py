@@ -1,0 +1,219 @@
+"""YAML spec files with line numbers, and JSON Schema validation that reports
+every problem as `file:line: field: message`.
+
+PyYAML's composer keeps a mark on every node; we convert nodes to plain Python
+values and keep a side table from field path to line, so validation can name the
+line of the field at fault (or of its parent when the field is missing).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema.exceptions import ValidationError
+
+from eventsvc.errors import SpecProblem
+
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass(slots=True)
+class Document:
+    """One YAML document: its value, the file it came from and a line per field path."""
+
+    value: Any
+    file: str
+    lines: dict[FieldPath, int] = field(default_factory=dict)
+
+    def line(self, path: FieldPath) -> int:
+        """Line of `path`, or of its nearest ancestor that exists."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), 1)
+
+    def problem(self, path: FieldPath, message: str) -> SpecProblem:
+        return SpecProblem(self.file, self.line(path), field_name(path), message)
+
+
+def field_name(path: FieldPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(document)"
+
+
+def _convert(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_str = str(_scalar(key_node))
+            lines[(*path, key_str)] = key_node.start_mark.line + 1
+            out[key_str] = _convert(value_node, (*path, key_str), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+_CONSTRUCTOR = yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return _CONSTRUCTOR.construct_object(node, deep=True)
+
+
+def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:
+    """Every document in `text`; a YAML syntax error becomes a problem with its line."""
+    docs: list[Document] = []
+    try:
+        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            if node is None:
+                continue
+            lines: dict[FieldPath, int] = {}
+            docs.append(Document(_convert(node, (), lines), file, lines))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        return docs, [SpecProblem(file, line, "(yaml)", f"{e.problem or e}; fix the YAML syntax")]
+    return docs, []
+
+
+def read_documents(path: Path) -> tuple[list[Document], list[SpecProblem]]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [SpecProblem(str(path), 1, "(file)", f"cannot read: {e}")]
+    return parse_documents(text, str(path))
+
+
+def spec_files(paths: Sequence[str | Path]) -> Iterator[Path]:
+    """YAML files named directly, or found (recursively, sorted) under directories."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(
+                f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
+            )
+        else:
+            yield p
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _expected(schema_type: Any) -> str:
+    types = schema_type if isinstance(schema_type, list) else [schema_type]
+    return " or ".join(_TYPE_NAMES.get(t, str(t)) for t in types)
+
+
+def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProblem]:
+    path: FieldPath = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    inst = error.instance
+    if error.validator == "required":
+        missing = [
+            name
+            for name in error.validator_value
+            if isinstance(inst, Mapping) and name not in inst
+        ]
+        for name in missing:
+            # a missing field has no line of its own: point at its parent
+            yield SpecProblem(doc.file, doc.line(path), field_name((*path, name)), "required")
+    elif error.validator == "additionalProperties" and isinstance(inst, Mapping):
+        known = list(schema.get("properties", {}))
+        patterns = schema.get("patternProperties", {})
+        for name in inst:
+            if name in known or any(re.search(p, name) for p in patterns):
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+            yield doc.problem((*path, name), f"unknown field; {hint}")
+    elif error.validator == "type":
+        yield doc.problem(
+            path,
+            f"expected {_expected(error.validator_value)}, got {_TYPE_NAMES[_json_type(inst)]}"
+            + (f" ({inst!r})" if not isinstance(inst, dict | list) else ""),
+        )
+    elif error.validator == "enum":
+        choices = ", ".join(map(str, error.validator_value))
+        yield doc.problem(path, f"{inst!r} is not one of: {choices}")
+    elif error.validator == "const":
+        yield doc.problem(path, f"must be {error.validator_value!r}, got {inst!r}")
+    elif error.validator == "pattern":
+        hint = schema.get("x-hint") or f"must match {error.validator_value}"
+        yield doc.problem(path, f"{inst!r}: {hint}")
+    elif error.validator in ("anyOf", "oneOf"):
+        yield from _branch_errors(doc, error)
+    else:
+        yield doc.problem(path, error.message)
+
+
+def _branch_errors(doc: Document, error: ValidationError) -> Iterator[SpecProblem]:
+    """For `anyOf` (string-or-mapping and the like) report the branch whose type fits."""
+    branches = error.validator_value
+    kind = _json_type(error.instance)
+    for i, branch in enumerate(branches):
+        btype = branch.get("type")
+        fits = kind in (btype if isinstance(btype, list) else [btype]) or (
+            kind == "integer" and btype == "number"
+        )
+        if fits:
+            sub = [e for e in error.context or () if e.relative_schema_path[0] == i]
+            for e in sub:
+                yield from _schema_errors(doc, e)
+            if sub:
+                return
+    expected = " or ".join(_expected(b.get("type")) for b in branches if "type" in b)
+    if expected:
+        yield doc.problem(
+            tuple(error.absolute_path),
+            f"expected {expected}, got {_TYPE_NAMES[_json_type(error.instance)]}",
+        )
+    else:
+        yield doc.problem(tuple(error.absolute_path), error.message)
+
+
+def validate_schema(doc: Document, schema: Mapping[str, Any]) -> list[SpecProblem]:
+    """Every schema violation in `doc`, in line order, one per field."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: dict[tuple[int, str, str], SpecProblem] = {}
+    for error in validator.iter_errors(doc.value):
+        for p in _schema_errors(doc, error):
+            problems.setdefault((p.line, p.field, p.message), p)
+    return sorted(problems.values(), key=lambda p: (p.line, p.field))

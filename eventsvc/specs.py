@@ -1,0 +1,72 @@
+"""Loading spec files: every YAML document under the given paths, dispatched by `kind`.
+
+Kinds register a parser here; a file with mistakes yields every problem it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventsvc import specfile
+from eventsvc.errors import SpecProblem
+from eventsvc.sensors import spec as sensor_spec
+
+Parser = Callable[[specfile.Document], tuple[Any | None, list[SpecProblem]]]
+KINDS: dict[str, Parser] = {"Sensor": sensor_spec.parse_sensor}
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What a set of files declared, by kind, and every problem found."""
+
+    by_kind: dict[str, list[Any]] = field(default_factory=dict)
+    problems: list[SpecProblem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def sensors(self) -> list[sensor_spec.SensorSpec]:
+        return self.by_kind.get("Sensor", [])
+
+
+def load_paths(paths: Sequence[str | Path]) -> Loaded:
+    loaded = Loaded()
+    names: dict[tuple[str, str], str] = {}
+    for path in specfile.spec_files(paths):
+        loaded.files.append(path)
+        if not path.exists():
+            loaded.problems.append(SpecProblem(str(path), 1, "(file)", "no such file"))
+            continue
+        docs, problems = specfile.read_documents(path)
+        loaded.problems.extend(problems)
+        for doc in docs:
+            _load_doc(doc, loaded, names)
+    return loaded
+
+
+def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str], str]) -> None:
+    if not isinstance(doc.value, dict):
+        loaded.problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
+        return
+    kind = doc.value.get("kind")
+    parser = KINDS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        loaded.problems.append(
+            doc.problem(("kind",), f"{kind!r} is not a known kind; use one of: {', '.join(KINDS)}")
+        )
+        return
+    obj, problems = parser(doc)
+    loaded.problems.extend(problems)
+    if obj is None:
+        return
+    name = getattr(obj, "name", "")
+    where = names.get((kind, name))
+    if where:
+        loaded.problems.append(
+            doc.problem(("metadata", "name"), f"{kind} {name!r} is already declared in {where}")
+        )
+        return
+    names[(kind, name)] = f"{doc.file}:{doc.line(('metadata', 'name'))}"
+    loaded.by_kind.setdefault(kind, []).append(obj)

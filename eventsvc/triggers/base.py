@@ -1,0 +1,94 @@
+"""What every trigger kind implements, and what the engine hands it.
+
+A trigger kind is one module with one class following `TriggerKind`, registered
+in `eventsvc.triggers.REGISTRY` under its YAML key. Shared mechanics (parameters,
+retries, rate limits, results) live in the engine, never in a kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import aiohttp
+
+from eventsvc.config import Config
+from eventsvc.events import CloudEvent
+
+if TYPE_CHECKING:
+    from eventsvc.bus import Bus
+
+
+class Services:
+    """Process-wide clients shared by trigger kinds; created lazily, closed once."""
+
+    def __init__(self, config: Config, bus: Bus | None = None) -> None:
+        self.config = config
+        self.bus = bus
+        self._http: aiohttp.ClientSession | None = None
+        self.extras: dict[str, Any] = {}
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+                headers={"User-Agent": "eventsvc"},
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        for extra in self.extras.values():
+            close = getattr(extra, "close", None)
+            if close is not None:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerContext:
+    """Who is firing, and for which events (by dependency name)."""
+
+    sensor: str
+    trigger: str
+    events: Mapping[str, CloudEvent]
+    attempt: int = 1
+    dry_run: bool = False
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [e.get_id() for e in self.events.values()]
+
+    @property
+    def first(self) -> CloudEvent:
+        return next(iter(self.events.values()))
+
+
+@dataclass(slots=True)
+class TriggerResult:
+    """What a run did; `detail` is JSON-able and lands in the result event."""
+
+    outcome: str = "success"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class TriggerKind(Protocol):
+    key: ClassVar[str]
+    """The YAML key under `template` that selects this kind."""
+    schema: ClassVar[dict[str, Any]]
+    """JSON Schema of the kind's section; unknown fields must be refused."""
+
+    def __init__(self, services: Services) -> None: ...
+
+    @classmethod
+    def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems the schema cannot express: (path inside the section, message)."""
+        ...
+
+    async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
+        """Do it. Raise PermanentTriggerError or TemporaryTriggerError on failure."""
+        ...

@@ -1,0 +1,73 @@
+"""`http`: send the matched event as a structured CloudEvent to a URL; 2xx is success."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from eventsvc import events
+from eventsvc.durations import parse_duration
+from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
+from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
+
+# statuses worth retrying: the server may recover; other 4xx will not change by themselves
+_RETRYABLE = {408, 425, 429}
+
+
+class HttpTrigger:
+    key: ClassVar[str] = "http"
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "minLength": 1},
+            "method": {"enum": ["POST", "PUT", "PATCH", "GET", "DELETE"]},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "timeout": {"type": ["string", "number"]},
+        },
+    }
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @classmethod
+    def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        url = spec.get("url")
+        if isinstance(url, str) and "{{" not in url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append((("url",), f"{url!r} is not an http(s) URL"))
+        if "timeout" in spec:
+            try:
+                parse_duration(spec["timeout"])
+            except ValueError as e:
+                problems.append((("timeout",), str(e)))
+        return problems
+
+    async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
+        url = str(spec["url"])
+        method = str(spec.get("method", "POST"))
+        headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE, **spec.get("headers", {})}
+        body = events.to_structured(ctx.first)
+        timeout = aiohttp.ClientTimeout(total=parse_duration(spec.get("timeout", "30s")))
+        try:
+            async with self.services.http.request(
+                method, url, data=body, headers=headers, timeout=timeout
+            ) as resp:
+                text = (await resp.text(errors="replace"))[:500]
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise TemporaryTriggerError(f"{method} {url}: {type(e).__name__}: {e}") from e
+        if 200 <= status < 300:
+            return TriggerResult(detail={"status": status, "url": url})
+        message = f"{method} {url} answered {status}: {text.strip() or '(empty body)'}"
+        if status >= 500 or status in _RETRYABLE:
+            delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+            raise TemporaryTriggerError(message, delay=delay)
+        raise PermanentTriggerError(message)
