@@ -13,7 +13,6 @@ import yaml
 
 from eventsvc import specs
 from eventsvc.config import SETTINGS, load_config
-from eventsvc.durations import parse_duration
 from tests.deploy.conftest import (
     KUBERNETES_VERSION,
     OVERLAYS,
@@ -174,10 +173,11 @@ def test_secrets_are_referenced_never_inlined(rendered: tuple[Obj, ...]) -> None
             else:
                 assert not any(w in name for w in ("SECRET", "PASSWORD", "TOKEN", "KEY")), (
                     f"{dep['metadata']['name']}: {name} looks like an inlined secret; "
-                    "mount a Secret and use {name}_FILE"
+                    f"mount a Secret and use {name}_FILE"
                 )
     gateway = one(rendered, "Deployment", "eventsvc-gateway")
-    env = {e["name"]: e["value"] for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
     assert "EVENTSVC_GITHUB_WEBHOOK_SECRET_FILE" in env
     assert "EVENTSVC_NATS_PASSWORD_FILE" in env
 
@@ -191,7 +191,9 @@ def test_sensors_configmap_holds_every_sensor_file(rendered: tuple[Obj, ...]) ->
     )
     dep = one(rendered, "Deployment", "eventsvc-sensors")
     pod = dep["spec"]["template"]["spec"]
-    volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"])
+    volume = next(
+        v for v in pod["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"]
+    )
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
     # a subPath mount would never see updates, and the hot reload would see nothing
     assert mount["mountPath"] == "/etc/eventsvc/sensors" and "subPath" not in mount
