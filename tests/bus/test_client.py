@@ -25,7 +25,7 @@ async def test_user_password_auth(auth_server: EmbeddedNats, config_factory: Any
     good = await bus_mod.connect(auth_server.url, config_factory(nats_user="svc", nats_password="pw"))
     assert good.connected
     await good.close()
-    with pytest.raises(BusUnavailableError, match="cannot connect to NATS at .*credentials"):
+    with pytest.raises(BusUnavailableError, match=r"cannot connect to NATS at .*credentials"):
         await bus_mod.connect(auth_server.url, config_factory(nats_user="svc", nats_password="no"))
 
 
@@ -56,6 +56,6 @@ async def test_publish_when_server_gone_is_unavailable(
     b = await bus_mod.connect(nats_server.url, config_factory())
     await b.ensure_streams(bus_mod.default_streams(config_factory()))
     await nats_server.stop()
-    with pytest.raises(BusUnavailableError, match="publish to events.x"):
+    with pytest.raises(BusUnavailableError, match=r"publish to events\.x"):
         await b.publish("events.x", b"1")
     await b.close()
