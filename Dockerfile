@@ -30,13 +30,13 @@ RUN apt-get update \
        --shell /usr/sbin/nologin eventsvc \
     && install -d -o 10001 -g 10001 /var/lib/eventsvc /etc/eventsvc/sensors
 COPY --from=build /opt/eventsvc /opt/eventsvc
+# no EVENTSVC_* defaults here: environment variables override the config file, so an
+# image default would silently win over the ConfigMap. Without a config the service
+# keeps its state under ./.eventsvc, i.e. in the writable working directory.
 ENV PATH=/opt/eventsvc/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp \
-    EVENTSVC_DATA_DIR=/var/lib/eventsvc \
-    EVENTSVC_SENSORS_DIR=/etc/eventsvc/sensors \
-    EVENTSVC_LOG_FORMAT=json
+    HOME=/tmp
 WORKDIR /var/lib/eventsvc
 # numeric user, so Kubernetes can check runAsNonRoot without reading /etc/passwd
 USER 10001:10001

@@ -56,6 +56,12 @@ def test_final_stage_is_small_and_unprivileged() -> None:
     assert "COPY --from=build /opt/eventsvc /opt/eventsvc" in final
 
 
+def test_image_sets_no_eventsvc_settings() -> None:
+    """EVENTSVC_* variables beat the config file: an image default would hide the ConfigMap."""
+    env = [line for stage in _stages() for line in stage if line.upper().startswith("ENV ")]
+    assert not [line for line in env if "EVENTSVC_" in line]
+
+
 def test_build_context_is_whitelisted() -> None:
     lines = [
         line for line in (ROOT / ".dockerignore").read_text().splitlines()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import uuid
@@ -24,17 +23,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from eventsvc.bus import Bus, Delivery
 from eventsvc.bus.embedded import free_port, server_binary
 from eventsvc.errors import BusUnavailableError
-from tests.conftest import RunningService, post_github, pr_payload, write_sensor
+from tests.conftest import RunningService, http_sensor, post_github, pr_payload, write_sensor
 from tests.deploy.conftest import NATS_CONF
-
-# the gateways store their name with a plain string key on the request, which
-# aiohttp >= 3.14 warns about (NotAppKeyWarning, an error under pytest); not this test's concern
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+from tests.receiver import Receiver
 
 PASSWORD = "cluster-test-password"
 EVENTS = 120
@@ -150,48 +145,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[list[Node]]:
         await asyncio.gather(*(stop_node(n) for n in nodes))
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, dict[str, int]]]:
-    """An HTTP endpoint counting the CloudEvent ids the sensor's trigger delivers."""
-    seen: dict[str, int] = {}
-
-    async def handle(request: web.Request) -> web.Response:
-        event_id = json.loads(await request.read())["id"]
-        seen[event_id] = seen.get(event_id, 0) + 1
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.add_routes([web.post("/hook", handle)])
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/hook", seen
-    finally:
-        await runner.cleanup()
-
-
-SENSOR = """\
-apiVersion: eventsvc.dev/v1alpha1
-kind: Sensor
-metadata: {name: burst}
-spec:
-  dependencies:
-    - name: pr
-      eventSubject: events.github.pull_request
-      filters:
-        context:
-          type: {prefix: com.github.pull_request.}
-  triggers:
-    - template:
-        name: notify
-        conditions: pr
-        http: {url: "%s", timeout: 5s}
-"""
-
-
 async def deliver(
     session: aiohttp.ClientSession, url: str, number: int, accepted: Callable[[str], None]
 ) -> None:
@@ -230,12 +183,13 @@ async def read_stream(bus: Bus, stream: str) -> list[Delivery]:
 @pytest.mark.slow
 async def test_accepted_events_survive_losing_a_node(
     cluster: list[Node],
-    receiver: tuple[str, dict[str, int]],
+    receiver: Receiver,
     start_service: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    hook_url, seen = receiver
-    write_sensor(tmp_path / "sensors", "burst", SENSOR % hook_url)
+    sensor = http_sensor("burst", receiver.url, subject="events.github.pull_request",
+                         type_prefix="com.github.pull_request.")  # fmt: skip
+    write_sensor(tmp_path / "sensors", "burst", sensor)
     service: RunningService = await start_service(
         nats_url=",".join(n.url for n in cluster),
         nats_user="eventsvc",
@@ -285,9 +239,9 @@ async def test_accepted_events_survive_losing_a_node(
     assert sorted(stored) == sorted(accepted), "stream differs from what was accepted"
 
     for _ in range(300):  # up to 30 s: redeliveries after a lost ack take ack_wait (5 s)
-        if set(accepted) <= set(seen):
+        if set(accepted) <= set(receiver.ids()):
             break
         await asyncio.sleep(0.1)
-    lost = set(accepted) - set(seen)
+    lost = set(accepted) - set(receiver.ids())
     assert not lost, f"{len(lost)} accepted events never reached the sensor"
     await service.stop()
