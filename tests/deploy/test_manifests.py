@@ -229,11 +229,12 @@ def test_selectors_match_their_pods(rendered: tuple[Obj, ...]) -> None:
             for d in find(rendered, "Deployment")}  # fmt: skip
     for dep in find(rendered, "Deployment"):
         assert selects(dep["spec"]["selector"]["matchLabels"], pods[dep["metadata"]["name"]])
-    for kind, get in (
+    selectors: list[tuple[str, Callable[[Obj], dict[str, str]]]] = [
         ("Service", lambda o: o["spec"]["selector"]),
         ("PodDisruptionBudget", lambda o: o["spec"]["selector"]["matchLabels"]),
         ("NetworkPolicy", lambda o: o["spec"]["podSelector"]["matchLabels"]),
-    ):
+    ]
+    for kind, get in selectors:
         for obj in find(rendered, kind):
             matched = [n for n, labels in pods.items() if selects(get(obj), labels)]
             assert matched == [obj["metadata"]["name"]], f"{kind}/{obj['metadata']['name']}"

@@ -55,7 +55,9 @@ class Node:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def _sub(text: str, pattern: str, repl: str, count: int = 1) -> str:
+def _sub(
+    text: str, pattern: str, repl: str | Callable[[re.Match[str]], str], count: int = 1
+) -> str:
     new, n = re.subn(pattern, repl, text, flags=re.MULTILINE)
     assert n == count, f"{NATS_CONF.name}: expected {count} line(s) matching {pattern!r}, got {n}"
     return new
@@ -70,7 +72,7 @@ def node_conf(text: str, node: Node, nodes: list[Node]) -> str:
         text, r"^(\s+)listen: 0\.0\.0\.0:6222$", rf"\1listen: 127.0.0.1:{node.cluster_port}"
     )
     routes = iter(f"nats://127.0.0.1:{n.cluster_port}" for n in nodes)
-    return _sub(text, r"nats://\S+:6222$", lambda _: next(routes), count=len(nodes))  # type: ignore[arg-type]
+    return _sub(text, r"nats://\S+:6222$", lambda _: next(routes), count=len(nodes))
 
 
 async def start_node(node: Node, conf: str) -> None:
@@ -235,7 +237,7 @@ async def test_accepted_events_survive_losing_a_node(
     assert len(accepted) == EVENTS and len(set(accepted)) == EVENTS
     bus = service.service.state.bus_ref.bus
     assert bus is not None
-    stored = [m.headers.get("ce-id") for m in await read_stream(bus, "EVENTS")]
+    stored = [m.headers.get("ce-id", "") for m in await read_stream(bus, "EVENTS")]
     assert sorted(stored) == sorted(accepted), "stream differs from what was accepted"
 
     for _ in range(300):  # up to 30 s: redeliveries after a lost ack take ack_wait (5 s)

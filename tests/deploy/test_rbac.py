@@ -73,7 +73,9 @@ def required() -> tuple[str, set[Permission]]:
 
 def granted(objs: tuple[Obj, ...], account: str) -> set[Permission]:
     """What `account` may do, from the (Cluster)Roles its bindings reference."""
-    roles = {("ClusterRole", r["metadata"]["name"]): r for r in find(objs, "ClusterRole")}
+    roles: dict[tuple[str, ...], Obj] = {
+        ("ClusterRole", r["metadata"]["name"]): r for r in find(objs, "ClusterRole")
+    }
     roles |= {("Role", r["metadata"]["name"], r["metadata"]["namespace"]): r
               for r in find(objs, "Role")}  # fmt: skip
     out: set[Permission] = set()
