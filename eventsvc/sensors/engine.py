@@ -340,11 +340,11 @@ class SensorRunner:
         reason = "retries exhausted" if temporary else "permanent failure"
         elog.error("trigger failed for good; sent to DLQ", trigger=name, reason=reason,
                    attempts=attempt, error=str(error))  # fmt: skip
-        await self._fire_dlq(trig, plan.by_dep, error, attempt)
         if not await self._dead_letter(msg, plan.by_dep, reason, str(error), name, attempt):
             return time.time() + self.config.redelivery_delay
-        await self.ledger.put(key, RunState(Outcome.FAILED, attempt, error=str(error)))
         await self._result(name, ids, Outcome.FAILED, attempt, took, error=f"{reason}: {error}")
+        await self._fire_dlq(trig, plan.by_dep, error, attempt)
+        await self.ledger.put(key, RunState(Outcome.FAILED, attempt, error=str(error)))
         await self._consume(plan)
         return None
 
