@@ -150,6 +150,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     url = args.nats_url or os.environ.get("EVENTSVC_NATS_URL") or "nats://127.0.0.1:4222"
     subject = f"results.{events.sanitize_token(args.sensor)}.>" if args.sensor else None
+    logs.configure("console", "error")  # stdout is the table
 
     async def show() -> int:
         bus = await bus_mod.connect(url, load_config(), connect_timeout=3)

@@ -62,10 +62,10 @@ async def dlq_records(bus: bus_mod.Bus, sensor: str) -> list[dict[str, Any]]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0
+    probe: Callable[[], Awaitable[Any]], what: str, within: float = 30.0
 ) -> Any:
     """Poll `probe` until it returns something truthy; fail naming `what`."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await probe()
         if value:
