@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+from croniter import croniter
 
 from eventsvc import events, logs
 from eventsvc.bus import KeyValueStore
@@ -30,6 +33,13 @@ from eventsvc.sensors import conditions, delivery
 log = logs.get("eventsvc.sensors")
 PARTIAL_BUCKET = "eventsvc-partial"
 _CAS_TRIES = 20
+
+
+def last_reset(schedules: Sequence[str], now: float) -> float:
+    """Epoch time of the latest `conditionsReset` tick at or before `now` (UTC); 0 if none."""
+    when = datetime.fromtimestamp(now, UTC)
+    ticks = [croniter(expr, when).get_prev(datetime).timestamp() for expr in schedules]
+    return max(ticks, default=0.0)
 
 
 def partial_key(sensor: str, trigger: str, correlation: str) -> str:
@@ -58,6 +68,7 @@ class PartialStore:
         matched: Mapping[str, CloudEvent],
         condition: conditions.Condition,
         window: float,
+        resets: Sequence[str] = (),
     ) -> Completed | None:
         """Add `matched` (dependency -> event) to the partial match; the events when the
         condition is now met (nothing is written then), else None (the merge is stored)."""
@@ -65,10 +76,10 @@ class PartialStore:
         for _ in range(_CAS_TRIES):
             entry = await self.kv.get(key)
             state = _decode(entry[0]) if entry else {}
-            state = await self._live(sensor, trigger, state)
             now = time.time()
+            state = await self._live(sensor, trigger, state, last_reset(resets, now))
             for dep, event in matched.items():
-                state[dep] = {"event": events.to_dict(event), "until": now + window}
+                state[dep] = {"event": events.to_dict(event), "until": now + window, "at": now}
             if condition(set(state)):
                 return Completed(key, {d: events.from_dict(v["event"]) for d, v in state.items()})
             body = json.dumps(state, default=str).encode()
@@ -83,13 +94,14 @@ class PartialStore:
         raise BusError(f"partial match {key}: too many concurrent writers, will retry")
 
     async def _live(
-        self, sensor: str, trigger: str, state: dict[str, Any]
+        self, sensor: str, trigger: str, state: dict[str, Any], reset: float
     ) -> dict[str, Any]:
-        """Entries not expired and whose event was not used by a completed run already."""
+        """Entries not expired, not older than the last reset, and whose event was not
+        used by a completed run already."""
         now = time.time()
         live: dict[str, Any] = {}
         for dep, item in state.items():
-            if float(item.get("until", 0)) < now:
+            if float(item.get("until", 0)) < now or float(item.get("at", 0)) < reset:
                 continue
             event_id = str(item.get("event", {}).get("id", ""))
             if await self.ledger.marked(delivery.consumed_key(sensor, trigger, event_id)):

@@ -274,9 +274,10 @@ class SensorRunner:
                     continue
                 groups.setdefault(ckey, {})[dep] = event
             for ckey, deps in groups.items():
+                corr = self.sensor.spec.correlation
                 done = await self.partials.merge(
                     self.sensor.name, name, ckey, deps, trig.condition,
-                    self.sensor.spec.correlation.window,
+                    corr.window, corr.conditions_reset,
                 )  # fmt: skip
                 if done is not None:
                     plans.append(Plan(trig, done.events, done))

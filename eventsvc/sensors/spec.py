@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from croniter import croniter
+
 from eventsvc import specfile
 from eventsvc.durations import parse_duration
 from eventsvc.errors import SpecProblem
@@ -221,10 +223,20 @@ def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
     if isinstance(corr, dict) and "window" in corr:
         path: specfile.FieldPath = ("spec", "correlation", "window")
         out += _check_duration(doc, path, corr["window"], positive=True, most=MAX_WINDOW)
+    resets = corr.get("conditionsReset") if isinstance(corr, dict) else None
+    for i, expr in enumerate(resets if isinstance(resets, list) else []):
+        if isinstance(expr, str) and not valid_schedule(expr):
+            message = (f"{expr!r} is not a 5-field cron schedule (minute hour day month "
+                       "weekday), e.g. '0 23 * * *'")  # fmt: skip
+            out.append(doc.problem(("spec", "correlation", "conditionsReset", i), message))
     for i, item in enumerate(_items(spec, "triggers")):
         if isinstance(item, dict):
             out += _check_trigger_delivery(doc, ("spec", "triggers", i), item)
     return out
+
+
+def valid_schedule(expr: str) -> bool:
+    return len(expr.split()) == 5 and bool(croniter.is_valid(expr))
 
 
 def _items(spec: Mapping[str, Any], key: str) -> list[Any]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from eventsvc import bus as bus_mod
+from eventsvc import events
 from eventsvc.events import make_event
-from eventsvc.sensors import keys
+from eventsvc.sensors import conditions, correlation, delivery, keys
 from tests.sensors.conftest import EngineFactory, eventually, load_sensor, results_of, send
 
 SENSOR = """\
@@ -100,3 +102,29 @@ async def _partial_stored(engine: object) -> bool:
 async def _runs(bus: bus_mod.Bus, want: int) -> list[list[str]]:
     runs = [r["eventIds"] for r in await results_of(bus, "ship") if r["outcome"] == "success"]
     return runs if len(runs) >= want else []
+
+
+def test_last_reset_is_the_latest_tick_before_now() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 3, 4, 10, 30, tzinfo=UTC).timestamp()
+    tick = correlation.last_reset(["0 23 * * *", "0 6 * * 1-5"], now)
+    assert datetime.fromtimestamp(tick, UTC) == datetime(2026, 3, 4, 6, 0, tzinfo=UTC)
+    assert correlation.last_reset([], now) == 0.0
+
+
+async def test_conditions_reset_drops_older_partial_matches(bus: bus_mod.Bus) -> None:
+    ledger = delivery.Ledger(await bus.kv("test-ledger"))
+    store = correlation.PartialStore(await bus.kv("test-partial"), ledger)
+    cond, _ = conditions.parse("a && b")
+    a = make_event({"specversion": "1.0", "id": "a1", "type": "t", "source": "s"}, {})
+    b = make_event({"specversion": "1.0", "id": "b1", "type": "t", "source": "s"}, {})
+    old = {"a": {"event": events.to_dict(a), "until": 4e9, "at": 1.0}}  # stored in 1970
+    key = correlation.partial_key("s", "t", "k")
+    await store.kv.put(key, json.dumps(old).encode())
+
+    yearly = ["0 0 1 1 *"]  # a reset every 1 January drops what was stored in 1970
+    assert await store.merge("s", "t", "k", {"b": b}, cond, 60, yearly) is None
+    await store.kv.put(key, json.dumps(old).encode())
+    done = await store.merge("s", "t", "k", {"b": b}, cond, 60)
+    assert done is not None and sorted(e.get_id() for e in done.events.values()) == ["a1", "b1"]

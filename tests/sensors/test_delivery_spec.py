@@ -42,6 +42,7 @@ metadata: {name: bad}
 spec:
   correlation:
     window: 30d
+    conditionsReset: ["0 25 * * *"]
   dependencies:
     - name: build
       correlate: pull_request.head.sha
@@ -93,17 +94,18 @@ def test_delivery_keys_are_parsed(tmp_path: Path) -> None:
     ("line", "field", "words"),
     [
         (6, "spec.correlation.window", "7d limit"),
-        (9, "spec.dependencies[0].correlate", "data.pull_request.head.sha"),
-        (15, "spec.triggers[0].retryStrategy.steps", "use 1 or more"),
-        (16, "spec.triggers[0].retryStrategy.duration", "not a duration"),
-        (17, "spec.triggers[0].retryStrategy.factor", "shrink"),
-        (18, "spec.triggers[0].retryStrategy.jitter", "0..1"),
-        (20, "spec.triggers[0].rateLimit.requestsPerUnit", "never fire"),
-        (21, "spec.triggers[0].rateLimit.unit", "Second, Minute, Hour"),
-        (23, "spec.triggers[0].concurrency.key", "has no fields"),
-        (24, "spec.triggers[0].concurrency.policy", "queue, replace"),
-        (26, "spec.triggers[0].dlqTrigger.template", "exactly one trigger kind"),
-        (31, "spec.triggers[1].retryStrategy.maxDuration", "shorter than duration"),
+        (7, "spec.correlation.conditionsReset[0]", "5-field cron"),
+        (10, "spec.dependencies[0].correlate", "data.pull_request.head.sha"),
+        (16, "spec.triggers[0].retryStrategy.steps", "use 1 or more"),
+        (17, "spec.triggers[0].retryStrategy.duration", "not a duration"),
+        (18, "spec.triggers[0].retryStrategy.factor", "shrink"),
+        (19, "spec.triggers[0].retryStrategy.jitter", "0..1"),
+        (21, "spec.triggers[0].rateLimit.requestsPerUnit", "never fire"),
+        (22, "spec.triggers[0].rateLimit.unit", "Second, Minute, Hour"),
+        (24, "spec.triggers[0].concurrency.key", "has no fields"),
+        (25, "spec.triggers[0].concurrency.policy", "queue, replace"),
+        (27, "spec.triggers[0].dlqTrigger.template", "exactly one trigger kind"),
+        (32, "spec.triggers[1].retryStrategy.maxDuration", "shorter than duration"),
     ],
 )
 def test_every_mistake_is_reported_with_its_line(
