@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import structlog
+from structlog.typing import FilteringBoundLogger
 
 from eventsvc import events, logs, metrics
 from eventsvc.bus import Bus, Delivery, PullConsumer
@@ -37,7 +37,6 @@ from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec
 from eventsvc.triggers import REGISTRY, Services, TriggerContext, TriggerKind, TriggerResult
 
 log = logs.get("eventsvc.sensors")
-BoundLogger = structlog.typing.FilteringBoundLogger
 FIRED_BUCKET = delivery.LEDGER_BUCKET
 
 
@@ -249,7 +248,9 @@ class SensorRunner:
                 await heartbeat
         await self._settle(msg, dues, elog)
 
-    async def _plan(self, event: CloudEvent, matched: set[str], elog: BoundLogger) -> list[Plan]:
+    async def _plan(
+        self, event: CloudEvent, matched: set[str], elog: FilteringBoundLogger
+    ) -> list[Plan]:
         """What to run now: triggers this event completes alone, or completes together with
         events kept as partial matches; the rest of what it matched is stored as partial."""
         plans: list[Plan] = []
@@ -289,7 +290,7 @@ class SensorRunner:
             with contextlib.suppress(BusError):
                 await msg.in_progress()
 
-    async def _run(self, plan: Plan, msg: Delivery, elog: BoundLogger) -> float | None:
+    async def _run(self, plan: Plan, msg: Delivery, elog: FilteringBoundLogger) -> float | None:
         """One attempt of one trigger, if due. None when the run is final, else the epoch
         time its next attempt is due."""
         trig, name = plan.trig, plan.trig.spec.name
@@ -425,7 +426,9 @@ class SensorRunner:
             time.perf_counter() - started
         )
 
-    async def _settle(self, msg: Delivery, dues: list[float | None], elog: BoundLogger) -> None:
+    async def _settle(
+        self, msg: Delivery, dues: list[float | None], elog: FilteringBoundLogger
+    ) -> None:
         pending = [d for d in dues if d is not None]
         if not pending:
             await msg.ack()
@@ -434,7 +437,7 @@ class SensorRunner:
         elog.info("event will be redelivered", attempt=msg.num_delivered, delay=round(delay, 3))
         await self._nak(msg, delay, elog)
 
-    async def _nak(self, msg: Delivery, delay: float, elog: BoundLogger) -> None:
+    async def _nak(self, msg: Delivery, delay: float, elog: FilteringBoundLogger) -> None:
         try:
             await msg.nak(delay=delay)
         except BusError as e:  # redelivered after ack_wait anyway

@@ -1,5 +1,5 @@
 """Fixtures for the engine: sensors from YAML text, engines on the real bus, a local
-HTTP receiver, and polling helpers for the RESULTS and DLQ streams."""
+HTTP recorder, and polling helpers for the RESULTS and DLQ streams."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ async def eventually(
 
 
 @dataclass
-class Receiver:
+class Recorder:
     """A local HTTP endpoint that records structured CloudEvents by path."""
 
     url: str = ""
@@ -88,8 +88,8 @@ class Receiver:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
+async def recorder() -> AsyncIterator[Recorder]:
+    rec = Recorder()
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.json()

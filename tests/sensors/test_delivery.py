@@ -1,5 +1,5 @@
 """Delivery: retries by redelivery then DLQ, once-only firing after a crash, and
-`replace` concurrency, against a real nats-server and a local HTTP receiver."""
+`replace` concurrency, against a real nats-server and a local HTTP recorder."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from eventsvc.sensors.engine import SensorRunner
 from eventsvc.sensors.spec import ConcurrencyPolicy, RetryStrategy
 from tests.sensors.conftest import (
     EngineFactory,
-    Receiver,
+    Recorder,
     dlq_records,
     eventually,
     load_sensor,
@@ -51,23 +51,23 @@ async def fail(request: web.Request, body: dict[str, Any]) -> web.Response:
 
 
 async def test_retries_then_dlq_with_dlq_trigger(
-    tmp_path: Path, bus: bus_mod.Bus, receiver: Receiver, start_engine: EngineFactory
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
 ) -> None:
-    receiver.handlers["/call"] = fail
+    recorder.handlers["/call"] = fail
     extra = f"""\
       retryStrategy: {{steps: 3, duration: 0.2s, factor: 1}}
       dlqTrigger:
         template:
           name: alert
-          http: {{url: "{receiver.url}/dlq"}}
+          http: {{url: "{recorder.url}/dlq"}}
 """
-    spec = load_sensor(tmp_path, sensor_text("flaky", receiver.url, extra))
+    spec = load_sensor(tmp_path, sensor_text("flaky", recorder.url, extra))
     await start_engine([spec])
     event_id = await send(bus, "com.example.thing", {"n": 1})
 
     records = await eventually(lambda: dlq_records(bus, "flaky"), "a DLQ record")
-    assert receiver.ids("/call") == [event_id] * 3  # steps bounds the attempts
-    assert receiver.ids("/dlq") == [event_id]
+    assert recorder.ids("/call") == [event_id] * 3  # steps bounds the attempts
+    assert recorder.ids("/dlq") == [event_id]
     (record,) = records
     assert record["trigger"] == "call"
     assert record["attempts"] == 3
@@ -84,7 +84,7 @@ async def test_retries_then_dlq_with_dlq_trigger(
 
 
 async def test_a_retrying_event_does_not_block_others(
-    tmp_path: Path, bus: bus_mod.Bus, receiver: Receiver, start_engine: EngineFactory
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
 ) -> None:
     calls = 0
 
@@ -93,25 +93,25 @@ async def test_a_retrying_event_does_not_block_others(
         calls += 1
         return web.Response(status=503 if body["data"]["n"] == 1 else 200)
 
-    receiver.handlers["/call"] = first_fails
+    recorder.handlers["/call"] = first_fails
     extra = "      retryStrategy: {steps: 2, duration: 5s}\n"
-    spec = load_sensor(tmp_path, sensor_text("busy", receiver.url, extra))
+    spec = load_sensor(tmp_path, sensor_text("busy", recorder.url, extra))
     await start_engine([spec])
     slow = await send(bus, "com.example.thing", {"n": 1})
     fast = await send(bus, "com.example.thing", {"n": 2})
     # the second event fires while the first waits 5 s for its retry
-    await eventually(lambda: _has(receiver, "/call", fast), "the second event to fire")
-    assert receiver.ids("/call").count(slow) == 1
+    await eventually(lambda: _has(recorder, "/call", fast), "the second event to fire")
+    assert recorder.ids("/call").count(slow) == 1
 
 
 async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
     tmp_path: Path,
     bus: bus_mod.Bus,
-    receiver: Receiver,
+    recorder: Recorder,
     start_engine: EngineFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spec = load_sensor(tmp_path, sensor_text("crashy", receiver.url))
+    spec = load_sensor(tmp_path, sensor_text("crashy", recorder.url))
     settled = asyncio.Event()
 
     async def crash_before_ack(self: SensorRunner, *args: Any) -> None:
@@ -122,7 +122,7 @@ async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
     first = await start_engine([spec])
     event_id = await send(bus, "com.example.thing", {"n": 1})
     await asyncio.wait_for(settled.wait(), 30)
-    assert receiver.ids("/call") == [event_id]
+    assert recorder.ids("/call") == [event_id]
     await first.stop(asyncio.get_running_loop().time())  # cancels the stuck handler
     monkeypatch.undo()
 
@@ -131,11 +131,11 @@ async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
         lambda: _outcomes(bus, "crashy", want=2), "the redelivered event to be settled"
     )
     assert outcomes == [("call", "success", 1), ("call", "duplicate", 1)]
-    assert receiver.ids("/call") == [event_id]  # fired once
+    assert recorder.ids("/call") == [event_id]  # fired once
 
 
 async def test_replace_concurrency_drops_the_superseded_event(
-    tmp_path: Path, bus: bus_mod.Bus, receiver: Receiver, start_engine: EngineFactory
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
 ) -> None:
     release = asyncio.Event()
 
@@ -143,21 +143,21 @@ async def test_replace_concurrency_drops_the_superseded_event(
         await release.wait()
         return web.json_response({"ok": True})
 
-    receiver.handlers["/call"] = slow
+    recorder.handlers["/call"] = slow
     extra = "      concurrency: {key: data.pr, policy: replace}\n"
-    spec = load_sensor(tmp_path, sensor_text("envs", receiver.url, extra))
+    spec = load_sensor(tmp_path, sensor_text("envs", recorder.url, extra))
     await start_engine([spec])
     e1 = await send(bus, "com.example.thing", {"pr": 7, "n": 1})
-    await eventually(lambda: _has(receiver, "/call", e1), "the first run to start")
+    await eventually(lambda: _has(recorder, "/call", e1), "the first run to start")
     e2 = await send(bus, "com.example.thing", {"pr": 7, "n": 2})
     e3 = await send(bus, "com.example.thing", {"pr": 7, "n": 3})
     superseded = await eventually(
         lambda: _with_outcome(bus, "envs", "superseded"), "the queued event to be superseded"
     )
     release.set()
-    await eventually(lambda: _has(receiver, "/call", e3), "the newest event to run")
+    await eventually(lambda: _has(recorder, "/call", e3), "the newest event to run")
     assert [r["eventIds"] for r in superseded] == [[e2]]
-    assert receiver.ids("/call") == [e1, e3]
+    assert recorder.ids("/call") == [e1, e3]
 
 
 def test_backoff_grows_and_is_capped() -> None:
@@ -201,5 +201,5 @@ async def _with_outcome(bus: bus_mod.Bus, sensor: str, outcome: str) -> list[dic
     return [r for r in await results_of(bus, sensor) if r["outcome"] == outcome]
 
 
-async def _has(receiver: Receiver, path: str, event_id: str) -> bool:
-    return event_id in receiver.ids(path)
+async def _has(recorder: Recorder, path: str, event_id: str) -> bool:
+    return event_id in recorder.ids(path)
