@@ -462,6 +462,7 @@ class SensorRunner:
             "deliveries": msg.num_delivered,
             "subject": msg.subject,
             "streamSequence": msg.stream_seq,
+            "event": _delivered(msg, by_dep),
             "events": {d: events.to_dict(e) for d, e in (by_dep or {}).items()},
             "raw": None if by_dep is not None else msg.data.decode(errors="replace"),
         }
@@ -472,13 +473,22 @@ class SensorRunner:
             if by_dep
             else f"{self.sensor.name}:{msg.stream_seq}"
         )
-        subject = f"dlq.{self.sensor.name}" + (f".{trigger}" if trigger else "")
         try:
-            await self.bus.publish(subject, body, msg_id=msg_id)
+            await self.bus.publish(f"dlq.{self.sensor.name}", body, msg_id=msg_id)
         except BusError as e:
             self.log.error("DLQ publish failed; leaving the event for redelivery", error=str(e))
             return False
         return True
+
+
+def _delivered(msg: Delivery, by_dep: Mapping[str, CloudEvent] | None) -> object:
+    """The delivered event as a dict (it may be one of `by_dep`), or None when undecodable."""
+    if by_dep is None:
+        return None
+    try:
+        return events.to_dict(events.from_nats(msg.headers, msg.data))
+    except events.EventDecodeError:
+        return None
 
 
 class Engine:

@@ -58,7 +58,7 @@ async def results_of(bus: bus_mod.Bus, sensor: str) -> list[dict[str, Any]]:
 
 
 async def dlq_records(bus: bus_mod.Bus, sensor: str) -> list[dict[str, Any]]:
-    return [json.loads(m.data) for m in await bus.stream_messages(DLQ, f"dlq.{sensor}.>")]
+    return [json.loads(m.data) for m in await bus.stream_messages(DLQ, f"dlq.{sensor}")]
 
 
 async def eventually(

@@ -74,6 +74,7 @@ async def test_retries_then_dlq_with_dlq_trigger(
     assert record["reason"] == "retries exhausted"
     assert "503" in record["error"] and "down for maintenance" in record["error"]
     assert record["events"]["thing"]["id"] == event_id
+    assert record["event"]["id"] == event_id
 
     outcomes = await eventually(
         lambda: _outcomes(bus, "flaky", want=4), "results of every attempt and the DLQ trigger"
