@@ -218,7 +218,7 @@ def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
     if not isinstance(spec, dict):
         return []
     out: list[SpecProblem] = []
-    for i, dep in enumerate(_items(spec, "dependencies")):
+    for i, dep in enumerate(_list_at(spec, "dependencies")):
         if isinstance(dep, dict) and isinstance(dep.get("correlate"), str):
             out += _check_key(doc, ("spec", "dependencies", i, "correlate"), dep["correlate"])
     corr = spec.get("correlation")
@@ -231,7 +231,7 @@ def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
             message = (f"{expr!r} is not a 5-field cron schedule (minute hour day month "
                        "weekday), e.g. '0 23 * * *'")  # fmt: skip
             out.append(doc.problem(("spec", "correlation", "conditionsReset", i), message))
-    for i, item in enumerate(_items(spec, "triggers")):
+    for i, item in enumerate(_list_at(spec, "triggers")):
         if isinstance(item, dict):
             out += _check_trigger_delivery(doc, ("spec", "triggers", i), item)
     return out
@@ -241,7 +241,7 @@ def valid_schedule(expr: str) -> bool:
     return len(expr.split()) == 5 and bool(croniter.is_valid(expr))
 
 
-def _items(spec: Mapping[str, Any], key: str) -> list[Any]:
+def _list_at(spec: Mapping[str, Any], key: str) -> list[Any]:
     value = spec.get(key)
     return value if isinstance(value, list) else []
 

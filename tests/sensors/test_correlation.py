@@ -128,3 +128,18 @@ async def test_conditions_reset_drops_older_partial_matches(bus: bus_mod.Bus) ->
     await store.kv.put(key, json.dumps(old).encode())
     done = await store.merge("s", "t", "k", {"b": b}, cond, 60)
     assert done is not None and sorted(e.get_id() for e in done.events.values()) == ["a1", "b1"]
+
+
+def test_cel_key_expressions_when_cel_python_is_installed() -> None:
+    import pytest
+
+    pytest.importorskip("celpy")
+    event = make_event(
+        {"specversion": "1.0", "id": "1", "type": "t", "source": "s", "subject": "42"},
+        {"pr": {"number": 7, "head": {"sha": "abc"}}},
+    )
+    assert keys.compile_key('data.pr.head.sha + "-" + subject')(event) == "abc-42"
+    assert keys.compile_key("data.pr.number * 2")(event) == "14"
+    assert keys.compile_key("data.pr.missing.x + 'a'")(event) is None
+    with pytest.raises(keys.KeyExpressionError, match="CEL syntax error"):
+        keys.compile_key("data.(")
