@@ -390,6 +390,8 @@ async def connect(
     """Connect to `url` with reconnect forever and the configured auth and TLS."""
 
     async def disconnected() -> None:
+        if nc.is_closed or nc.is_draining:
+            return  # our own close, not an outage
         log.warning("nats disconnected", url=url)
         if on_state:
             on_state("disconnected")
@@ -420,8 +422,9 @@ async def connect(
         "name": "eventsvc",
     }
     options = {k: v for k, v in options.items() if v is not None}
+    nc = NatsClient()
     try:
-        nc = await nats.connect(**options)
+        await nc.connect(**options)
     except (nats.errors.Error, OSError, TimeoutError) as e:
         raise BusUnavailableError(
             f"cannot connect to NATS at {url} ({type(e).__name__}: {e}); check "
