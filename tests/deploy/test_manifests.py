@@ -27,6 +27,7 @@ from tests.deploy.conftest import (
     selects,
     size_bytes,
 )
+from tests.deploy.test_sensor_configmap import ConfigMapVolume
 
 # kinds whose schemas are not Kubernetes' own: checked field by field in test_custom_resources.py
 CUSTOM = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("argoproj.io/v1alpha1", "Application")}
@@ -200,14 +201,9 @@ def test_sensors_configmap_holds_every_sensor_file(rendered: tuple[Obj, ...]) ->
 
 
 def test_sensors_load_from_a_configmap_volume(rendered: tuple[Obj, ...], tmp_path: Path) -> None:
-    """The kubelet lays a ConfigMap out as ..<timestamp>/, ..data -> it, and file links."""
+    """The shipped sensors, mounted as the kubelet mounts the ConfigMap, load once each."""
     cm = one(rendered, "ConfigMap", "eventsvc-sensors")
-    stamped = tmp_path / "..2025_01_01_00_00_00.000000001"
-    stamped.mkdir()
-    (tmp_path / "..data").symlink_to(stamped.name)
-    for key, text in cm["data"].items():
-        (stamped / key).write_text(text)
-        (tmp_path / key).symlink_to(f"..data/{key}")
+    ConfigMapVolume(tmp_path).write(cm["data"])
     loaded = specs.load_paths([tmp_path])
     assert not loaded.problems, "\n".join(map(str, loaded.problems))
     assert len(loaded.sensors) == len(cm["data"])
