@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from eventsvc.events import CloudEvent
 
@@ -94,6 +94,8 @@ def compile_key(text: str) -> KeyFn:
 def _compile_cel(text: str) -> KeyFn:
     try:
         import celpy
+        from celpy.adapter import json_to_cel
+        from celpy.evaluation import CELEvalError
     except ImportError as e:
         raise KeyExpressionError(
             f"{text!r} is not a plain path like 'data.a.b' and CEL needs the cel-python package; "
@@ -107,13 +109,13 @@ def _compile_cel(text: str) -> KeyFn:
 
     def evaluate(ev: CloudEvent) -> str | None:
         attrs = {k: str(v) for k, v in ev.get_attributes().items() if v is not None}
-        activation = {k: celpy.json_to_cel(v) for k, v in attrs.items()}
-        activation["data"] = celpy.json_to_cel(ev.get_data())
+        activation = {k: json_to_cel(v) for k, v in attrs.items()}
+        activation["data"] = json_to_cel(cast(Any, ev.get_data()))
         try:
-            value = program.evaluate(activation)
+            value: Any = program.evaluate(activation)
         except Exception:
             return None
-        if isinstance(value, celpy.CELEvalError):
+        if isinstance(value, CELEvalError):
             return None
         return as_key(_plain(value))
 
