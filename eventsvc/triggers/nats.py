@@ -6,8 +6,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from eventsvc import events
-from eventsvc.errors import BusError, BusUnavailableError, PermanentTriggerError
-from eventsvc.errors import TemporaryTriggerError
+from eventsvc.errors import (
+    BusError,
+    BusUnavailableError,
+    PermanentTriggerError,
+    TemporaryTriggerError,
+)
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 
