@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from eventsvc.triggers import http, log, nats
+from eventsvc.triggers import http, k8s, log, nats
 from eventsvc.triggers.base import Services, TriggerContext, TriggerKind, TriggerResult
 
 REGISTRY: dict[str, type[TriggerKind]] = {
     log.LogTrigger.key: log.LogTrigger,
     http.HttpTrigger.key: http.HttpTrigger,
     nats.NatsTrigger.key: nats.NatsTrigger,
+    k8s.K8sTrigger.key: k8s.K8sTrigger,
 }
 
 __all__ = ["REGISTRY", "Services", "TriggerContext", "TriggerKind", "TriggerResult"]

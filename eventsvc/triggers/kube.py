@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -472,3 +472,29 @@ def with_labels(
     if annotations:
         meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
     return dict(out)
+
+
+def event_id(ctx_event_ids: list[str]) -> str:
+    return ",".join(sorted(set(ctx_event_ids)))
+
+
+async def wait_for(
+    cluster: Cluster,
+    res: Resource,
+    name: str,
+    namespace: str | None,
+    done: Callable[[dict[str, Any]], bool],
+    within: float,
+    interval: float,
+) -> tuple[bool, dict[str, Any] | None]:
+    """Poll the object until `done(obj)` holds or `within` seconds pass: (held, last seen)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: dict[str, Any] | None = None
+    while True:
+        last = await cluster.get_or_none(res, name, namespace)
+        if last is not None and done(last):
+            return True, last
+        if loop.time() >= deadline:
+            return False, last
+        await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from eventsvc import events
 from eventsvc.config import Config
-from eventsvc.triggers import Services
+from eventsvc.triggers import Services, TriggerContext
 from tests.triggers.kubeapi import KubeApi, build_app, write_kubeconfig
 
 
@@ -52,3 +53,13 @@ async def kube_services(
         yield services
     finally:
         await services.close()
+
+
+def make_ctx(data: Any = None, event_id: str = "d-1", sensor: str = "s", trigger: str = "t",
+             type_: str = "com.github.pull_request.opened") -> TriggerContext:  # fmt: skip
+    event = events.make_event(
+        {"specversion": "1.0", "id": event_id, "source": "https://github.com/acme/shop",
+         "type": type_, "time": "2024-05-01T10:00:00Z", "datacontenttype": "application/json"},
+        data if data is not None else {},
+    )  # fmt: skip
+    return TriggerContext(sensor, trigger, {"dep": event})

@@ -213,10 +213,12 @@ def _invalid(obj: dict[str, Any], kind: str) -> str | None:
         return f'{kind} "{name}" is invalid: metadata.name: Invalid value: "{name}"'
     if kind == "Namespace" and (len(name) > 63 or "." in name):
         return f'Namespace "{name}" is invalid: metadata.name: must be an RFC 1123 label'
-    for key, value in (meta.get("labels") or {}).items():
+    for value in (meta.get("labels") or {}).values():
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            return (f'{kind} "{name}" is invalid: metadata.labels: Invalid value: "{value}": '
-                    "a valid label must be an empty string or consist of alphanumeric characters")  # fmt: skip
+            return (
+                f'{kind} "{name}" is invalid: metadata.labels: Invalid value: "{value}": '
+                "a valid label must be an empty string or consist of alphanumeric characters"
+            )
     return None
 
 
@@ -257,11 +259,11 @@ def _discovery(path: str) -> web.Response | None:
         return _status(404, "NotFound", "the server could not find the requested resource")
     resources = []
     for kind, plural, namespaced in KINDS[(group, version)]:
+        verbs = ["create", "delete", "get", "list", "patch", "update"]
         resources.append({"name": plural, "singularName": kind.lower(), "kind": kind,
-                          "namespaced": namespaced,
-                          "verbs": ["create", "delete", "get", "list", "patch", "update"]})  # fmt: skip
+                          "namespaced": namespaced, "verbs": verbs})  # fmt: skip
         resources.append({"name": f"{plural}/status", "singularName": "", "kind": kind,
-                          "namespaced": namespaced, "verbs": ["get", "patch", "update"]})  # fmt: skip
+                          "namespaced": namespaced, "verbs": verbs[2:]})  # fmt: skip
     gv = f"{group}/{version}" if group else version
     return web.json_response({"kind": "APIResourceList", "groupVersion": gv,
                               "resources": resources})  # fmt: skip
@@ -279,7 +281,8 @@ def _route(api: KubeApi, request: web.Request, body: Any, ctype: str) -> web.Res
         group, version, rest = "", "v1", m.group(1).split("/")
     else:
         group, version, rest = m.group(2), m.group(3), m.group(4).split("/")
-    kinds = {plural: (kind, namespaced) for kind, plural, namespaced in KINDS.get((group, version), [])}
+    served = KINDS.get((group, version), [])
+    kinds = {plural: (kind, namespaced) for kind, plural, namespaced in served}
     ns = ""
     if rest[0] == "namespaces" and len(rest) >= 3:
         ns, rest = rest[1], rest[2:]
