@@ -37,7 +37,9 @@ def load_paths(paths: Sequence[str | Path]) -> Loaded:
     for path in specfile.spec_files(paths):
         loaded.files.append(path)
         if not path.exists():
-            loaded.problems.append(SpecProblem(str(path), 1, "(file)", "no such file"))
+            loaded.problems.append(
+                SpecProblem(str(path), 1, "(file)", "no such file or directory; check the path")
+            )
             continue
         docs, problems = specfile.read_documents(path)
         loaded.problems.extend(problems)
@@ -61,7 +63,8 @@ def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str
     loaded.problems.extend(problems)
     if obj is None:
         return
-    name = getattr(obj, "name", "")
+    name = str(getattr(obj, "name", ""))
+    assert isinstance(kind, str)
     where = names.get((kind, name))
     if where:
         loaded.problems.append(

@@ -13,7 +13,14 @@ from aiohttp import web
 from eventsvc import events, logs, metrics
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
-from eventsvc.gateways.common import BusRef, Rejection, json_response, publish, read_body
+from eventsvc.gateways.common import (
+    GATEWAY_KEY,
+    BusRef,
+    Rejection,
+    json_response,
+    publish,
+    read_body,
+)
 
 log = logs.get("eventsvc.gateways.cloudevents")
 GATEWAY = "cloudevents"
@@ -63,7 +70,7 @@ class CloudEventsGateway:
         return [web.post("/events", self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        request["gateway"] = GATEWAY
+        request[GATEWAY_KEY] = GATEWAY
         body = await read_body(request, self.limit)
         received = decode_request(dict(request.headers), request.content_type, body)
         metrics.EVENTS_RECEIVED.labels(GATEWAY).inc(len(received))

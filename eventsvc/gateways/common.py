@@ -15,6 +15,7 @@ from eventsvc.bus import Bus, PublishAck
 from eventsvc.errors import BusError, BusUnavailableError
 
 RETRY_AFTER_SECONDS = 5
+GATEWAY_KEY = web.RequestKey("gateway", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -49,7 +50,7 @@ async def rejections(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         return await handler(request)
     except Rejection as r:
-        gateway = request.get("gateway", "http")
+        gateway = request.get(GATEWAY_KEY, "http")
         metrics.EVENTS_REJECTED.labels(gateway, r.reason).inc()
         return json_response(
             r.status, {"error": r.message, "reason": r.reason}, headers=r.headers

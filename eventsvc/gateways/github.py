@@ -20,7 +20,14 @@ from aiohttp import web
 from eventsvc import events, logs, metrics
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError
-from eventsvc.gateways.common import BusRef, Rejection, json_response, publish, read_body
+from eventsvc.gateways.common import (
+    GATEWAY_KEY,
+    BusRef,
+    Rejection,
+    json_response,
+    publish,
+    read_body,
+)
 
 log = logs.get("eventsvc.gateways.github")
 GATEWAY = "github"
@@ -120,7 +127,7 @@ class GitHubGateway:
         return [web.post("/webhooks/github", self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        request["gateway"] = GATEWAY
+        request[GATEWAY_KEY] = GATEWAY
         metrics.EVENTS_RECEIVED.labels(GATEWAY).inc()
         body = await read_body(request, self.limit)
         if self.secrets:
@@ -144,8 +151,8 @@ class GitHubGateway:
         if self.allowed and event not in self.allowed:
             metrics.EVENTS_REJECTED.labels(GATEWAY, "event_not_allowed").inc()
             log.debug("event not in allow-list", github_event=event, event_id=delivery)
-            return json_response(200, {"status": "ignored",
-                                       "reason": f"event {event!r} is not in the allow-list"})  # fmt: skip
+            reason = f"event {event!r} is not in the allow-list"
+            return json_response(200, {"status": "ignored", "reason": reason})
         return await self._publish(request, event, delivery, payload, raw)
 
     async def _publish(
