@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventsvc import specs
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.triggers import Services
 from eventsvc.triggers.argo_workflow import ArgoWorkflowTrigger, workflow_name
@@ -141,3 +143,17 @@ def test_check() -> None:
         ((), "submit needs exactly one of workflow, workflowTemplateRef, "
              "clusterWorkflowTemplateRef; found none")]
     assert len(workflow_name("x" * 80, "s", "t", "e")) <= 63
+
+
+async def test_example_deploy_workflow_sensor_submits_release(
+    kubeapi: FakeCluster, kube_services: Services
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    loaded = specs.load_paths([root / "sensors" / "deploy-workflow.yaml"])
+    assert not loaded.problems
+    [trigger] = loaded.sensors[0].triggers
+    await ArgoWorkflowTrigger(kube_services).execute(trigger.spec, make_ctx(PUSH))
+    [post] = kubeapi.api.writes()
+    assert post.body["spec"]["workflowTemplateRef"] == {"name": "release"}
+    assert post.body["spec"]["arguments"]["parameters"][0] == {"name": "commit",
+                                                               "value": PUSH["after"]}
