@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,7 @@ class KubeApi:
     forbidden: set[tuple[str, str, str, str | None]] = field(default_factory=set)
     failures: list[Failure] = field(default_factory=list)
     page_size: int = 0  # >0: list answers in pages with a `continue` token
+    listeners: list[Callable[[Recorded, int], None]] = field(default_factory=list)
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     # -- knobs -------------------------------------------------------------------------------
@@ -237,7 +239,10 @@ def build_app(api: KubeApi) -> web.Application:
             if f.times > 0 and f.method == request.method and f.path_contains in request.path:
                 f.times -= 1
                 return _status(f.status, f.reason, f"injected failure {f.status}")
-        return _route(api, request, body, ctype)
+        response = _route(api, request, body, ctype)
+        for listener in api.listeners:  # after the store changed, before the answer is sent
+            listener(api.requests[-1], response.status)
+        return response
 
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,11 @@ from eventsvc.errors import PermanentTriggerError
 from eventsvc.triggers import Services
 from eventsvc.triggers.argo_workflow import ArgoWorkflowTrigger, workflow_name
 from tests.triggers.conftest import FakeCluster, make_ctx
+from tests.triggers.kubeapi import Recorded
 
 PUSH = {"ref": "refs/heads/production", "after": "c0ffee" * 6 + "beef",
         "repository": {"full_name": "acme/shop"}}  # fmt: skip
+EXAMPLES = Path(__file__).resolve().parents[2] / "sensors"
 RELEASE: dict[str, Any] = {
     "namespace": "argo",
     "workflowTemplateRef": {"name": "release"},
@@ -89,7 +90,7 @@ async def test_inline_workflow_and_cluster_template(
 async def test_missing_event_field_is_permanent(kube_services: Services) -> None:
     spec = {"workflowTemplateRef": {"name": "release"},
             "arguments": {"parameters": [{"name": "c", "valueFrom": {"path": "data.nope"}}]}}
-    with pytest.raises(PermanentTriggerError, match="'data.nope' is not in event"):
+    with pytest.raises(PermanentTriggerError, match=r"'data\.nope' is not in event"):
         await ArgoWorkflowTrigger(kube_services).execute(spec, make_ctx(PUSH))
 
 
@@ -119,21 +120,19 @@ async def test_wait_puts_the_phase_in_the_result(
 ) -> None:
     spec = {**RELEASE, "wait": {"timeout": "20s", "interval": "0.02s"}}
 
-    async def controller(phase: str) -> None:
-        while not kubeapi.api.of_kind("workflows"):
-            await asyncio.sleep(0.01)
-        kubeapi.api.of_kind("workflows")[0]["status"] = {"phase": phase, "message": "boom"}
+    phase = "Succeeded"
 
-    task = asyncio.create_task(controller("Succeeded"))
+    def controller(request: Recorded, status: int) -> None:  # runs the workflow at once
+        if request.method == "POST" and status == 201:
+            for wf in kubeapi.api.of_kind("workflows"):
+                wf.setdefault("status", {"phase": phase, "message": "boom"})
+
+    kubeapi.api.listeners.append(controller)
     result = await ArgoWorkflowTrigger(kube_services).execute(spec, make_ctx(PUSH))
-    await task
     assert result.detail["phase"] == "Succeeded"
-    kubeapi.api.objects.clear()
-    kubeapi.api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argo"}})
-    task = asyncio.create_task(controller("Failed"))
+    phase = "Failed"
     with pytest.raises(PermanentTriggerError, match="ended Failed: boom"):
         await ArgoWorkflowTrigger(kube_services).execute(spec, make_ctx(PUSH, event_id="x2"))
-    await task
 
 
 def test_check() -> None:
@@ -148,8 +147,7 @@ def test_check() -> None:
 async def test_example_deploy_workflow_sensor_submits_release(
     kubeapi: FakeCluster, kube_services: Services
 ) -> None:
-    root = Path(__file__).resolve().parents[2]
-    loaded = specs.load_paths([root / "sensors" / "deploy-workflow.yaml"])
+    loaded = specs.load_paths([EXAMPLES / "deploy-workflow.yaml"])
     assert not loaded.problems
     [trigger] = loaded.sensors[0].triggers
     await ArgoWorkflowTrigger(kube_services).execute(trigger.spec, make_ctx(PUSH))

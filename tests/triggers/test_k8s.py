@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from eventsvc.errors import PermanentTriggerError
 from eventsvc.triggers import Services
 from eventsvc.triggers.k8s import K8sTrigger
 from tests.triggers.conftest import FakeCluster, make_ctx
+from tests.triggers.kubeapi import Recorded
 
 CM: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": {"name": "deploy-note", "namespace": "default"},
@@ -106,7 +106,8 @@ async def test_delete_from_a_file_is_idempotent(
     trigger = K8sTrigger(kube_services)
     assert (await trigger.execute(spec, make_ctx())).detail["deleted"] is True
     assert (await trigger.execute(spec, make_ctx())).detail["deleted"] is False
-    assert [r.query for r in kubeapi.api.sent("DELETE")] == [{"propagationPolicy": "Background"}] * 2
+    queries = [r.query for r in kubeapi.api.sent("DELETE")]
+    assert queries == [{"propagationPolicy": "Background"}] * 2
 
 
 async def test_policy_waits_for_a_condition(kubeapi: FakeCluster, kube_services: Services) -> None:
@@ -116,16 +117,19 @@ async def test_policy_waits_for_a_condition(kubeapi: FakeCluster, kube_services:
             "policy": {"condition": {"type": "Available"}, "timeout": "20s",
                        "interval": "0.02s"}}  # fmt: skip
 
-    async def controller() -> None:
-        while not kubeapi.api.get("apps/v1", "deployments", "web", "default"):
-            await asyncio.sleep(0.01)
-        obj = kubeapi.api.get("apps/v1", "deployments", "web", "default")
-        obj["status"] = {"conditions": [{"type": "Available", "status": "True"}]}
+    polls = 0
 
-    task = asyncio.create_task(controller())
+    def controller(request: Recorded, status: int) -> None:  # available on the third look
+        nonlocal polls
+        if request.method == "GET" and request.path.endswith("/deployments/web"):
+            polls += 1
+            if polls == 2:
+                obj = kubeapi.api.get("apps/v1", "deployments", "web", "default")
+                obj["status"] = {"conditions": [{"type": "Available", "status": "True"}]}
+
+    kubeapi.api.listeners.append(controller)
     result = await K8sTrigger(kube_services).execute(spec, make_ctx())
-    await task
-    assert result.detail["policy"] == "held"
+    assert result.detail["policy"] == "held" and polls == 3
 
 
 async def test_policy_timeout_reports_the_last_status(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from eventsvc.triggers import Services, rbac
 from eventsvc.triggers.argo_workflow import ArgoWorkflowTrigger
 from eventsvc.triggers.environment import EnvironmentTrigger
@@ -60,14 +58,12 @@ async def test_argo_rules_cover_every_call(kubeapi: FakeCluster, kube_services: 
     spec = {"namespace": "argo", "workflowTemplateRef": {"name": "release"},
             "wait": {"timeout": "20s", "interval": "0.01s"}}  # fmt: skip
 
-    async def finish() -> None:
-        while not kubeapi.api.of_kind("workflows"):
-            await asyncio.sleep(0.01)
-        kubeapi.api.of_kind("workflows")[0]["status"] = {"phase": "Succeeded"}
+    def finish(request: Recorded, status: int) -> None:
+        for wf in kubeapi.api.of_kind("workflows"):
+            wf["status"] = {"phase": "Succeeded"}
 
-    task = asyncio.create_task(finish())
+    kubeapi.api.listeners.append(finish)
     result = await trigger.execute(spec, make_ctx())
-    await task
     await trigger.execute(spec, make_ctx())  # 409 → get
     await trigger.execute({"operation": "stop", "namespace": "argo",
                            "name": result.detail["name"]}, make_ctx())  # fmt: skip
