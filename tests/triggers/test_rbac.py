@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from eventsvc.triggers import Services, rbac
 from eventsvc.triggers.argo_workflow import ArgoWorkflowTrigger
 from eventsvc.triggers.environment import EnvironmentTrigger
@@ -85,3 +89,11 @@ def test_manifests_bind_cluster_and_argocd_rules() -> None:
                                  "verbs": ["get", "list", "create", "patch", "update",
                                            "delete"]}]  # fmt: skip
     assert rbac.k8s_rule("batch", "jobs", ["create", "policy"]).verbs == ("create", "get", "list")
+
+
+def test_readme_shows_the_shipped_rules() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### RBAC", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    shown = [d for d in yaml.safe_load_all(block)]
+    shipped = [d for d in rbac.manifests() if d["kind"] in ("ClusterRole", "Role")]
+    assert shown == shipped
