@@ -49,6 +49,8 @@ def load_paths(paths: Sequence[str | Path]) -> Loaded:
 
 
 def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str], str]) -> None:
+    if doc.value is None:  # an empty document between `---` separators
+        return
     if not isinstance(doc.value, dict):
         loaded.problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
         return

@@ -128,7 +128,7 @@ class GitHubGateway:
 
     async def handle(self, request: web.Request) -> web.Response:
         request[GATEWAY_KEY] = GATEWAY
-        metrics.EVENTS_RECEIVED.labels(GATEWAY).inc()
+        metrics.received(GATEWAY).inc()
         body = await read_body(request, self.limit)
         if self.secrets:
             verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.secrets)
@@ -185,6 +185,6 @@ class GitHubGateway:
             log.info("duplicate delivery, already stored", event_id=delivery, seq=ack.seq)
             return json_response(200, {"status": "duplicate", "id": delivery,
                                        "detail": "this delivery was already accepted"})  # fmt: skip
-        log.info("event accepted", event_id=delivery, type=attributes["type"], seq=ack.seq)
+        log.debug("event accepted", event_id=delivery, type=attributes["type"], seq=ack.seq)
         return json_response(202, {"status": "accepted", "id": delivery, "seq": ack.seq})
 
