@@ -1,22 +1,20 @@
 """Least privilege, proven: the shipped RBAC grants every (group, resource, verb) the
 triggers use, where they use it, and nothing else.
 
-The triggers' needs come from `eventsvc.triggers.rbac` when that module exists (the
-Kubernetes triggers declare what they call), else from deploy/rbac-required.yaml.
+The triggers' needs come from `eventsvc.triggers.rbac`, where the Kubernetes triggers
+declare what they call; tests/triggers/test_rbac.py checks those declarations against
+every request the triggers send to the test API server.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.deploy.conftest import DEPLOY, OVERLAYS, Obj, find, overlay
+from tests.deploy.conftest import OVERLAYS, Obj, find, overlay
 
 SERVICE_ACCOUNT = "eventsvc-sensors"
 ANY = "*"
@@ -59,16 +57,10 @@ def expand(rules: Iterable[Any]) -> set[Permission]:
 
 
 def required() -> tuple[str, set[Permission]]:
-    if importlib.util.find_spec("eventsvc.triggers.rbac") is not None:
-        module = importlib.import_module("eventsvc.triggers.rbac")
-        for name in ("RULES", "REQUIRED_RULES", "REQUIRED", "rules"):
-            rules = getattr(module, name, None)
-            if rules is not None:
-                rules = rules() if callable(rules) else rules
-                return f"eventsvc.triggers.rbac.{name}", expand(rules)
-        pytest.fail("eventsvc.triggers.rbac has no RULES")
-    path = DEPLOY / "rbac-required.yaml"
-    return str(path), expand(yaml.safe_load(path.read_text())["rules"])
+    """What the trigger kinds declare they call, next to the code that calls it."""
+    from eventsvc.triggers import rbac
+
+    return "eventsvc.triggers.rbac.RULES", expand(r for rules in rbac.RULES.values() for r in rules)
 
 
 def granted(objs: tuple[Obj, ...], account: str) -> set[Permission]:
