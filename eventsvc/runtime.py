@@ -16,13 +16,14 @@ from pathlib import Path
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import logs, specs
+from eventsvc import logs, schedules, specs
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import Config
 from eventsvc.errors import SpecError
 from eventsvc.gateways.app import build_app
 from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
+from eventsvc.gateways.cron import CronGateway
 from eventsvc.gateways.github import GitHubGateway
 from eventsvc.sensors.engine import Engine
 from eventsvc.triggers import Services
@@ -61,6 +62,7 @@ class Service:
         self._embedded: EmbeddedNats | None = None
         self._runner: web.AppRunner | None = None
         self._services: Services | None = None
+        self._cron: CronGateway | None = None
 
     async def serve(self, stop: asyncio.Event) -> None:
         try:
@@ -73,6 +75,7 @@ class Service:
     async def _start(self) -> None:
         config = self.config
         sensors = self._load_sensors() if "sensors" in config.components else []
+        timers = self._load_schedules() if "cron" in config.components else []
         routes: list[web.RouteDef] = []
         if "gateway" in config.components:
             routes += GitHubGateway(config, self.state.bus_ref).routes()
@@ -91,6 +94,9 @@ class Service:
             self.state.engine = Engine(bus, self._services, config)
             await self.state.engine.start(sensors)
             self.state.sensors_loaded = True
+        if "cron" in config.components:
+            self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
+            await self._cron.start(timers)
         log.info("eventsvc ready", components=list(config.components), nats=url,
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
@@ -101,6 +107,12 @@ class Service:
         if not loaded.files:
             log.warning("no sensor files found", dir=self.config.sensors_dir)
         return loaded.sensors
+
+    def _load_schedules(self) -> list[schedules.Schedule]:
+        found, problems = schedules.load_schedules([self.config.sensors_dir])
+        if problems:
+            raise SpecError(problems)
+        return found
 
     async def _start_http(self, routes: list[web.RouteDef]) -> None:
         app = build_app(routes, lambda: self.state.readiness(self.config), self.config.max_body_bytes)
@@ -123,6 +135,8 @@ class Service:
             engine = self.state.engine
             if engine is not None and (failure := engine.failed()) is not None:
                 raise failure
+            if self._cron is not None and (failure := self._cron.failed()) is not None:
+                raise failure
 
     async def _shutdown(self) -> None:
         self.state.stopping = True
@@ -131,6 +145,8 @@ class Service:
         log.info("shutting down", drain_timeout=self.config.drain_timeout)
         if self._runner is not None:
             await self._runner.cleanup()  # stops intake, waits for in-flight requests
+        if self._cron is not None:
+            await self._cron.stop(max(deadline - loop.time(), 0.0))
         if self.state.engine is not None:
             await self.state.engine.stop(deadline)
         if self._services is not None:
