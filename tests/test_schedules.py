@@ -32,7 +32,7 @@ def make(expr: str, tz: str = "UTC", **spec: Any) -> Schedule:
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type, misc]
 
 
 def fires(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
@@ -49,7 +49,8 @@ def fires(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
 @pytest.mark.parametrize(
     ("expr", "after", "expected"),
     [
-        ("*/15 * * * *", utc(2026, 5, 4, 10, 7), [utc(2026, 5, 4, 10, 15), utc(2026, 5, 4, 10, 30)]),
+        ("*/15 * * * *", utc(2026, 5, 4, 10, 7), [utc(2026, 5, 4, 10, 15),
+                                                  utc(2026, 5, 4, 10, 30)]),
         ("0 9 * * 1-5", utc(2026, 5, 8, 12), [utc(2026, 5, 11, 9), utc(2026, 5, 12, 9)]),  # Fri
         ("0 0 1 */3 *", utc(2026, 2, 1), [utc(2026, 4, 1), utc(2026, 7, 1)]),
         ("*/10 * * * * *", utc(2026, 5, 4, 10, 0, 5), [utc(2026, 5, 4, 10, 0, 10),
