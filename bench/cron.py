@@ -32,9 +32,6 @@ from eventsvc.config import load_config
 from eventsvc.gateways.cron import CronGateway
 
 
-FLUSH = 5.0
-
-
 def make(name: str, expr: str) -> schedules.Schedule:
     text = (
         "apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\n"
@@ -56,7 +53,7 @@ def cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run(count: int, seconds: int, publishers: int, expr: str) -> None:
+async def run(count: int, seconds: int, publishers: int, expr: str, flush: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedNats(Path(tmp) / "nats", port=0)
         url = await server.start()
@@ -64,7 +61,7 @@ async def run(count: int, seconds: int, publishers: int, expr: str) -> None:
         bus = await bus_mod.connect(url, config)
         await bus.ensure_streams(bus_mod.default_streams(config))
         jobs = [make(f"bench-{i:04d}", expr) for i in range(count)]
-        gateway = CronGateway(bus, publishers=publishers, flush_interval=FLUSH)
+        gateway = CronGateway(bus, publishers=publishers, flush_interval=flush)
         cpu0, wall0 = cpu(resource.RUSAGE_SELF), time.perf_counter()
         await gateway.start(jobs)
         first = datetime.fromtimestamp(math.floor(time.time()) + 1, UTC)
@@ -107,9 +104,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--publishers", type=int, default=64)
     parser.add_argument("--expr", default="* * * * * *", help="every second, seconds field")
+    parser.add_argument("--flush-interval", type=float, default=5.0, help="KV state, seconds")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    asyncio.run(run(args.schedules, args.seconds, args.publishers, args.expr))
+    asyncio.run(run(args.schedules, args.seconds, args.publishers, args.expr, args.flush_interval))
 
 
 if __name__ == "__main__":

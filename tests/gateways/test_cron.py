@@ -198,7 +198,7 @@ async def test_reload_replaces_schedules_and_keeps_them_on_errors(
     bus: Bus, gateways: Callable[..., Awaitable[CronGateway]], tmp_path: Path
 ) -> None:
     directory = tmp_path / "sensors"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     (directory / "a.yaml").write_text(schedule_yaml("a", "@daily"))
     found, _ = schedules.load_schedules([directory])
     gateway = await gateways(found, sensors_dir=directory, poll_interval=0.05)
@@ -217,7 +217,7 @@ async def test_tick_reaches_a_sensor_end_to_end(
     start_service: Callable[..., Awaitable[Any]], tmp_path: Path
 ) -> None:
     directory = tmp_path / "sensors"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     (directory / "heartbeat.yaml").write_text(
         schedule_yaml("heartbeat", "@every 1s", data="{check: ping}") + """---
 apiVersion: eventsvc.dev/v1alpha1
@@ -251,7 +251,7 @@ async def test_service_refuses_invalid_schedule_files(
     start_service: Callable[..., Awaitable[Any]], tmp_path: Path
 ) -> None:
     directory = tmp_path / "sensors"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     path = directory / "bad.yaml"
     path.write_text(schedule_yaml("bad", "0 3 * * *", timezone="Mars/Olympus"))
     with pytest.raises(SpecError) as e:
