@@ -26,6 +26,7 @@ from eventsvc.gateways.common import BusRef
 from eventsvc.gateways.cron import CronGateway
 from eventsvc.gateways.github import GitHubGateway
 from eventsvc.sensors.engine import Engine
+from eventsvc.sensors.reload import SensorReloader
 from eventsvc.sensors.spec import SensorSpec
 from eventsvc.triggers import Services
 
@@ -64,6 +65,8 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._services: Services | None = None
         self._cron: CronGateway | None = None
+        self._reloader: SensorReloader | None = None
+        self._reload_task: asyncio.Task[None] | None = None
 
     async def serve(self, stop: asyncio.Event) -> None:
         try:
@@ -95,6 +98,9 @@ class Service:
             self.state.engine = Engine(bus, self._services, config)
             await self.state.engine.start(sensors)
             self.state.sensors_loaded = True
+            self._reloader = SensorReloader(self.state.engine, config.sensors_dir)
+            self._reloader.prime(sensors)
+            self._reload_task = asyncio.create_task(self._reloader.run(), name="sensor-reload")
         if "cron" in config.components:
             self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
             await self._cron.start(timers)
@@ -149,6 +155,9 @@ class Service:
             await self._runner.cleanup()  # stops intake, waits for in-flight requests
         if self._cron is not None:
             await self._cron.stop(max(deadline - loop.time(), 0.0))
+        if self._reloader is not None and self._reload_task is not None:
+            self._reloader.stop()
+            await self._reload_task
         if self.state.engine is not None:
             await self.state.engine.stop(deadline)
         if self._services is not None:
