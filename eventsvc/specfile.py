@@ -75,9 +75,8 @@ def _scalar(node: yaml.Node) -> Any:
     try:
         return _CONSTRUCTOR.construct_object(node, deep=True)
     except ValueError as e:  # e.g. an unquoted impossible date such as 2026-13-01
-        raise yaml.constructor.ConstructorError(
-            None, None, f"{node.value!r} cannot be read: {e}; quote it if it is text", node.start_mark
-        ) from e
+        problem = f"{node.value!r} cannot be read: {e}; quote it if it is text"
+        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from e
 
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:
