@@ -246,4 +246,6 @@ async def test_accepted_events_survive_losing_a_node(
         await asyncio.sleep(0.1)
     lost = set(accepted) - set(receiver.ids())
     assert not lost, f"{len(lost)} accepted events never reached the sensor"
+    kv = await bus.kv("eventsvc-fired")
+    assert await kv.replicas() == 3, "the fired-trigger ledger must be replicated like the streams"
     await service.stop()
