@@ -15,7 +15,7 @@ from eventsvc.events import CloudEvent
 from eventsvc.github.client import parse_repo
 
 MISSING = object()
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_.\-]*)\}(?!\})")
 
 
 def lookup(doc: Any, path: str) -> Any:
@@ -77,12 +77,23 @@ def pr_number_of(event: CloudEvent) -> int | None:
     return None
 
 
-def render(template: str, values: Mapping[str, Any]) -> str:
-    """Replace `{name}` placeholders whose name is in `values`; `{{ ... }}` and unknown
-    names are left as written."""
-    return _PLACEHOLDER.sub(
-        lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template
-    )
+def render(template: str, values: Mapping[str, Any], event: CloudEvent | None = None) -> str:
+    """Replace `{name}` placeholders whose name is in `values`, and `{data.a.b}` (any
+    dotted path into the event's JSON form) when `event` is given. `{{ ... }}`
+    (the engine's templating) and unknown names are left as written."""
+    doc = events.to_dict(event) if event is not None else None
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in values:
+            return str(values[name])
+        if doc is not None and "." in name:
+            value = lookup(doc, name)
+            if value is not MISSING and value is not None:
+                return str(value)
+        return m.group(0)
+
+    return _PLACEHOLDER.sub(one, template)
 
 
 def event_fields(event: CloudEvent) -> dict[str, str]:

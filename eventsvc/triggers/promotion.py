@@ -442,7 +442,7 @@ class PromotionRun:
         }  # fmt: skip
 
     def _commit_message(self, changes: Sequence[Change], edits: Sequence[Edit]) -> str:
-        subject = ghevents.render(self.message, self._fields(changes)).strip()
+        subject = ghevents.render(self.message, self._fields(changes), self.event).strip()
         body = "\n".join(str(c) for c in changes)
         trailer = TRAILER + " " + json.dumps([e.to_json() for e in edits], separators=(",", ":"))
         return f"{subject}\n\n{body}\n\n{trailer}\n"
@@ -463,8 +463,8 @@ class PromotionRun:
     async def _pull_request(self, changes: list[Change], pushed: bool) -> dict[str, Any]:
         client = self._api()
         fields = self._fields(changes)
-        title = ghevents.render(str(self.pr.get("title") or DEFAULT_TITLE), fields)
-        body = ghevents.render(str(self.pr.get("body") or DEFAULT_BODY), fields)
+        title = ghevents.render(str(self.pr.get("title") or DEFAULT_TITLE), fields, self.event)
+        body = ghevents.render(str(self.pr.get("body") or DEFAULT_BODY), fields, self.event)
         existing = next((p for p in await self._pulls() if p.get("state") == "open"), None)
         outcome = "updated"
         if existing is None:
