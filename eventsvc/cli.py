@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)
+    from eventsvc.github import commands as github_commands
+
+    github_commands.add_parser(sub)
     return parser
 
 
