@@ -17,7 +17,7 @@ from eventsvc.github.client import GitHubClient, client_for
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 from eventsvc.triggers.github_status import feedback_target, need
 
-_REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{\{"}
+_REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
 
 
 def marker(name: str) -> str:

@@ -18,17 +18,23 @@ from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 # check-run conclusion for each commit-status state
 _CONCLUSION = {"success": "success", "failure": "failure", "error": "failure"}
-_REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{\{"}
+_REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
 
 
 def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, Any]:
     """repo, sha, number (each possibly None) from the spec, else from the first event."""
     event = ctx.first
-    number = spec.get("number")
+
+    def given(key: str) -> str:
+        return ghevents.render(str(spec.get(key) or ""), {}, event).strip()
+
+    number = given("number")
+    if number and not number.isdigit():
+        raise PermanentTriggerError(f"number {number!r} is not a PR or issue number")
     return {
-        "repo": str(spec.get("repo") or ghevents.repo_of(event) or "") or None,
-        "sha": str(spec.get("sha") or ghevents.sha_of(event) or "") or None,
-        "number": int(number) if number not in (None, "") else ghevents.pr_number_of(event),
+        "repo": given("repo") or ghevents.repo_of(event),
+        "sha": given("sha") or ghevents.sha_of(event),
+        "number": int(number) if number else ghevents.pr_number_of(event),
         "sensor": ctx.sensor,
         "trigger": ctx.trigger,
         **ghevents.event_fields(event),

@@ -104,3 +104,22 @@ async def test_two_triggers_keep_two_comments(fake: FakeGitHub, services: Servic
     await trigger.execute({"body": "env"}, pr_event())
     await trigger.execute({"body": "tests", "marker": "tests"}, pr_event())
     assert len(fake.comments["acme/shop#7"]) == 2
+
+
+async def test_sha_placeholder_from_event(fake: FakeGitHub, services: Services) -> None:
+    ctx = pr_event(action="closed")
+    ctx.first.get_data()["pull_request"]["merge_commit_sha"] = "f" * 40
+    spec = {"state": "pending", "sha": "{data.pull_request.merge_commit_sha}"}
+    await GitHubStatusTrigger(services).execute(spec, ctx)
+    assert fake.statuses[0]["sha"] == "f" * 40
+
+
+def test_example_sensors_lint() -> None:
+    from pathlib import Path
+
+    from eventsvc import specs
+
+    loaded = specs.load_paths([Path(__file__).parents[2] / "sensors" / "promotion.yaml"])
+    assert loaded.problems == []
+    assert {s.name for s in loaded.sensors} == {
+        "promote-staging", "promote-production", "promote-branches"}

@@ -272,3 +272,52 @@ def test_check_reports_spec_mistakes() -> None:
     assert any("value or valueFrom, not both" in m for m in messages)
     assert any("exactly one of 'image'" in m for m in messages)
     assert any("githubRepo" in m for m in messages)
+
+
+async def test_end_to_end_release_webhook_opens_pr(
+    fake: FakeGitHub, deploy: tuple[Path, str], tmp_path: Path,
+    start_service: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import aiohttp
+
+    from tests.conftest import post_github, write_sensor
+
+    bare, url = deploy
+    monkeypatch.setenv("EVENTSVC_GITHUB_API_URL", fake.url)
+    monkeypatch.setenv("EVENTSVC_GITHUB_TOKEN", fakegithub.PAT)
+    write_sensor(tmp_path / "sensors", "promote", f"""
+apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {{name: promote}}
+spec:
+  dependencies:
+    - name: release
+      eventSubject: events.github.release
+      filters:
+        context: {{type: com.github.release.published}}
+  triggers:
+    - template:
+        name: stage
+        promotion:
+          repo: {url}
+          githubRepo: {REPO}
+          branch: main
+          environment: staging
+          app: shop
+          edits:
+            - file: {STAGING_FILE}
+              image: {{name: ghcr.io/acme/shop, newTagFrom: data.release.tag_name}}
+""")
+    service = await start_service()
+    payload = {"action": "published", "release": {"tag_name": "2.0.0"},
+               "repository": {"full_name": "acme/shop",
+                              "html_url": "https://github.com/acme/shop"}}  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        resp = await post_github(session, service.url, "release", payload)
+        assert resp.status == 202
+    for _ in range(300):
+        if fake.pulls.get(REPO):
+            break
+        await asyncio.sleep(0.05)
+    assert fake.pulls[REPO][0]["title"] == "Promote shop to staging: 2.0.0"
+    assert 'newTag: "2.0.0"' in show(bare, HEAD, STAGING_FILE)
