@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -80,13 +80,11 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProb
     docs: list[Document] = []
     try:
         for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
-            if node is None:
-                continue
             lines: dict[FieldPath, int] = {}
             docs.append(Document(_convert(node, (), lines), file, lines))
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
+        marks: list[Any] = [m for m in (e.problem_mark, e.context_mark) if m is not None]
+        line = marks[0].line + 1 if marks else 1
         return docs, [SpecProblem(file, line, "(yaml)", f"{e.problem or e}; fix the YAML syntax")]
     return docs, []
 
@@ -149,7 +147,7 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
     if error.validator == "required":
         missing = [
             name
-            for name in error.validator_value
+            for name in cast(list[str], error.validator_value)
             if isinstance(inst, Mapping) and name not in inst
         ]
         for name in missing:
@@ -171,7 +169,7 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
             + (f" ({inst!r})" if not isinstance(inst, dict | list) else ""),
         )
     elif error.validator == "enum":
-        choices = ", ".join(map(str, error.validator_value))
+        choices = ", ".join(map(str, cast(list[Any], error.validator_value)))
         yield doc.problem(path, f"{inst!r} is not one of: {choices}")
     elif error.validator == "const":
         yield doc.problem(path, f"must be {error.validator_value!r}, got {inst!r}")
@@ -186,7 +184,7 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
 
 def _branch_errors(doc: Document, error: ValidationError) -> Iterator[SpecProblem]:
     """For `anyOf` (string-or-mapping and the like) report the branch whose type fits."""
-    branches = error.validator_value
+    branches = cast(list[dict[str, Any]], error.validator_value)
     kind = _json_type(error.instance)
     for i, branch in enumerate(branches):
         btype = branch.get("type")

@@ -350,10 +350,13 @@ async def connect(
     *,
     connect_timeout: float = 5.0,
     on_state: Callable[[str], None] | None = None,
+    initial_attempts: int = 3,
 ) -> Bus:
     """Connect to `url` with reconnect forever and the configured auth and TLS."""
 
     async def disconnected() -> None:
+        if nc.is_closed or nc.is_draining:
+            return  # our own close, not an outage
         log.warning("nats disconnected", url=url)
         if on_state:
             on_state("disconnected")
@@ -370,7 +373,8 @@ async def connect(
         "servers": [u.strip() for u in url.split(",")],
         "connect_timeout": connect_timeout,
         "allow_reconnect": True,
-        "max_reconnect_attempts": -1,
+        # bounded for the first connection (nats-py would retry it forever), then unbounded
+        "max_reconnect_attempts": initial_attempts,
         "reconnect_time_wait": 0.5,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
@@ -383,11 +387,13 @@ async def connect(
         "name": "eventsvc",
     }
     options = {k: v for k, v in options.items() if v is not None}
+    nc = NatsClient()
     try:
-        nc = await nats.connect(**options)
+        await nc.connect(**options)
     except (nats.errors.Error, OSError, TimeoutError) as e:
         raise BusUnavailableError(
             f"cannot connect to NATS at {url} ({type(e).__name__}: {e}); check "
             "EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
         ) from e
+    nc.options["max_reconnect_attempts"] = -1
     return Bus(nc, url, publish_timeout=config.publish_timeout)

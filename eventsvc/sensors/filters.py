@@ -63,13 +63,14 @@ def lookup(data: Any, path: str) -> Any:
 def _string_match(attr: str, rule: Any) -> Check:
     if isinstance(rule, str):
         rule = {"exact": rule}
+    exact, prefix, suffix = rule.get("exact"), rule.get("prefix"), rule.get("suffix")
     tests: list[Callable[[str], bool]] = []
-    if "exact" in rule:
-        tests.append(lambda v, x=rule["exact"]: v == x)
-    if "prefix" in rule:
-        tests.append(lambda v, x=rule["prefix"]: v.startswith(x))
-    if "suffix" in rule:
-        tests.append(lambda v, x=rule["suffix"]: v.endswith(x))
+    if exact is not None:
+        tests.append(lambda v: v == exact)
+    if prefix is not None:
+        tests.append(lambda v: v.startswith(prefix))
+    if suffix is not None:
+        tests.append(lambda v: v.endswith(suffix))
     name = f"context.{attr}"
 
     def check(ev: EventView) -> Verdict:

@@ -72,7 +72,8 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
         return []
     out: list[SpecProblem] = []
     dep_names: set[str] = set()
-    deps = spec.get("dependencies") if isinstance(spec.get("dependencies"), list) else []
+    deps: list[Any] = spec.get("dependencies") or []
+    deps = deps if isinstance(deps, list) else []
     for i, dep in enumerate(deps):
         if not isinstance(dep, dict) or not isinstance(dep.get("name"), str):
             continue
@@ -81,7 +82,8 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
                                    f"duplicate dependency name {dep['name']!r}"))  # fmt: skip
         dep_names.add(dep["name"])
     trig_names: set[str] = set()
-    trigs = spec.get("triggers") if isinstance(spec.get("triggers"), list) else []
+    trigs: list[Any] = spec.get("triggers") or []
+    trigs = trigs if isinstance(trigs, list) else []
     for i, item in enumerate(trigs):
         base: specfile.FieldPath = ("spec", "triggers", i, "template")
         tpl = item.get("template") if isinstance(item, dict) else None
@@ -89,7 +91,7 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
             continue
         if tpl.get("name") in trig_names:
             out.append(doc.problem((*base, "name"), f"duplicate trigger name {tpl['name']!r}"))
-        trig_names.add(tpl.get("name"))
+        trig_names.add(str(tpl.get("name")))
         kinds = [k for k in tpl if k in REGISTRY]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"

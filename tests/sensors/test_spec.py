@@ -1,0 +1,88 @@
+"""Sensor files: every mistake reported as file:line: field: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eventsvc import specs
+from eventsvc.triggers import REGISTRY
+
+REPO = Path(__file__).resolve().parents[2]
+
+BAD = """\
+apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata:
+  name: Bad_Name
+spec:
+  dependencies:
+    - name: pr
+      filter:
+        context: {type: {prefx: a}}
+    - name: pr
+      filters:
+        context: {source: 5}
+        data: [{path: a}]
+  triggers:
+    - template:
+        name: t1
+        conditions: "pr && build"
+        http: {urll: x, method: FOO}
+    - template:
+        name: t1
+        log: {}
+        nats: {subject: "a b"}
+    - template:
+        name: t3
+        http: {url: "ftp://x"}
+"""
+
+
+def test_every_mistake_in_a_file_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    lines = [str(p).removeprefix(str(tmp_path) + "/") for p in specs.load_paths([path]).problems]
+    assert lines == [
+        "bad.yaml:4: metadata.name: 'Bad_Name': use lowercase letters, digits and '-', "
+        "starting and ending alphanumeric (RFC 1123)",
+        "bad.yaml:8: spec.dependencies[0].filter: unknown field; did you mean 'filters'?",
+        "bad.yaml:10: spec.dependencies[1].name: duplicate dependency name 'pr'",
+        "bad.yaml:12: spec.dependencies[1].filters.context.source: expected a string or a mapping, "
+        "got an integer",
+        "bad.yaml:13: spec.dependencies[1].filters.data[0].value: required",
+        "bad.yaml:17: spec.triggers[0].template.conditions: dependency 'build' is not declared "
+        "in spec.dependencies",
+        "bad.yaml:18: spec.triggers[0].template.http.method: 'FOO' is not one of: POST, PUT, PATCH, "
+        "GET, DELETE",
+        "bad.yaml:18: spec.triggers[0].template.http.url: required",
+        "bad.yaml:18: spec.triggers[0].template.http.urll: unknown field; did you mean 'url'?",
+        "bad.yaml:19: spec.triggers[1].template: exactly one trigger kind is required "
+        "(" + ", ".join(REGISTRY) + "); found log, nats",
+        "bad.yaml:20: spec.triggers[1].template.name: duplicate trigger name 't1'",
+        "bad.yaml:22: spec.triggers[1].template.nats.subject: 'a b': a NATS subject has no "
+        "spaces or wildcards",
+        "bad.yaml:25: spec.triggers[2].template.http.url: 'ftp://x' is not an http(s) URL",
+    ]
+
+
+def test_yaml_syntax_error_has_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("apiVersion: v1\nkind: Sensor\nmetadata: {name: x\n")
+    [problem] = specs.load_paths([path]).problems
+    assert problem.line == 4 and problem.field == "(yaml)"
+
+
+def test_unknown_kind_and_same_name_twice(tmp_path: Path) -> None:
+    ok = (REPO / "sensors" / "pr-main.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(ok)
+    (tmp_path / "b.yaml").write_text(ok + "---\napiVersion: eventsvc.dev/v1alpha1\nkind: Sensr\n")
+    problems = [p.message for p in specs.load_paths([tmp_path]).problems]
+    assert any("'Sensr' is not a known kind" in m for m in problems)
+    assert any("Sensor 'pr-main' is already declared in" in m for m in problems)
+
+
+def test_every_example_in_sensors_dir_is_valid() -> None:
+    loaded = specs.load_paths([REPO / "sensors"])
+    assert loaded.files, "sensors/ holds no examples"
+    assert loaded.problems == []
+    assert loaded.sensors
