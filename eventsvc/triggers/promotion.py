@@ -298,6 +298,9 @@ class PromotionRun:
             detail["outcome"] = "unchanged"
             detail["message"] = (f"{self.target!r} already holds the values; nothing to promote, "
                                  "no pull request")  # fmt: skip
+            stale = next((p for p in pulls if p.get("state") == "open"), None)
+            if stale is not None:
+                detail["closedPullRequest"] = await self._close(int(stale["number"]))
         elif not self.use_pr:
             detail["outcome"] = "pushed" if pushed else "unchanged"
         else:
@@ -490,6 +493,20 @@ class PromotionRun:
             outcome = "unchanged"
         await self._decorate(client, number, outcome == "opened")
         return {"outcome": outcome, "pullRequest": number, "url": existing.get("html_url")}
+
+    async def _close(self, number: int) -> int:
+        """Close an open promotion PR whose changes the target already holds (or that
+        would now go back to what the target holds)."""
+        client = self._api()
+        note = (f"Closed by eventsvc: `{self.target}` already holds the values of the latest "
+                f"promotion event ({self.event.get_type()} `{self.event.get_id()}`).")  # fmt: skip
+        await self.timer.api_call(client.call(
+            "POST", f"/repos/{self.repo}/issues/{number}/comments", repo=self.repo,
+            json={"body": note}))  # fmt: skip
+        await self.timer.api_call(client.call(
+            "PATCH", f"/repos/{self.repo}/pulls/{number}", repo=self.repo,
+            json={"state": "closed"}))  # fmt: skip
+        return number
 
     async def _decorate(self, client: GitHubClient, number: int, new: bool) -> None:
         labels = list(self.pr.get("labels") or [])

@@ -140,6 +140,19 @@ async def test_unchanged_values_open_no_pr(
     assert HEAD not in git(bare, "branch", "--list")
 
 
+async def test_event_back_to_target_value_closes_the_open_pr(
+    fake: FakeGitHub, deploy: tuple[Path, str], make_trigger: Callable[[], PromotionTrigger]
+) -> None:
+    _, url = deploy
+    trigger = make_trigger()
+    await trigger.execute(spec(url), ctx(release("1.5.0")))
+    result = await trigger.execute(spec(url), ctx(release("1.4.0", "e2")))  # what main holds
+    assert result.detail["outcome"] == "unchanged"
+    assert result.detail["closedPullRequest"] == 1
+    assert fake.pulls[REPO][0]["state"] == "closed"
+    assert "already holds the values" in fake.comments[f"{REPO}#1"][0]["body"]
+
+
 async def test_racing_promotions_on_one_branch_both_land(
     fake: FakeGitHub, deploy: tuple[Path, str], make_trigger: Callable[[], PromotionTrigger],
     monkeypatch: pytest.MonkeyPatch,
