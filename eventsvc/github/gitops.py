@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from eventsvc import logs
 from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
 
 log = logs.get("eventsvc.github.git")
+# config injected through the environment: ours replaces any inherited one
+_INJECTED_CONFIG = re.compile(r"^GIT_CONFIG_(COUNT|KEY_\d+|VALUE_\d+|PARAMETERS)$")
 _AUTH_FAILURE = (
     "authentication failed",
     "could not read username",
@@ -85,7 +88,7 @@ class Git:
     commands: list[list[str]] = field(default_factory=list)  # argv of every run (no secrets)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG_")}
+        env = {k: v for k, v in os.environ.items() if not _INJECTED_CONFIG.match(k)}
         env.update(
             GIT_TERMINAL_PROMPT="0",
             GIT_ASKPASS="",
