@@ -101,9 +101,13 @@ def spec_files(paths: Sequence[str | Path]) -> Iterator[Path]:
     """YAML files named directly, or found (recursively, sorted) under directories."""
     for p in map(Path, paths):
         if p.is_dir():
+            # hidden entries are skipped: a ConfigMap volume holds every file twice,
+            # once more under its `..data` / `..<timestamp>` directories
             yield from sorted(
-                f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
-            )
+                f for f in p.rglob("*")
+                if f.suffix in (".yaml", ".yml") and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )  # fmt: skip
         else:
             yield p
 
