@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)
     _add_results(sub)
+    from eventsvc.github import commands as github_commands
+
+    github_commands.add_parser(sub)
     return parser
 
 
