@@ -20,6 +20,25 @@ from eventsvc.bus.embedded import free_port
 SECRET = "bench-secret"
 
 
+def cpu_seconds(pid: int, with_children: bool = True) -> float:
+    """User + system CPU of `pid` (and its direct children, e.g. an embedded nats-server)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    if with_children:
+        try:
+            pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            pass
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     if not values:
         return float("nan")

@@ -40,22 +40,30 @@ async def compare(tmp: Path, total: int, concurrency: int, rounds: int) -> None:
     svc_proc, port = await common.start_eventsvc(tmp / "svc", sensors)
     svc_url = f"http://127.0.0.1:{port}/webhooks/github"
     results: dict[str, list[dict[str, float]]] = {"baseline": [], "eventsvc": []}
+    assert server.pid is not None
+    cpu_of = {
+        "baseline": lambda: common.cpu_seconds(base_proc.pid) + common.cpu_seconds(server.pid or 0),
+        "eventsvc": lambda: common.cpu_seconds(svc_proc.pid),  # includes its nats-server child
+    }
     try:
         for name, url in (("baseline", base_url), ("eventsvc", svc_url)):
             await common.load(url, min(2000, total), concurrency, f"warm-{name}")
         for r in range(rounds):
             for name, url in (("baseline", base_url), ("eventsvc", svc_url)):
+                cpu0 = cpu_of[name]()
                 elapsed, lat, errors = await common.load(url, total, concurrency, f"{name}-{r}")
-                results[name].append(common.summary(name, total, elapsed, lat, errors))
+                cpu = (cpu_of[name]() - cpu0) / total * 1e6
+                results[name].append({**common.summary(name, total, elapsed, lat, errors), "cpu": cpu})
+                print(f"  {'':<10} server + nats-server CPU {cpu:.0f} us/event")
     finally:
         await common.stop(svc_proc)
         await common.stop(base_proc)
         await server.stop()
-    med = {k: {f: statistics.median(x[f] for x in v) for f in ("rate", "p50", "p99")}
+    med = {k: {f: statistics.median(x[f] for x in v) for f in ("rate", "p50", "p99", "cpu")}
            for k, v in results.items()}  # fmt: skip
     for name, m in med.items():
         print(f"  median {name:<10} {m['rate']:>7.0f} events/s   p50 {m['p50']:.2f} ms   "
-              f"p99 {m['p99']:.2f} ms")  # fmt: skip
+              f"p99 {m['p99']:.2f} ms   CPU {m['cpu']:.0f} us/event")  # fmt: skip
     ratio = med["eventsvc"]["rate"] / med["baseline"]["rate"]
     print(f"  ratio eventsvc/baseline throughput (medians of {rounds} alternating rounds): "
           f"{ratio:.2f}x (target >= 0.80); eventsvc p99 {med['eventsvc']['p99']:.2f} ms "

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from eventsvc import metrics
-from eventsvc.gateways.common import json_response, rejections
+from eventsvc.gateways.common import json_response
 
 ReadinessCheck = Callable[[], dict[str, bool]]
 
@@ -16,7 +16,7 @@ def build_app(
     routes: list[web.RouteDef], readiness: ReadinessCheck, max_body: int
 ) -> web.Application:
     # the gateways read bodies themselves with their own limit; this cap is a backstop
-    app = web.Application(middlewares=[rejections], client_max_size=max_body + 1)
+    app = web.Application(client_max_size=max_body + 1)
     app.add_routes(routes)
 
     async def healthz(_: web.Request) -> web.Response:

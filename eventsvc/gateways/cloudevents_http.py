@@ -14,9 +14,9 @@ from eventsvc import events, logs, metrics
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
 from eventsvc.gateways.common import (
-    GATEWAY_KEY,
     BusRef,
     Rejection,
+    guarded,
     json_response,
     publish,
     read_body,
@@ -67,10 +67,9 @@ class CloudEventsGateway:
         self.bus_ref = bus_ref
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/events", self.handle)]
+        return [web.post("/events", guarded(GATEWAY, self.handle))]
 
     async def handle(self, request: web.Request) -> web.Response:
-        request[GATEWAY_KEY] = GATEWAY
         body = await read_body(request, self.limit)
         received = decode_request(dict(request.headers), request.content_type, body)
         metrics.received(GATEWAY).inc(len(received))

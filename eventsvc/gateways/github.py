@@ -21,9 +21,9 @@ from eventsvc import events, logs, metrics
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError
 from eventsvc.gateways.common import (
-    GATEWAY_KEY,
     BusRef,
     Rejection,
+    guarded,
     json_response,
     publish,
     read_body,
@@ -124,10 +124,9 @@ class GitHubGateway:
         self.bus_ref = bus_ref
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/webhooks/github", self.handle)]
+        return [web.post("/webhooks/github", guarded(GATEWAY, self.handle))]
 
     async def handle(self, request: web.Request) -> web.Response:
-        request[GATEWAY_KEY] = GATEWAY
         metrics.received(GATEWAY).inc()
         body = await read_body(request, self.limit)
         if self.secrets:
