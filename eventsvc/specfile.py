@@ -79,7 +79,8 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProb
     """Every document in `text`; a YAML syntax error becomes a problem with its line."""
     docs: list[Document] = []
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        nodes: Iterator[yaml.Node | None] = yaml.compose_all(text, Loader=yaml.SafeLoader)
+        for node in nodes:
             if node is None:
                 continue
             lines: dict[FieldPath, int] = {}
@@ -146,10 +147,11 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
     path: FieldPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     inst = error.instance
+    rule: Any = error.validator_value
     if error.validator == "required":
         missing = [
             name
-            for name in error.validator_value
+            for name in rule
             if isinstance(inst, Mapping) and name not in inst
         ]
         for name in missing:
@@ -167,16 +169,16 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
     elif error.validator == "type":
         yield doc.problem(
             path,
-            f"expected {_expected(error.validator_value)}, got {_TYPE_NAMES[_json_type(inst)]}"
+            f"expected {_expected(rule)}, got {_TYPE_NAMES[_json_type(inst)]}"
             + (f" ({inst!r})" if not isinstance(inst, dict | list) else ""),
         )
     elif error.validator == "enum":
-        choices = ", ".join(map(str, error.validator_value))
+        choices = ", ".join(map(str, rule))
         yield doc.problem(path, f"{inst!r} is not one of: {choices}")
     elif error.validator == "const":
-        yield doc.problem(path, f"must be {error.validator_value!r}, got {inst!r}")
+        yield doc.problem(path, f"must be {rule!r}, got {inst!r}")
     elif error.validator == "pattern":
-        hint = schema.get("x-hint") or f"must match {error.validator_value}"
+        hint = schema.get("x-hint") or f"must match {rule}"
         yield doc.problem(path, f"{inst!r}: {hint}")
     elif error.validator in ("anyOf", "oneOf"):
         yield from _branch_errors(doc, error)
@@ -186,7 +188,7 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
 
 def _branch_errors(doc: Document, error: ValidationError) -> Iterator[SpecProblem]:
     """For `anyOf` (string-or-mapping and the like) report the branch whose type fits."""
-    branches = error.validator_value
+    branches: Any = error.validator_value
     kind = _json_type(error.instance)
     for i, branch in enumerate(branches):
         btype = branch.get("type")

@@ -32,6 +32,14 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+def _either(a: Condition, b: Condition) -> Condition:
+    return lambda s: a(s) or b(s)
+
+
+def _both(a: Condition, b: Condition) -> Condition:
+    return lambda s: a(s) and b(s)
+
+
 class _Parser:
     def __init__(self, tokens: list[str]) -> None:
         self.tokens = tokens
@@ -52,16 +60,14 @@ class _Parser:
         left = self.parse_and()
         while self.peek() == "||":
             self.take()
-            a, b = left, self.parse_and()
-            left = lambda s, a=a, b=b: a(s) or b(s)  # noqa: E731
+            left = _either(left, self.parse_and())
         return left
 
     def parse_and(self) -> Condition:
         left = self.parse_not()
         while self.peek() == "&&":
             self.take()
-            a, b = left, self.parse_not()
-            left = lambda s, a=a, b=b: a(s) and b(s)  # noqa: E731
+            left = _both(left, self.parse_not())
         return left
 
     def parse_not(self) -> Condition:
