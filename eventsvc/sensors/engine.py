@@ -28,7 +28,7 @@ from eventsvc.errors import (
     TemporaryTriggerError,
 )
 from eventsvc.events import CloudEvent
-from eventsvc.sensors import conditions, filters
+from eventsvc.sensors import conditions, filters, params
 from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec
 from eventsvc.triggers import REGISTRY, Services, TriggerContext, TriggerKind, TriggerResult
 
@@ -230,7 +230,8 @@ class SensorRunner:
         ctx = TriggerContext(self.sensor.name, spec.name, by_dep, attempt=delivery.num_delivered)
         started = time.perf_counter()
         try:
-            result: TriggerResult = await self.pool.get(spec.kind).execute(spec.spec, ctx)
+            section = params.render(spec, by_dep)
+            result: TriggerResult = await self.pool.get(spec.kind).execute(section, ctx)
         except EventsvcError as e:
             outcome = "retry" if isinstance(e, TemporaryTriggerError) else "failed"
             self._record(spec.name, outcome, started)
