@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure("auto", "warning")  # `run` reconfigures from its config
     func: Command = args.func
     try:
         return func(args)

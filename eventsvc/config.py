@@ -79,8 +79,8 @@ class Config:
     # NATS: no URL means an embedded nats-server
     nats_url: str | None = None
     nats_user: str | None = None
-    nats_password: str | None = None
-    nats_token: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
+    nats_token: str | None = field(default=None, repr=False)
     nats_creds_file: str | None = None
     nats_tls_ca: str | None = None
     nats_tls_cert: str | None = None

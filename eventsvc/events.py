@@ -39,11 +39,15 @@ class EventDecodeError(EventsvcError):
     """A message or request does not hold a valid CloudEvent; the message says why."""
 
 
+def _quote(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode())
+
+
 def encode_header_value(value: Any) -> str:
-    if isinstance(value, datetime):
-        value = format_time(value)
-    text = str(value)
-    return _NEEDS_QUOTING.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+    text = format_time(value) if isinstance(value, datetime) else str(value)
+    if _NEEDS_QUOTING.search(text) is None:  # the common case: nothing to escape
+        return text
+    return _NEEDS_QUOTING.sub(_quote, text)
 
 
 def format_time(value: datetime) -> str:

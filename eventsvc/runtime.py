@@ -25,6 +25,7 @@ from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
 from eventsvc.gateways.github import GitHubGateway
 from eventsvc.sensors.engine import Engine
+from eventsvc.sensors.spec import SensorSpec
 from eventsvc.triggers import Services
 
 log = logs.get("eventsvc.runtime")
@@ -94,7 +95,7 @@ class Service:
         log.info("eventsvc ready", components=list(config.components), nats=url,
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
-    def _load_sensors(self) -> list[specs.sensor_spec.SensorSpec]:
+    def _load_sensors(self) -> list[SensorSpec]:
         loaded = specs.load_paths([self.config.sensors_dir])
         if loaded.problems:
             raise SpecError(loaded.problems)
@@ -103,14 +104,15 @@ class Service:
         return loaded.sensors
 
     async def _start_http(self, routes: list[web.RouteDef]) -> None:
-        app = build_app(routes, lambda: self.state.readiness(self.config), self.config.max_body_bytes)
+        config = self.config
+        app = build_app(routes, lambda: self.state.readiness(config), config.max_body_bytes)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.config.drain_timeout
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http_host, self.config.http_port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        sockets = getattr(site._server, "sockets", None) or []
         self.state.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
         log.info("http listening", host=self.config.http_host, port=self.state.http_port)
 

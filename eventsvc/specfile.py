@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -79,15 +79,12 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProb
     """Every document in `text`; a YAML syntax error becomes a problem with its line."""
     docs: list[Document] = []
     try:
-        nodes: Iterator[yaml.Node | None] = yaml.compose_all(text, Loader=yaml.SafeLoader)
-        for node in nodes:
-            if node is None:
-                continue
+        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
             lines: dict[FieldPath, int] = {}
             docs.append(Document(_convert(node, (), lines), file, lines))
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
+        marks: list[Any] = [m for m in (e.problem_mark, e.context_mark) if m is not None]
+        line = marks[0].line + 1 if marks else 1
         return docs, [SpecProblem(file, line, "(yaml)", f"{e.problem or e}; fix the YAML syntax")]
     return docs, []
 
@@ -147,11 +144,10 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
     path: FieldPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     inst = error.instance
-    rule: Any = error.validator_value
     if error.validator == "required":
         missing = [
             name
-            for name in rule
+            for name in cast(list[str], error.validator_value)
             if isinstance(inst, Mapping) and name not in inst
         ]
         for name in missing:
@@ -169,16 +165,16 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
     elif error.validator == "type":
         yield doc.problem(
             path,
-            f"expected {_expected(rule)}, got {_TYPE_NAMES[_json_type(inst)]}"
+            f"expected {_expected(error.validator_value)}, got {_TYPE_NAMES[_json_type(inst)]}"
             + (f" ({inst!r})" if not isinstance(inst, dict | list) else ""),
         )
     elif error.validator == "enum":
-        choices = ", ".join(map(str, rule))
+        choices = ", ".join(map(str, cast(list[Any], error.validator_value)))
         yield doc.problem(path, f"{inst!r} is not one of: {choices}")
     elif error.validator == "const":
-        yield doc.problem(path, f"must be {rule!r}, got {inst!r}")
+        yield doc.problem(path, f"must be {error.validator_value!r}, got {inst!r}")
     elif error.validator == "pattern":
-        hint = schema.get("x-hint") or f"must match {rule}"
+        hint = schema.get("x-hint") or f"must match {error.validator_value}"
         yield doc.problem(path, f"{inst!r}: {hint}")
     elif error.validator in ("anyOf", "oneOf"):
         yield from _branch_errors(doc, error)
@@ -188,7 +184,7 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
 
 def _branch_errors(doc: Document, error: ValidationError) -> Iterator[SpecProblem]:
     """For `anyOf` (string-or-mapping and the like) report the branch whose type fits."""
-    branches: Any = error.validator_value
+    branches = cast(list[dict[str, Any]], error.validator_value)
     kind = _json_type(error.instance)
     for i, branch in enumerate(branches):
         btype = branch.get("type")

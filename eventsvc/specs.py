@@ -37,7 +37,9 @@ def load_paths(paths: Sequence[str | Path]) -> Loaded:
     for path in specfile.spec_files(paths):
         loaded.files.append(path)
         if not path.exists():
-            loaded.problems.append(SpecProblem(str(path), 1, "(file)", "no such file"))
+            loaded.problems.append(
+                SpecProblem(str(path), 1, "(file)", "no such file or directory; check the path")
+            )
             continue
         docs, problems = specfile.read_documents(path)
         loaded.problems.extend(problems)
@@ -47,6 +49,8 @@ def load_paths(paths: Sequence[str | Path]) -> Loaded:
 
 
 def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str], str]) -> None:
+    if doc.value is None:  # an empty document between `---` separators
+        return
     if not isinstance(doc.value, dict):
         loaded.problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
         return
@@ -61,7 +65,8 @@ def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str
     loaded.problems.extend(problems)
     if obj is None:
         return
-    name = getattr(obj, "name", "")
+    name = str(getattr(obj, "name", ""))
+    assert isinstance(kind, str)
     where = names.get((kind, name))
     if where:
         loaded.problems.append(

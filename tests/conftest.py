@@ -60,6 +60,7 @@ def config_factory(tmp_path: Path) -> Callable[..., Config]:
             "publish_timeout": 2.0,
         }
         base.update(overrides)
+        Path(base["sensors_dir"]).mkdir(parents=True, exist_ok=True)
         return load_config(environ={}, **base)
 
     return make
@@ -180,3 +181,34 @@ def write_sensor(directory: Path, name: str, text: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    from tests.receiver import Receiver
+
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def http_sensor(name: str, url: str, *, subject: str = "events.>", type_prefix: str = "",
+                extra_filters: str = "") -> str:  # fmt: skip
+    """A sensor posting every matching event to `url`."""
+    context = f"\n        context:\n          type: {{prefix: {type_prefix}}}" if type_prefix else ""
+    filters = f"\n      filters:{context}{extra_filters}" if (context or extra_filters) else ""
+    return f"""apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata:
+  name: {name}
+spec:
+  dependencies:
+    - name: ev
+      eventSubject: "{subject}"{filters}
+  triggers:
+    - template:
+        name: notify
+        http:
+          url: {url}
+"""

@@ -350,6 +350,7 @@ async def connect(
     *,
     connect_timeout: float = 5.0,
     on_state: Callable[[str], None] | None = None,
+    initial_attempts: int = 3,
 ) -> Bus:
     """Connect to `url` with reconnect forever and the configured auth and TLS."""
 
@@ -370,7 +371,8 @@ async def connect(
         "servers": [u.strip() for u in url.split(",")],
         "connect_timeout": connect_timeout,
         "allow_reconnect": True,
-        "max_reconnect_attempts": -1,
+        # bounded for the first connection (nats-py would retry it forever), then unbounded
+        "max_reconnect_attempts": initial_attempts,
         "reconnect_time_wait": 0.5,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
@@ -390,4 +392,5 @@ async def connect(
             f"cannot connect to NATS at {url} ({type(e).__name__}: {e}); check "
             "EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
         ) from e
+    nc.options["max_reconnect_attempts"] = -1
     return Bus(nc, url, publish_timeout=config.publish_timeout)

@@ -12,7 +12,9 @@ from eventsvc.gateways.common import json_response, rejections
 ReadinessCheck = Callable[[], dict[str, bool]]
 
 
-def build_app(routes: list[web.RouteDef], readiness: ReadinessCheck, max_body: int) -> web.Application:
+def build_app(
+    routes: list[web.RouteDef], readiness: ReadinessCheck, max_body: int
+) -> web.Application:
     # the gateways read bodies themselves with their own limit; this cap is a backstop
     app = web.Application(middlewares=[rejections], client_max_size=max_body + 1)
     app.add_routes(routes)
@@ -32,6 +34,10 @@ def build_app(routes: list[web.RouteDef], readiness: ReadinessCheck, max_body: i
         return resp
 
     app.add_routes(
-        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_handler)]
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics_handler),
+        ]
     )
     return app

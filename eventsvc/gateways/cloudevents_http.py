@@ -13,7 +13,14 @@ from aiohttp import web
 from eventsvc import events, logs, metrics
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
-from eventsvc.gateways.common import BusRef, Rejection, json_response, publish, read_body
+from eventsvc.gateways.common import (
+    GATEWAY_KEY,
+    BusRef,
+    Rejection,
+    json_response,
+    publish,
+    read_body,
+)
 
 log = logs.get("eventsvc.gateways.cloudevents")
 GATEWAY = "cloudevents"
@@ -63,10 +70,10 @@ class CloudEventsGateway:
         return [web.post("/events", self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        request["gateway"] = GATEWAY
+        request[GATEWAY_KEY] = GATEWAY
         body = await read_body(request, self.limit)
         received = decode_request(dict(request.headers), request.content_type, body)
-        metrics.EVENTS_RECEIVED.labels(GATEWAY).inc(len(received))
+        metrics.received(GATEWAY).inc(len(received))
         results = []
         for event in received:
             headers, data = events.to_binary(event)
@@ -74,7 +81,7 @@ class CloudEventsGateway:
                 self.bus_ref.bus, GATEWAY, subject_for(event), headers, data,
                 msg_id=f"{event.get_source()}:{event.get_id()}",
             )  # fmt: skip
-            log.info("event accepted", event_id=event.get_id(), type=event.get_type(),
+            log.debug("event accepted", event_id=event.get_id(), type=event.get_type(),
                      duplicate=ack.duplicate)  # fmt: skip
             results.append({"id": event.get_id(), "seq": ack.seq, "duplicate": ack.duplicate})
         if all(r["duplicate"] for r in results):

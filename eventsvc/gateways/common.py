@@ -15,6 +15,7 @@ from eventsvc.bus import Bus, PublishAck
 from eventsvc.errors import BusError, BusUnavailableError
 
 RETRY_AFTER_SECONDS = 5
+GATEWAY_KEY = web.RequestKey("gateway", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -49,7 +50,7 @@ async def rejections(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         return await handler(request)
     except Rejection as r:
-        gateway = request.get("gateway", "http")
+        gateway = request.get(GATEWAY_KEY, "http")
         metrics.EVENTS_REJECTED.labels(gateway, r.reason).inc()
         return json_response(
             r.status, {"error": r.message, "reason": r.reason}, headers=r.headers
@@ -75,7 +76,7 @@ async def publish(
     except BusError as e:
         raise Rejection(500, "bus_error", f"the bus refused the event: {e}") from e
     metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-    metrics.EVENTS_PUBLISHED.labels(gateway, str(ack.duplicate).lower()).inc()
+    metrics.published(gateway, ack.duplicate).inc()
     return ack
 
 
@@ -96,8 +97,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         f"body is larger than the {limit} byte limit; raise http.maxBodyBytes "
         "(EVENTSVC_MAX_BODY_BYTES) if such bodies are expected",
     )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_big
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise too_big
+        return await request.read()  # the length is known and within the limit
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(1 << 16):

@@ -20,7 +20,14 @@ from aiohttp import web
 from eventsvc import events, logs, metrics
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError
-from eventsvc.gateways.common import BusRef, Rejection, json_response, publish, read_body
+from eventsvc.gateways.common import (
+    GATEWAY_KEY,
+    BusRef,
+    Rejection,
+    json_response,
+    publish,
+    read_body,
+)
 
 log = logs.get("eventsvc.gateways.github")
 GATEWAY = "github"
@@ -120,8 +127,8 @@ class GitHubGateway:
         return [web.post("/webhooks/github", self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        request["gateway"] = GATEWAY
-        metrics.EVENTS_RECEIVED.labels(GATEWAY).inc()
+        request[GATEWAY_KEY] = GATEWAY
+        metrics.received(GATEWAY).inc()
         body = await read_body(request, self.limit)
         if self.secrets:
             verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.secrets)
@@ -144,8 +151,8 @@ class GitHubGateway:
         if self.allowed and event not in self.allowed:
             metrics.EVENTS_REJECTED.labels(GATEWAY, "event_not_allowed").inc()
             log.debug("event not in allow-list", github_event=event, event_id=delivery)
-            return json_response(200, {"status": "ignored",
-                                       "reason": f"event {event!r} is not in the allow-list"})  # fmt: skip
+            reason = f"event {event!r} is not in the allow-list"
+            return json_response(200, {"status": "ignored", "reason": reason})
         return await self._publish(request, event, delivery, payload, raw)
 
     async def _publish(
@@ -178,6 +185,6 @@ class GitHubGateway:
             log.info("duplicate delivery, already stored", event_id=delivery, seq=ack.seq)
             return json_response(200, {"status": "duplicate", "id": delivery,
                                        "detail": "this delivery was already accepted"})  # fmt: skip
-        log.info("event accepted", event_id=delivery, type=attributes["type"], seq=ack.seq)
+        log.debug("event accepted", event_id=delivery, type=attributes["type"], seq=ack.seq)
         return json_response(202, {"status": "accepted", "id": delivery, "seq": ack.seq})
 

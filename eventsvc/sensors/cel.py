@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,7 +25,12 @@ from celpy.celparser import CELParseError
 # program at INFO; we report evaluation errors ourselves, with the sensor's context.
 logging.getLogger("celpy").setLevel(logging.CRITICAL)
 
+# celpy raises the interpreter's recursion limit when an Environment is made; on
+# CPython 3.11 that upsets `ast.parse` elsewhere (SystemError "AST constructor
+# recursion depth mismatch"), so the limit is put back at once.
+_LIMIT = sys.getrecursionlimit()
 _ENV = celpy.Environment(runner_class=celpy.CompiledRunner)
+sys.setrecursionlimit(_LIMIT)
 ROOTS = frozenset({"data", "event", "events"})
 _MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
 

@@ -16,15 +16,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from structlog.typing import FilteringBoundLogger
+
 from eventsvc import events, logs, metrics
 from eventsvc.bus import Bus, Delivery, KeyValueStore, PullConsumer
-from eventsvc.bus.streams import DLQ, EVENTS
+from eventsvc.bus.streams import EVENTS
 from eventsvc.config import Config
 from eventsvc.errors import (
     BusError,
     BusUnavailableError,
     EventsvcError,
-    PermanentTriggerError,
     TemporaryTriggerError,
 )
 from eventsvc.events import CloudEvent
@@ -169,7 +170,7 @@ class SensorRunner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def stop(self, deadline: float) -> None:
-        """Stop fetching; let in-flight runs finish until `deadline` (loop time), cancel the rest."""
+        """Stop fetching; let runs finish until `deadline` (loop time); cancel the rest."""
         self._stopping.set()
         pending = set(self._inflight)
         if pending:
@@ -265,7 +266,7 @@ class SensorRunner:
         delivery: Delivery,
         event: CloudEvent,
         outcomes: list[EventsvcError | None],
-        elog: logs.structlog.typing.FilteringBoundLogger,
+        elog: FilteringBoundLogger,
     ) -> None:
         errors = [e for e in outcomes if e is not None]
         if not errors:

@@ -6,8 +6,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from eventsvc import events
-from eventsvc.errors import BusError, BusUnavailableError, PermanentTriggerError
-from eventsvc.errors import TemporaryTriggerError
+from eventsvc.errors import (
+    BusError,
+    BusUnavailableError,
+    PermanentTriggerError,
+    TemporaryTriggerError,
+)
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 
@@ -21,6 +25,7 @@ class NatsTrigger:
             "subject": {
                 "type": "string",
                 "pattern": r"^[^\s*>]+$",
+                "x-hint": "a NATS subject has no spaces or wildcards",
                 "description": "Subject to publish on; must be captured by a JetStream stream.",
             },
         },
@@ -53,4 +58,5 @@ class NatsTrigger:
             raise PermanentTriggerError(
                 f"{e}; is {subject!r} captured by a stream (e.g. events.> in EVENTS)?"
             ) from e
-        return TriggerResult(detail={"subject": subject, "seq": ack.seq, "duplicate": ack.duplicate})
+        detail = {"subject": subject, "seq": ack.seq, "duplicate": ack.duplicate}
+        return TriggerResult(detail=detail)

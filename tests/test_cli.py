@@ -1,0 +1,74 @@
+"""The command line as a user runs it: exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventsvc.bus import Bus
+from eventsvc.bus.embedded import EmbeddedNats
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "eventsvc", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=60)  # fmt: skip
+
+
+def test_lint_clean_examples_exit_0() -> None:
+    result = run("lint", "sensors/")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problem(s)" in result.stderr
+
+
+def test_lint_findings_exit_1_with_file_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
+                   "spec:\n  dependencies: [{name: a}]\n  triggers: [{template: {name: t, lgo: {}}}]\n")  # fmt: skip
+    result = run("lint", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:6: spec.triggers[0].template.lgo: unknown field; did you mean 'log'?" in result.stdout
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run("lint").returncode == 2
+    assert run("lint", str(tmp_path)).returncode == 2  # no YAML files there
+    result = run("run", "--components", "gateway,bogus")
+    assert result.returncode == 2
+    assert "Choose from gateway, sensors, cron" in result.stderr
+
+
+def test_run_without_secret_refuses_and_says_how_to_fix(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = run("run", "--components", "gateway", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 2
+    assert "EVENTSVC_GITHUB_WEBHOOK_SECRET" in result.stderr
+    assert "--insecure-no-signature" in result.stderr
+
+
+@pytest.mark.usefixtures("nats_server")
+async def test_send_publishes_a_cloudevent(nats_server: EmbeddedNats, bus: Bus) -> None:
+    import asyncio
+
+    from eventsvc import events
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventsvc", "send", "--type", "com.example.image.pushed",
+        "--source", "https://ci.example", "--id", "cli-1", "--data", '{"tag": "1.2.3"}',
+        "--nats-url", nats_server.url, cwd=REPO, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert b"sent cli-1 to events.cli.com.example.image.pushed" in out
+    [msg] = await bus.stream_messages("EVENTS", "events.cli.>")
+    assert events.from_nats(msg.headers, msg.data).get_data() == {"tag": "1.2.3"}
+
+
+def test_send_to_unreachable_bus_says_so() -> None:
+    result = run("send", "--type", "t", "--source", "s", "--nats-url", "nats://127.0.0.1:1")
+    assert result.returncode == 1
+    assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr

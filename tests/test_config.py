@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventsvc.config import load_config
+from eventsvc.errors import ConfigError
+
+
+def test_file_then_env_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("http: {port: 9000}\nstreams: {duplicateWindow: 2h}\nkubernetes: {context: dev}\n")
+    config = load_config(path, environ={"EVENTSVC_HTTP_PORT": "9100"}, data_dir="/x")
+    assert config.http_port == 9100
+    assert config.duplicate_window == 7200
+    assert config.data_dir == "/x"
+    assert config.section("kubernetes") == {"context": "dev"}
+
+
+def test_secrets_from_env_and_file_never_in_redacted(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t-a,s3cr3t-b\n")
+    config = load_config(environ={"EVENTSVC_GITHUB_WEBHOOK_SECRET_FILE": str(secret_file)})
+    assert config.github_webhook_secrets == ("s3cr3t-a", "s3cr3t-b")
+    assert "s3cr3t" not in repr(config)
+    assert config.redacted()["github_webhook_secrets"] == "<redacted>"
+
+
+def test_bad_value_names_setting_and_value() -> None:
+    with pytest.raises(ConfigError, match="Config 'EVENTSVC_HTTP_PORT' has value 'abc'"):
+        load_config(environ={"EVENTSVC_HTTP_PORT": "abc"})
+    with pytest.raises(ConfigError, match="not a duration"):
+        load_config(environ={"EVENTSVC_DUPLICATE_WINDOW": "soon"})
+
+
+def test_unreadable_secret_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mount the secret there or unset"):
+        load_config(environ={"EVENTSVC_GITHUB_WEBHOOK_SECRET_FILE": str(tmp_path / "nope")})
+
+
+def test_unknown_component_is_refused() -> None:
+    with pytest.raises(ConfigError, match="Choose from gateway, sensors, cron"):
+        load_config(environ={"EVENTSVC_COMPONENTS": "gateway,sensor"})

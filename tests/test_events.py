@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from eventsvc import events
+
+
+def _event(**extra: object) -> events.CloudEvent:
+    attrs: dict[str, object] = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "type": "com.example.built",
+        "source": "https://ci.example/jobs 1",
+        "subject": "naïve \"quoted\" 100%",
+        "time": datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
+        "datacontenttype": "application/json",
+        **extra,
+    }
+    return events.make_event(attrs, {"sha": "abc", "n": 3})
+
+
+def test_binary_headers_percent_encode_only_what_the_spec_requires() -> None:
+    headers, body = events.to_binary(_event())
+    assert headers["ce-source"] == "https://ci.example/jobs%201"
+    assert headers["ce-subject"] == "na%C3%AFve%20%22quoted%22%20100%25"
+    assert headers["ce-time"] == "2026-11-27T10:00:00Z"
+    assert headers["content-type"] == "application/json"
+    assert body == b'{"sha":"abc","n":3}'
+
+
+def test_binary_round_trip_keeps_attributes_and_data() -> None:
+    original = _event(myext="v 1")
+    back = events.from_nats(*events.to_binary(original))
+    assert back.get_subject() == original.get_subject()
+    assert back.get_source() == original.get_source()
+    assert back.get_extension("myext") == "v 1"
+    assert back.get_time() == original.get_time()
+    assert back.get_data() == {"sha": "abc", "n": 3}
+
+
+def test_structured_round_trip() -> None:
+    original = _event()
+    body = events.to_structured(original)
+    back = events.from_nats({"content-type": events.STRUCTURED_CONTENT_TYPE}, body)
+    assert events.to_dict(back) == events.to_dict(original)
+
+
+def test_missing_required_attributes_are_named() -> None:
+    with pytest.raises(events.EventDecodeError, match="missing required CloudEvents attributes: id, source"):
+        events.from_binary({"ce-type": "x", "ce-specversion": "1.0"}, b"")
+
+
+def test_non_cloudevent_message_is_refused_with_the_reason() -> None:
+    with pytest.raises(events.EventDecodeError, match="no ce-\\* headers"):
+        events.from_nats({}, b"hello")
+
+
+def test_sanitize_token() -> None:
+    assert events.sanitize_token("a.b c*>") == "a_b_c__"
+    assert events.sanitize_token("") == "_"
