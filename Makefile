@@ -13,8 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# a local-only default secret so `make run` works out of the box; production sets its own
+DEV_WEBHOOK_SECRET ?= change-me
+
 run: $(STAMP)
-	$(BIN)/eventsvc run --sensors sensors/ $(ARGS)
+	@if [ -z "$$EVENTSVC_GITHUB_WEBHOOK_SECRET$$EVENTSVC_GITHUB_WEBHOOK_SECRET_FILE" ]; then \
+	  echo "make run: EVENTSVC_GITHUB_WEBHOOK_SECRET not set, using the development secret '$(DEV_WEBHOOK_SECRET)'"; fi
+	EVENTSVC_GITHUB_WEBHOOK_SECRET="$${EVENTSVC_GITHUB_WEBHOOK_SECRET:-$(DEV_WEBHOOK_SECRET)}" \
+	  $(BIN)/eventsvc run --sensors sensors/ $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

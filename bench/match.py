@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from eventsvc import events, specfile
+from eventsvc.config import load_config
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
 from eventsvc.sensors import filters
@@ -28,6 +29,7 @@ from eventsvc.sensors.spec import parse_sensor
 SIZES = (10, 100, 1000)
 EVENTS = 20_000
 ORG = "acme"
+CONFIG = load_config(environ={})
 
 TEMPLATES = [
     ("preview", "events.github.pull_request", """
@@ -79,7 +81,7 @@ def build_sensors(n: int) -> tuple[list[CompiledSensor], list[str]]:
             docs, _ = specfile.parse_documents(text, f"{repo}-{kind}.yaml")
             spec, problems = parse_sensor(docs[0])
             assert spec is not None, problems
-            out.append(CompiledSensor(spec))
+            out.append(CompiledSensor(spec, CONFIG))
     return out, repos
 
 

@@ -149,6 +149,44 @@ def _add_test(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dryrun.add_parser(sub)
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from eventsvc import bus as bus_mod
+    from eventsvc.bus.streams import RESULTS
+    from eventsvc.sensors import results
+
+    url = args.nats_url or os.environ.get("EVENTSVC_NATS_URL") or "nats://127.0.0.1:4222"
+    subject = f"results.{events.sanitize_token(args.sensor)}.>" if args.sensor else None
+    logs.configure("console", "error")  # stdout is the table
+
+    async def show() -> int:
+        bus = await bus_mod.connect(url, load_config(), connect_timeout=3)
+        try:
+            print(results.header(), flush=True)
+            async for msg in bus.read_stream(RESULTS, subject, follow=args.follow):
+                try:
+                    event = events.from_nats(msg.headers, msg.data)
+                except events.EventDecodeError:
+                    continue
+                print(results.row(event), flush=True)
+        finally:
+            await bus.close()
+        return EXIT_OK
+
+    try:
+        return asyncio.run(show())
+    except BusError as e:
+        print(f"eventsvc results: {e}", file=sys.stderr)
+        return EXIT_FINDINGS
+
+
+def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("results", help="show trigger run results as a table")
+    p.add_argument("--sensor", help="only this sensor's results")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new results")
+    p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
+    p.set_defaults(func=cmd_results)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventsvc", description="Event automation for GitOps teams."
@@ -171,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)
     _add_test(sub)
+    _add_results(sub)
     return parser
 
 

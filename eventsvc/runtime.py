@@ -25,6 +25,7 @@ from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
 from eventsvc.gateways.github import GitHubGateway
 from eventsvc.sensors.engine import Engine
+from eventsvc.sensors.reload import SensorReloader
 from eventsvc.sensors.spec import SensorSpec
 from eventsvc.triggers import Services
 
@@ -62,6 +63,8 @@ class Service:
         self._embedded: EmbeddedNats | None = None
         self._runner: web.AppRunner | None = None
         self._services: Services | None = None
+        self._reloader: SensorReloader | None = None
+        self._reload_task: asyncio.Task[None] | None = None
 
     async def serve(self, stop: asyncio.Event) -> None:
         try:
@@ -92,6 +95,9 @@ class Service:
             self.state.engine = Engine(bus, self._services, config)
             await self.state.engine.start(sensors)
             self.state.sensors_loaded = True
+            self._reloader = SensorReloader(self.state.engine, config.sensors_dir)
+            self._reloader.prime(sensors)
+            self._reload_task = asyncio.create_task(self._reloader.run(), name="sensor-reload")
         log.info("eventsvc ready", components=list(config.components), nats=url,
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
@@ -133,6 +139,9 @@ class Service:
         log.info("shutting down", drain_timeout=self.config.drain_timeout)
         if self._runner is not None:
             await self._runner.cleanup()  # stops intake, waits for in-flight requests
+        if self._reloader is not None and self._reload_task is not None:
+            self._reloader.stop()
+            await self._reload_task
         if self.state.engine is not None:
             await self.state.engine.stop(deadline)
         if self._services is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -325,6 +325,41 @@ class Bus:
         finally:
             await PullConsumer(sub, stream).close()
 
+    async def read_stream(
+        self, stream: str, subject: str | None = None, follow: bool = False
+    ) -> AsyncIterator[Delivery]:
+        """Every message in `stream` (optionally one subject filter), oldest first; with
+        `follow`, keep waiting for new ones until the caller stops iterating."""
+        sub = await _guard(
+            f"read {stream}",
+            self._js.pull_subscribe(
+                subject or ">",
+                stream=stream,
+                config=api.ConsumerConfig(
+                    ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL
+                ),
+            ),
+        )
+        consumer = PullConsumer(sub, stream)
+        try:
+            while True:
+                batch = await consumer.fetch(256, timeout=1.0 if follow else 0.5)
+                if not batch and not follow:
+                    return
+                for item in batch:
+                    yield item
+        finally:
+            await consumer.close()
+
+    async def consumer_exists(self, stream: str, durable: str) -> bool:
+        try:
+            await self._js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"consumer {stream}/{durable}", e) from e
+        return True
+
     async def close(self) -> None:
         if self._nc.is_closed:
             return
@@ -355,6 +390,8 @@ async def connect(
     """Connect to `url` with reconnect forever and the configured auth and TLS."""
 
     async def disconnected() -> None:
+        if nc.is_closed or nc.is_draining:
+            return  # our own close, not an outage
         log.warning("nats disconnected", url=url)
         if on_state:
             on_state("disconnected")
@@ -385,8 +422,9 @@ async def connect(
         "name": "eventsvc",
     }
     options = {k: v for k, v in options.items() if v is not None}
+    nc = NatsClient()
     try:
-        nc = await nats.connect(**options)
+        await nc.connect(**options)
     except (nats.errors.Error, OSError, TimeoutError) as e:
         raise BusUnavailableError(
             f"cannot connect to NATS at {url} ({type(e).__name__}: {e}); check "

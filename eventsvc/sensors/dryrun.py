@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eventsvc import events, specs
+from eventsvc.config import load_config
 from eventsvc.errors import EventsvcError
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
@@ -150,7 +151,7 @@ def _show(value: Any, raw: bool = False) -> str:
 
 def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tuple[set[str], bool]:
     """Print the dry run of one sensor; the triggers that fire, and whether one cannot render."""
-    compiled = CompiledSensor(sensor)
+    compiled = CompiledSensor(sensor, load_config(environ={}))
     print(f"sensor {sensor.name} ({sensor.file})", file=out)
     satisfied: dict[str, CloudEvent] = {}
     for n, item in enumerate(inputs, 1):

@@ -2,9 +2,11 @@
 
 Delivery contract: an event is acknowledged only after its triggers finished —
 success, or a permanent failure / exhausted retries recorded in the DLQ stream.
-A temporary failure is retried by redelivery with a growing delay, so a retrying
-event never blocks the others. A trigger that already fired for an event (kept in
-KV) is not fired again when the event comes back.
+A temporary failure is retried by delayed redelivery (`nak(delay)`), per trigger
+(`retryStrategy`), so a retrying event never blocks the others. The run ledger in
+KV (`delivery.Ledger`) makes a redelivered event skip what already finished.
+Conditions over several events are completed in `correlation`; every run publishes
+a result (`results`). `Engine.apply` reconciles the runners with a new set of specs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from structlog.typing import FilteringBoundLogger
 
 from eventsvc import events, logs, metrics
-from eventsvc.bus import Bus, Delivery, KeyValueStore, PullConsumer
+from eventsvc.bus import Bus, Delivery, PullConsumer
 from eventsvc.bus.streams import EVENTS
 from eventsvc.config import Config
 from eventsvc.errors import (
@@ -29,12 +31,13 @@ from eventsvc.errors import (
     TemporaryTriggerError,
 )
 from eventsvc.events import CloudEvent
-from eventsvc.sensors import conditions, filters, params
+from eventsvc.sensors import conditions, correlation, delivery, filters, keys, params, results
+from eventsvc.sensors.delivery import Outcome, RunState
 from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec
 from eventsvc.triggers import REGISTRY, Services, TriggerContext, TriggerKind, TriggerResult
 
 log = logs.get("eventsvc.sensors")
-FIRED_BUCKET = "eventsvc-fired"
+FIRED_BUCKET = delivery.LEDGER_BUCKET
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -48,30 +51,42 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(pat) == len(sub)
 
 
-@dataclass(frozen=True, slots=True)
 class CompiledTrigger:
-    spec: TriggerSpec
-    condition: conditions.Condition
+    """A trigger with its condition, retry strategy, rate limiter and concurrency gate."""
+
+    def __init__(self, spec: TriggerSpec, every: frozenset[str], config: Config) -> None:
+        self.spec = spec
+        if spec.conditions:
+            self.condition, self.names = conditions.parse(spec.conditions)
+        else:
+            self.condition, self.names = conditions.all_of(every), every
+        d = spec.delivery
+        self.strategy = d.retry or delivery.default_strategy(config)
+        self.limiter = delivery.RateLimiter(d.rate_limit) if d.rate_limit else None
+        self.gate = delivery.KeyedGate(d.concurrency.policy) if d.concurrency else None
+        self.gate_key = keys.compile_key(d.concurrency.key) if d.concurrency else None
 
 
 class CompiledSensor:
-    """A sensor spec with its filters and conditions compiled once."""
+    """A sensor spec with its filters, conditions and correlation keys compiled once."""
 
-    def __init__(self, spec: SensorSpec) -> None:
+    def __init__(self, spec: SensorSpec, config: Config) -> None:
         self.spec = spec
         self.name = spec.name
         self.deps: list[tuple[Dependency, list[filters.Check]]] = [
             (d, filters.compile_filters(d.filters)) for d in spec.dependencies
         ]
-        every = conditions.all_of({d.name for d in spec.dependencies})
-        self.triggers = [
-            CompiledTrigger(t, conditions.parse(t.conditions)[0] if t.conditions else every)
-            for t in spec.triggers
-        ]
+        every = frozenset(d.name for d in spec.dependencies)
+        self.triggers = [CompiledTrigger(t, every, config) for t in spec.triggers]
+        self.correlate: dict[str, keys.KeyFn] = {
+            d.name: keys.compile_key(d.correlate) for d in spec.dependencies if d.correlate
+        }
         subjects = {d.event_subject for d in spec.dependencies}
         self.subjects: tuple[str, ...] = ("events.>",) if "events.>" in subjects else tuple(
             sorted(subjects)
         )
+        # every delivery may run one attempt of one trigger; keep spares for crashes
+        self.max_deliver = sum(t.strategy.steps for t in self.triggers) + config.max_deliveries + 1
 
     def match(
         self, subject: str, view: filters.EventView
@@ -91,7 +106,17 @@ class CompiledSensor:
         return matched, verdicts
 
     def firing(self, matched: set[str]) -> list[CompiledTrigger]:
-        return [t for t in self.triggers if t.condition(matched)]
+        """Triggers whose condition one event with these dependencies meets on its own."""
+        return [t for t in self.triggers if t.condition(matched & t.names)]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One trigger to run for the delivered event, over these events by dependency."""
+
+    trig: CompiledTrigger
+    by_dep: Mapping[str, CloudEvent]
+    completed: correlation.Completed | None = None
 
 
 class TriggerPool:
@@ -116,13 +141,15 @@ class SensorRunner:
         bus: Bus,
         pool: TriggerPool,
         config: Config,
-        fired: KeyValueStore,
+        ledger: delivery.Ledger,
+        partials: correlation.PartialStore,
     ) -> None:
         self.sensor = sensor
         self.bus = bus
         self.pool = pool
         self.config = config
-        self.fired = fired
+        self.ledger = ledger
+        self.partials = partials
         self.consumer: PullConsumer | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -138,7 +165,7 @@ class SensorRunner:
             self.durable,
             self.sensor.subjects,
             ack_wait=self.config.ack_wait,
-            max_deliver=self.config.max_deliveries + 1,  # one spare: the DLQ hand-off
+            max_deliver=self.sensor.max_deliver,
             max_ack_pending=max(1000, self.config.sensor_concurrency * 4),
         )
 
@@ -155,8 +182,8 @@ class SensorRunner:
                 self.log.warning("bus unavailable, fetch paused", error=str(e))
                 await self._sleep(1.0)
                 continue
-            for delivery in batch:
-                task = asyncio.create_task(self._handle(delivery), name=f"{self.durable}-msg")
+            for msg in batch:
+                task = asyncio.create_task(self._handle(msg), name=f"{self.durable}-msg")
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
 
@@ -170,7 +197,8 @@ class SensorRunner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def stop(self, deadline: float) -> None:
-        """Stop fetching; let runs finish until `deadline` (loop time); cancel the rest."""
+        """Stop fetching; let in-flight runs finish until `deadline` (loop time), then
+        cancel the rest."""
         self._stopping.set()
         pending = set(self._inflight)
         if pending:
@@ -185,50 +213,150 @@ class SensorRunner:
         if self.consumer is not None:
             await self.consumer.close()
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, msg: Delivery) -> None:
         try:
-            event = events.from_nats(delivery.headers, delivery.data)
+            event = events.from_nats(msg.headers, msg.data)
         except events.EventDecodeError as e:
-            self.log.warning("not a CloudEvent, sent to DLQ", subject=delivery.subject,
-                             seq=delivery.stream_seq, error=str(e))  # fmt: skip
-            await self._dead_letter(delivery, None, "decode", str(e))
+            self.log.warning("not a CloudEvent, sent to DLQ", subject=msg.subject,
+                             seq=msg.stream_seq, error=str(e))  # fmt: skip
+            if await self._dead_letter(msg, None, "decode", str(e)):
+                await msg.ack()
             return
         elog = self.log.bind(event_id=event.get_id())
-        view = filters.EventView.of(event)
-        matched, _ = self.sensor.match(delivery.subject, view)
-        firing = self.sensor.firing(matched)
-        if not firing:
-            elog.debug("event filtered out", type=event.get_type(), matched=sorted(matched))
-            await delivery.ack()
+        matched, _ = self.sensor.match(msg.subject, filters.EventView.of(event))
+        if not matched:
+            elog.debug("event filtered out", type=event.get_type())
+            await msg.ack()
             return
         metrics.EVENTS_MATCHED.labels(self.sensor.name).inc()
-        by_dep = {name: event for name in sorted(matched)}
-        heartbeat = asyncio.create_task(self._heartbeat(delivery), name="ack-heartbeat")
         try:
-            outcomes = [await self._fire(t, by_dep, delivery) for t in firing]
+            plans = await self._plan(event, matched, elog)
+        except BusError as e:
+            elog.warning("partial match store unavailable; event will be redelivered",
+                         error=str(e))  # fmt: skip
+            await self._nak(msg, self.config.redelivery_delay, elog)
+            return
+        if not plans:
+            await msg.ack()
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(msg), name="ack-heartbeat")
+        try:
+            dues = [await self._run(plan, msg, elog) for plan in plans]
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self._settle(delivery, event, outcomes, elog)
+        await self._settle(msg, dues, elog)
 
-    async def _heartbeat(self, delivery: Delivery) -> None:
+    async def _plan(
+        self, event: CloudEvent, matched: set[str], elog: FilteringBoundLogger
+    ) -> list[Plan]:
+        """What to run now: triggers this event completes alone, or completes together with
+        events kept as partial matches; the rest of what it matched is stored as partial."""
+        plans: list[Plan] = []
+        for trig in self.sensor.triggers:
+            relevant = matched & trig.names
+            if not relevant:
+                continue
+            if trig.condition(relevant):
+                plans.append(Plan(trig, {n: event for n in sorted(relevant)}))
+                continue
+            name = trig.spec.name
+            used = delivery.consumed_key(self.sensor.name, name, event.get_id())
+            if await self.ledger.marked(used):
+                elog.info("event already used by a completed run", trigger=name)
+                continue
+            groups: dict[str, dict[str, CloudEvent]] = {}
+            for dep in sorted(relevant):
+                keyfn = self.sensor.correlate.get(dep)
+                ckey = keyfn(event) if keyfn else ""
+                if ckey is None:
+                    elog.debug("event has no correlation key", trigger=name, dependency=dep)
+                    continue
+                groups.setdefault(ckey, {})[dep] = event
+            for ckey, deps in groups.items():
+                corr = self.sensor.spec.correlation
+                done = await self.partials.merge(
+                    self.sensor.name, name, ckey, deps, trig.condition,
+                    corr.window, corr.conditions_reset,
+                )  # fmt: skip
+                if done is not None:
+                    plans.append(Plan(trig, done.events, done))
+        return plans
+
+    async def _heartbeat(self, msg: Delivery) -> None:
         while True:
             await asyncio.sleep(max(1.0, self.config.ack_wait / 2))
             with contextlib.suppress(BusError):
-                await delivery.in_progress()
+                await msg.in_progress()
+
+    async def _run(self, plan: Plan, msg: Delivery, elog: FilteringBoundLogger) -> float | None:
+        """One attempt of one trigger, if due. None when the run is final, else the epoch
+        time its next attempt is due."""
+        trig, name = plan.trig, plan.trig.spec.name
+        ids = [e.get_id() for e in plan.by_dep.values()]
+        key = delivery.run_key(self.sensor.name, name, ids)
+        state = await self.ledger.get(key)
+        if state is not None and state.final:
+            elog.info("trigger already finished for these events; not running again",
+                      trigger=name, outcome=state.outcome)  # fmt: skip
+            await self._result(name, ids, Outcome.DUPLICATE, state.attempts, 0.0)
+            await self._consume(plan)
+            return None
+        last = msg.num_delivered >= self.sensor.max_deliver
+        if state is not None and state.not_before > time.time() and not last:
+            return state.not_before
+        attempt = state.attempts + 1 if state is not None else 1
+        gkey = ""
+        if trig.gate is not None and trig.gate_key is not None:
+            gkey = keys.first_key(trig.gate_key, plan.by_dep) or ""
+            if not await trig.gate.acquire(gkey, msg.stream_seq):
+                elog.info("superseded by a newer event", trigger=name, key=gkey)
+                await self.ledger.put(key, RunState(Outcome.SUPERSEDED, attempt - 1))
+                await self._result(name, ids, Outcome.SUPERSEDED, attempt - 1, 0.0,
+                                   detail={"concurrencyKey": gkey})  # fmt: skip
+                await self._consume(plan)
+                return None
+        try:
+            if trig.limiter is not None:
+                await trig.limiter.acquire()
+            result, error, took = await self._fire(trig, plan.by_dep, attempt)
+        finally:
+            if trig.gate is not None:
+                trig.gate.release(gkey)
+        if error is None:
+            await self.ledger.put(key, RunState(Outcome.SUCCESS, attempt))
+            detail = result.detail if result is not None else {}
+            await self._result(name, ids, Outcome.SUCCESS, attempt, took, detail=detail)
+            await self._consume(plan)
+            return None
+        temporary = isinstance(error, TemporaryTriggerError)
+        if temporary and attempt < trig.strategy.steps and not last:
+            delay = delivery.backoff(trig.strategy, attempt)
+            if isinstance(error, TemporaryTriggerError) and error.delay:
+                delay = max(delay, error.delay)
+            due = time.time() + delay
+            await self.ledger.put(key, RunState(Outcome.RETRY, attempt, due, str(error)))
+            await self._result(name, ids, Outcome.RETRY, attempt, took, error=str(error))
+            return due
+        reason = "retries exhausted" if temporary else "permanent failure"
+        elog.error("trigger failed for good; sent to DLQ", trigger=name, reason=reason,
+                   attempts=attempt, error=str(error))  # fmt: skip
+        if not await self._dead_letter(msg, plan.by_dep, reason, str(error), name, attempt):
+            return time.time() + self.config.redelivery_delay
+        await self._result(name, ids, Outcome.FAILED, attempt, took, error=f"{reason}: {error}")
+        await self._fire_dlq(trig, plan.by_dep, error, attempt)
+        await self.ledger.put(key, RunState(Outcome.FAILED, attempt, error=str(error)))
+        await self._consume(plan)
+        return None
 
     async def _fire(
-        self, trig: CompiledTrigger, by_dep: Mapping[str, CloudEvent], delivery: Delivery
-    ) -> EventsvcError | None:
+        self, trig: CompiledTrigger, by_dep: Mapping[str, CloudEvent], attempt: int
+    ) -> tuple[TriggerResult | None, EventsvcError | None, float]:
+        """Execute the trigger once: (result, error, seconds)."""
         spec = trig.spec
         event_ids = ",".join(sorted({e.get_id() for e in by_dep.values()}))
-        key = _fired_key(self.sensor.name, spec.name, event_ids)
-        if delivery.num_delivered > 1 and await self._already_fired(key):
-            self.log.info("trigger already fired for this event; not firing again",
-                          trigger=spec.name, event_id=event_ids)  # fmt: skip
-            return None
-        ctx = TriggerContext(self.sensor.name, spec.name, by_dep, attempt=delivery.num_delivered)
+        ctx = TriggerContext(self.sensor.name, spec.name, by_dep, attempt=attempt)
         started = time.perf_counter()
         try:
             section = params.render(spec, by_dep)
@@ -238,22 +366,60 @@ class SensorRunner:
             self._record(spec.name, outcome, started)
             self.log.warning("trigger failed", trigger=spec.name, event_id=event_ids,
                              attempt=ctx.attempt, error=str(e))  # fmt: skip
-            return e
+            return None, e, time.perf_counter() - started
         except Exception as e:  # a bug in a kind must not lose the event: retry, then DLQ
             self._record(spec.name, "error", started)
             self.log.exception("trigger crashed", trigger=spec.name, event_id=event_ids)
-            return TemporaryTriggerError(f"{type(e).__name__}: {e}")
+            return None, TemporaryTriggerError(f"{type(e).__name__}: {e}"), 0.0
         self._record(spec.name, "success", started)
         self.log.info("trigger fired", trigger=spec.name, event_id=event_ids, **result.detail)
-        with contextlib.suppress(BusError):
-            await self.fired.put(key, b"1")
-        return None
+        return result, None, time.perf_counter() - started
 
-    async def _already_fired(self, key: str) -> bool:
+    async def _fire_dlq(
+        self,
+        trig: CompiledTrigger,
+        by_dep: Mapping[str, CloudEvent],
+        error: EventsvcError,
+        attempts: int,
+    ) -> None:
+        """Run the trigger's `dlqTrigger` once (no retries); its outcome is a result."""
+        dlq = trig.spec.delivery.dlq
+        if dlq is None:
+            return
+        ids = [e.get_id() for e in by_dep.values()]
+        ctx = TriggerContext(self.sensor.name, dlq.name, by_dep, attempt=attempts)
+        started = time.perf_counter()
         try:
-            return await self.fired.get(key) is not None
-        except BusError:
-            return False
+            result = await self.pool.get(dlq.kind).execute(dlq.spec, ctx)
+        except Exception as e:  # the event still goes to the DLQ stream
+            self.log.error("dlqTrigger failed", trigger=trig.spec.name, dlq_trigger=dlq.name,
+                           error=f"{type(e).__name__}: {e}")  # fmt: skip
+            await self._result(dlq.name, ids, Outcome.FAILED, 1, time.perf_counter() - started,
+                               error=str(e), dlq=True)  # fmt: skip
+            return
+        detail = {"for": trig.spec.name, "error": str(error), **result.detail}
+        await self._result(dlq.name, ids, Outcome.SUCCESS, 1, time.perf_counter() - started,
+                           detail=detail, dlq=True)  # fmt: skip
+
+    async def _consume(self, plan: Plan) -> None:
+        if plan.completed is not None:
+            await self.partials.consume(self.sensor.name, plan.trig.spec.name, plan.completed)
+
+    async def _result(
+        self,
+        trigger: str,
+        ids: list[str],
+        outcome: Outcome,
+        attempt: int,
+        took: float,
+        *,
+        error: str = "",
+        detail: Mapping[str, object] | None = None,
+        dlq: bool = False,
+    ) -> None:
+        run = results.RunResult(self.sensor.name, trigger, ids, outcome.value, attempt, took,
+                                error, dict(detail or {}), dlq)  # fmt: skip
+        await results.publish(self.bus, run)
 
     def _record(self, trigger: str, outcome: str, started: float) -> None:
         metrics.TRIGGER_RUNS.labels(self.sensor.name, trigger, outcome).inc()
@@ -262,60 +428,72 @@ class SensorRunner:
         )
 
     async def _settle(
-        self,
-        delivery: Delivery,
-        event: CloudEvent,
-        outcomes: list[EventsvcError | None],
-        elog: FilteringBoundLogger,
+        self, msg: Delivery, dues: list[float | None], elog: FilteringBoundLogger
     ) -> None:
-        errors = [e for e in outcomes if e is not None]
-        if not errors:
-            await delivery.ack()
+        pending = [d for d in dues if d is not None]
+        if not pending:
+            await msg.ack()
             return
-        attempt = delivery.num_delivered
-        retryable = all(isinstance(e, TemporaryTriggerError) for e in errors)
-        if retryable and attempt < self.config.max_deliveries:
-            delays = [e.delay for e in errors if isinstance(e, TemporaryTriggerError) and e.delay]
-            delay = max(delays, default=self.config.redelivery_delay * 2 ** (attempt - 1))
-            elog.info("event will be redelivered", attempt=attempt, delay=delay)
-            await delivery.nak(delay=delay)
-            return
-        reason = "retries exhausted" if retryable else "permanent failure"
-        elog.error("event sent to DLQ", reason=reason, attempts=attempt)
-        await self._dead_letter(delivery, event, reason, "; ".join(map(str, errors)))
+        delay = max(0.05, min(pending) - time.time())
+        elog.info("event will be redelivered", attempt=msg.num_delivered, delay=round(delay, 3))
+        await self._nak(msg, delay, elog)
+
+    async def _nak(self, msg: Delivery, delay: float, elog: FilteringBoundLogger) -> None:
+        try:
+            await msg.nak(delay=delay)
+        except BusError as e:  # redelivered after ack_wait anyway
+            elog.warning("nak failed; redelivery after ack wait", error=str(e))
 
     async def _dead_letter(
-        self, delivery: Delivery, event: CloudEvent | None, reason: str, error: str
-    ) -> None:
+        self,
+        msg: Delivery,
+        by_dep: Mapping[str, CloudEvent] | None,
+        reason: str,
+        error: str,
+        trigger: str | None = None,
+        attempts: int | None = None,
+    ) -> bool:
+        """Store a DLQ record (the events, the error, the attempts); False when it failed."""
         record = {
             "sensor": self.sensor.name,
+            "trigger": trigger,
             "reason": reason,
             "error": error,
-            "attempts": delivery.num_delivered,
-            "subject": delivery.subject,
-            "streamSequence": delivery.stream_seq,
-            "event": events.to_dict(event) if event is not None else None,
-            "raw": None if event is not None else delivery.data.decode(errors="replace"),
+            "attempts": attempts if attempts is not None else msg.num_delivered,
+            "deliveries": msg.num_delivered,
+            "subject": msg.subject,
+            "streamSequence": msg.stream_seq,
+            "event": _delivered(msg, by_dep),
+            "events": {d: events.to_dict(e) for d, e in (by_dep or {}).items()},
+            "raw": None if by_dep is not None else msg.data.decode(errors="replace"),
         }
         body = json.dumps(record, default=str).encode()
-        msg_id = f"{self.sensor.name}:{delivery.stream_seq}"
+        ids = sorted({e.get_id() for e in (by_dep or {}).values()})
+        msg_id = (
+            delivery.run_key(self.sensor.name, trigger or "-", ids)
+            if by_dep
+            else f"{self.sensor.name}:{msg.stream_seq}"
+        )
         try:
             await self.bus.publish(f"dlq.{self.sensor.name}", body, msg_id=msg_id)
         except BusError as e:
             self.log.error("DLQ publish failed; leaving the event for redelivery", error=str(e))
-            return
-        await delivery.ack()
+            return False
+        return True
 
 
-def _fired_key(sensor: str, trigger: str, event_ids: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(f"{sensor}\0{trigger}\0{event_ids}".encode()).hexdigest()[:32]
-    return f"{sensor}.{trigger}.{digest}"
+def _delivered(msg: Delivery, by_dep: Mapping[str, CloudEvent] | None) -> object:
+    """The delivered event as a dict (it may be one of `by_dep`), or None when undecodable."""
+    if by_dep is None:
+        return None
+    try:
+        return events.to_dict(events.from_nats(msg.headers, msg.data))
+    except events.EventDecodeError:
+        return None
 
 
 class Engine:
-    """Every sensor's runner; replaced as a whole when the sensors change."""
+    """Every sensor's runner; `apply` reconciles them with a new set of specs."""
 
     def __init__(self, bus: Bus, services: Services, config: Config) -> None:
         self.bus = bus
@@ -323,31 +501,63 @@ class Engine:
         self.pool = TriggerPool(services)
         self.runners: dict[str, SensorRunner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._fired: KeyValueStore | None = None
+        self._ledger: delivery.Ledger | None = None
+        self._partials: correlation.PartialStore | None = None
+        self._lock = asyncio.Lock()
         self.loaded = False
 
     async def start(self, sensors: list[SensorSpec]) -> None:
-        self._fired = await self.bus.kv(FIRED_BUCKET, ttl=7 * 86400)
-        for spec in sensors:
-            await self._start_one(spec)
+        ledger_kv = await self.bus.kv(FIRED_BUCKET, ttl=delivery.LEDGER_TTL)
+        self._ledger = delivery.Ledger(ledger_kv)
+        partial_kv = await self.bus.kv(correlation.PARTIAL_BUCKET, ttl=delivery.LEDGER_TTL)
+        self._partials = correlation.PartialStore(partial_kv, self._ledger)
+        await self.apply(sensors)
         self.loaded = True
         log.info("sensors running", sensors=sorted(self.runners))
 
+    async def apply(self, sensors: list[SensorSpec]) -> None:
+        """Start new sensors, restart changed ones, stop removed ones and delete their
+        durable consumers. Unchanged sensors keep running untouched."""
+        async with self._lock:
+            wanted = {s.name: s for s in sensors}
+            for name in [n for n in self.runners if n not in wanted]:
+                await self._stop_one(name)
+                await self.bus.delete_consumer(EVENTS, f"sensor-{name}")
+                log.info("sensor removed", sensor=name)
+            for name, spec in wanted.items():
+                current = self.runners.get(name)
+                if current is not None and current.sensor.spec.raw == spec.raw:
+                    continue
+                if current is not None:
+                    await self._stop_one(name)
+                await self._start_one(spec)
+                log.info("sensor changed" if current else "sensor started", sensor=name,
+                         file=spec.file)  # fmt: skip
+
     async def _start_one(self, spec: SensorSpec) -> None:
-        assert self._fired is not None
-        runner = SensorRunner(CompiledSensor(spec), self.bus, self.pool, self.config, self._fired)
+        assert self._ledger is not None and self._partials is not None
+        compiled = CompiledSensor(spec, self.config)
+        runner = SensorRunner(compiled, self.bus, self.pool, self.config, self._ledger,
+                              self._partials)  # fmt: skip
         await runner.open()
         self.runners[spec.name] = runner
         self._tasks[spec.name] = asyncio.create_task(runner.run(), name=f"sensor-{spec.name}")
+
+    async def _stop_one(self, name: str) -> None:
+        runner = self.runners.pop(name)
+        task = self._tasks.pop(name)
+        await runner.stop(asyncio.get_running_loop().time() + self.config.drain_timeout)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def stop(self, deadline: float) -> None:
         await asyncio.gather(*(r.stop(deadline) for r in self.runners.values()))
         for task in self._tasks.values():
             task.cancel()
-        results = await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        outcomes = await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self.runners.clear()
         self._tasks.clear()
-        for r in results:
+        for r in outcomes:
             if isinstance(r, Exception):
                 raise r
 

@@ -89,6 +89,10 @@ _TIME_FILTER: dict[str, Any] = {
         "timezone": {"type": "string", "description": "IANA name, default UTC"},
     },
 }
+_DURATION: dict[str, Any] = {
+    "type": ["string", "number"],
+    "description": "Go-style duration (500ms, 2s, 5m, 1h30m) or seconds.",
+}
 
 
 def _dependency() -> dict[str, Any]:
@@ -110,6 +114,7 @@ def _dependency() -> dict[str, Any]:
                 **_LOGIC,
                 "description": "How the filter groups combine (default and).",
             },
+            "correlate": _CORRELATE,
             "filters": {
                 "type": "object",
                 "additionalProperties": False,
@@ -178,6 +183,7 @@ def _trigger() -> dict[str, Any]:
         "properties": {
             "template": template,
             "parameters": {"type": "array", "items": _parameter()},
+            **delivery_properties(template),
         },
     }
 
@@ -216,7 +222,71 @@ def sensor_schema() -> dict[str, Any]:
                 "properties": {
                     "dependencies": {"type": "array", "minItems": 1, "items": _dependency()},
                     "triggers": {"type": "array", "minItems": 1, "items": _trigger()},
+                    "correlation": _CORRELATION,
                 },
+            },
+        },
+    }
+
+
+# --- delivery: retries, rate limits, dead letters, concurrency, correlation ---
+
+_CORRELATE: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "description": "Correlation key: `data.<path>` or an event attribute, or a CEL expression "
+    "over `data` and the attributes; events pair only when their keys are equal.",
+}
+_CORRELATION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "window": {**_DURATION, "description": "How long a partial match waits (default 24h)."},
+        "conditionsReset": {
+            "type": "array",
+            "description": "Cron schedules (5 fields, UTC) at which partial matches are dropped.",
+            "items": {"type": "string", "minLength": 1},
+        },
+    },
+}
+
+
+def delivery_properties(template: dict[str, Any]) -> dict[str, Any]:
+    """Keys of a trigger item beside `template`: how its runs are delivered."""
+    return {
+        "retryStrategy": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "steps": {"type": "integer", "description": "Attempts in all (>= 1)."},
+                "duration": {**_DURATION, "description": "Delay after the first failure."},
+                "factor": {"type": "number", "description": "Delay multiplier per attempt."},
+                "jitter": {"type": "number", "description": "Up to this fraction added."},
+                "maxDuration": {**_DURATION, "description": "Longest delay between attempts."},
+            },
+        },
+        "rateLimit": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["requestsPerUnit"],
+            "properties": {
+                "requestsPerUnit": {"type": "integer"},
+                "unit": {"enum": ["Second", "Minute", "Hour"]},
+            },
+        },
+        "dlqTrigger": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["template"],
+            "properties": {"template": template},
+        },
+        "concurrency": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["key"],
+            "properties": {
+                "key": {"type": "string", "minLength": 1},
+                "policy": {"enum": ["queue", "replace"]},
             },
         },
     }

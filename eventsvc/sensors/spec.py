@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from croniter import croniter
+
 from eventsvc import specfile
+from eventsvc.durations import parse_duration
 from eventsvc.errors import SpecProblem
-from eventsvc.sensors import conditions, filters, params, schema
+from eventsvc.sensors import conditions, filters, keys, params, schema
 from eventsvc.triggers import REGISTRY
 
 _SCHEMA = schema.sensor_schema()
@@ -21,6 +25,7 @@ class Dependency:
     event_subject: str
     filters: Mapping[str, Any]
     """The `filters` section, with the dependency's `filtersLogicalOperator` folded in."""
+    correlate: str | None = None  # key expression; events pair only on equal keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,7 @@ class TriggerSpec:
     conditions: str | None
     template: Mapping[str, Any]  # the whole template, as written
     raw: Mapping[str, Any]  # the whole trigger item, as written
+    delivery: Delivery = field(default_factory=lambda: Delivery())
     plan: params.Plan | None = field(default=None, compare=False, repr=False)
     """Parameters and `{{ }}` leaves, compiled once (see `params.render`)."""
 
@@ -42,6 +48,7 @@ class SensorSpec:
     dependencies: tuple[Dependency, ...]
     triggers: tuple[TriggerSpec, ...]
     raw: Mapping[str, Any]
+    correlation: Correlation = field(default_factory=lambda: Correlation())
 
     def dependency(self, name: str) -> Dependency:
         return next(d for d in self.dependencies if d.name == name)
@@ -50,6 +57,7 @@ class SensorSpec:
 def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecProblem]]:
     problems = specfile.validate_schema(doc, _SCHEMA)
     problems += _check_meaning(doc)
+    problems += _check_delivery(doc)
     if problems:
         return None, sorted(set(problems), key=lambda p: (p.line, p.field))
     value = doc.value
@@ -62,17 +70,18 @@ def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecPr
         kind = next(k for k in tpl if k in REGISTRY)
         plan, _ = params.compile_plan(item, kind, declared, _available(tpl, declared),
                                       REGISTRY[kind].schema)  # fmt: skip
-        trigs.append(
-            TriggerSpec(tpl["name"], kind, tpl[kind], tpl.get("conditions"), tpl, item, plan)
-        )
-    return SensorSpec(value["metadata"]["name"], doc.file, deps, tuple(trigs), value), []
+        trigs.append(TriggerSpec(tpl["name"], kind, tpl[kind], tpl.get("conditions"), tpl, item,
+                                 delivery=parse_delivery(item), plan=plan))  # fmt: skip
+    return SensorSpec(value["metadata"]["name"], doc.file, deps, tuple(trigs), value,
+                      correlation=parse_correlation(spec.get("correlation", {}))), []  # fmt: skip
 
 
 def _dependency(raw: Mapping[str, Any]) -> Dependency:
     flt = dict(raw.get("filters") or {})
     if "filtersLogicalOperator" in raw:
         flt["filtersLogicalOperator"] = raw["filtersLogicalOperator"]
-    return Dependency(raw["name"], raw.get("eventSubject", "events.>"), flt)
+    return Dependency(raw["name"], raw.get("eventSubject", "events.>"), flt,
+                      correlate=raw.get("correlate"))  # fmt: skip
 
 
 def _available(tpl: Mapping[str, Any], declared: frozenset[str]) -> frozenset[str]:
@@ -137,11 +146,14 @@ def _check_dependency(
             out.append(doc.problem((*base, "eventSubject"), problem))
     flt = dep.get("filters")
     if isinstance(flt, dict):
-        try:
-            _, found = filters.compile_dependency(flt)
-        except (TypeError, KeyError, AttributeError):  # malformed: the schema says why
-            found = []
-        out.extend(doc.problem((*base, "filters", *p), m) for p, m in found)
+        for group in ("context", "data", "time", "exprs"):  # one malformed group hides no other
+            if group not in flt:
+                continue
+            try:
+                _, found = filters.compile_dependency({group: flt[group]})
+            except (TypeError, KeyError, AttributeError, ValueError):  # the schema says why
+                found = []
+            out.extend(doc.problem((*base, "filters", *p), m) for p, m in found)
     return out
 
 
@@ -204,3 +216,203 @@ def _check_conditions(
         doc.problem(path, f"dependency {name!r} is not declared in spec.dependencies")
         for name in sorted(names - declared)
     ]
+
+
+# --- delivery: retries, rate limits, dead letters, concurrency, correlation ---
+
+MAX_WINDOW = 7 * 86400.0  # partial matches are kept at most this long (the KV bucket's TTL)
+_UNIT_SECONDS = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStrategy:
+    """Attempts in all (`steps`), and the delay before attempt n+1: duration * factor**(n-1),
+    plus up to `jitter` of it, never more than `max_duration` (0: no cap)."""
+
+    steps: int
+    duration: float
+    factor: float = 2.0
+    jitter: float = 0.0
+    max_duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests_per_unit: int
+    unit_seconds: float = 1.0
+
+
+class ConcurrencyPolicy(StrEnum):
+    QUEUE = "queue"
+    REPLACE = "replace"
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    key: str
+    policy: ConcurrencyPolicy = ConcurrencyPolicy.QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a trigger's runs are delivered; None means the service defaults."""
+
+    retry: RetryStrategy | None = None
+    rate_limit: RateLimit | None = None
+    dlq: TriggerSpec | None = None
+    concurrency: Concurrency | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    window: float = 86400.0
+    conditions_reset: tuple[str, ...] = ()
+
+
+def parse_delivery(item: Mapping[str, Any]) -> Delivery:
+    retry = rate = dlq = conc = None
+    if (r := item.get("retryStrategy")) is not None:
+        retry = RetryStrategy(
+            steps=int(r.get("steps", 3)),
+            duration=parse_duration(r.get("duration", "1s")),
+            factor=float(r.get("factor", 2.0)),
+            jitter=float(r.get("jitter", 0.0)),
+            max_duration=parse_duration(r.get("maxDuration", 0)),
+        )
+    if (rl := item.get("rateLimit")) is not None:
+        rate = RateLimit(int(rl["requestsPerUnit"]), _UNIT_SECONDS[rl.get("unit", "Second")])
+    if (d := item.get("dlqTrigger")) is not None:
+        tpl = d["template"]
+        kind = next(k for k in tpl if k in REGISTRY)
+        dlq = TriggerSpec(tpl["name"], kind, tpl[kind], None, tpl, d)
+    if (c := item.get("concurrency")) is not None:
+        conc = Concurrency(c["key"], ConcurrencyPolicy(c.get("policy", "queue")))
+    return Delivery(retry, rate, dlq, conc)
+
+
+def parse_correlation(raw: Mapping[str, Any]) -> Correlation:
+    return Correlation(
+        window=parse_duration(raw.get("window", "24h")),
+        conditions_reset=tuple(raw.get("conditionsReset", ())),
+    )
+
+
+def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
+    """Durations, impossible numbers, key expressions and the DLQ trigger's kind."""
+    spec = doc.value.get("spec") if isinstance(doc.value, dict) else None
+    if not isinstance(spec, dict):
+        return []
+    out: list[SpecProblem] = []
+    for i, dep in enumerate(_list_at(spec, "dependencies")):
+        if isinstance(dep, dict) and isinstance(dep.get("correlate"), str):
+            out += _check_key(doc, ("spec", "dependencies", i, "correlate"), dep["correlate"])
+    corr = spec.get("correlation")
+    if isinstance(corr, dict) and "window" in corr:
+        path: specfile.FieldPath = ("spec", "correlation", "window")
+        out += _check_duration(doc, path, corr["window"], positive=True, most=MAX_WINDOW)
+    resets = corr.get("conditionsReset") if isinstance(corr, dict) else None
+    for i, expr in enumerate(resets if isinstance(resets, list) else []):
+        if isinstance(expr, str) and not valid_schedule(expr):
+            message = (f"{expr!r} is not a 5-field cron schedule (minute hour day month "
+                       "weekday), e.g. '0 23 * * *'")  # fmt: skip
+            out.append(doc.problem(("spec", "correlation", "conditionsReset", i), message))
+    for i, item in enumerate(_list_at(spec, "triggers")):
+        if isinstance(item, dict):
+            out += _check_trigger_delivery(doc, ("spec", "triggers", i), item)
+    return out
+
+
+def valid_schedule(expr: str) -> bool:
+    return len(expr.split()) == 5 and bool(croniter.is_valid(expr))
+
+
+def _list_at(spec: Mapping[str, Any], key: str) -> list[Any]:
+    value = spec.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _check_trigger_delivery(
+    doc: specfile.Document, base: specfile.FieldPath, item: Mapping[str, Any]
+) -> list[SpecProblem]:
+    out: list[SpecProblem] = []
+    retry = item.get("retryStrategy")
+    if isinstance(retry, dict):
+        rp: specfile.FieldPath = (*base, "retryStrategy")
+        steps = retry.get("steps")
+        if isinstance(steps, int) and steps < 1:
+            message = f"{steps} is impossible; steps counts every attempt, so use 1 or more"
+            out.append(doc.problem((*rp, "steps"), message))
+        durations = {}
+        for key in ("duration", "maxDuration"):
+            if key in retry:
+                found = _check_duration(doc, (*rp, key), retry[key])
+                out += found
+                if not found:
+                    durations[key] = parse_duration(retry[key])
+        factor = retry.get("factor")
+        if isinstance(factor, int | float) and factor < 1:
+            out.append(doc.problem((*rp, "factor"), f"{factor} would shrink the delay; use 1 "
+                                                    "(constant) or more"))  # fmt: skip
+        jitter = retry.get("jitter")
+        if isinstance(jitter, int | float) and not 0 <= jitter <= 1:
+            out.append(doc.problem((*rp, "jitter"), f"{jitter} is outside 0..1 (a fraction "
+                                                    "of the delay)"))  # fmt: skip
+        cap = durations.get("maxDuration", 0.0)
+        if cap and cap < durations.get("duration", 0.0):
+            out.append(doc.problem((*rp, "maxDuration"), f"{retry['maxDuration']!r} is shorter "
+                                   f"than duration {retry['duration']!r}; raise it or drop it"))
+    rate = item.get("rateLimit")
+    if isinstance(rate, dict):
+        n = rate.get("requestsPerUnit")
+        if isinstance(n, int) and n < 1:
+            out.append(doc.problem((*base, "rateLimit", "requestsPerUnit"),
+                                   f"{n} would never fire; use 1 or more"))  # fmt: skip
+    conc = item.get("concurrency")
+    if isinstance(conc, dict) and isinstance(conc.get("key"), str):
+        out += _check_key(doc, (*base, "concurrency", "key"), conc["key"])
+    dlq = item.get("dlqTrigger")
+    tpl = dlq.get("template") if isinstance(dlq, dict) else None
+    if isinstance(tpl, dict):
+        out += _check_kind(doc, (*base, "dlqTrigger", "template"), tpl)
+    return out
+
+
+def _check_kind(
+    doc: specfile.Document, base: specfile.FieldPath, tpl: Mapping[str, Any]
+) -> list[SpecProblem]:
+    kinds = [k for k in tpl if k in REGISTRY]
+    if len(kinds) != 1:
+        found = ", ".join(kinds) if kinds else "none"
+        return [doc.problem(base, f"exactly one trigger kind is required "
+                                  f"({', '.join(REGISTRY)}); found {found}")]  # fmt: skip
+    kind = kinds[0]
+    if not isinstance(tpl[kind], dict):
+        return []
+    return [doc.problem((*base, kind, *sub), msg) for sub, msg in REGISTRY[kind].check(tpl[kind])]
+
+
+def _check_duration(
+    doc: specfile.Document,
+    path: specfile.FieldPath,
+    value: Any,
+    *,
+    positive: bool = False,
+    most: float | None = None,
+) -> list[SpecProblem]:
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError) as e:
+        return [doc.problem(path, str(e))]
+    if positive and seconds <= 0:
+        return [doc.problem(path, f"{value!r} must be longer than 0")]
+    if most is not None and seconds > most:
+        return [doc.problem(path, f"{value!r} is longer than the {most / 86400:g}d limit")]
+    return []
+
+
+def _check_key(doc: specfile.Document, path: specfile.FieldPath, text: str) -> list[SpecProblem]:
+    try:
+        keys.compile_key(text)
+    except keys.KeyExpressionError as e:
+        return [doc.problem(path, str(e))]
+    return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from eventsvc import specfile
+from eventsvc.config import load_config
 from eventsvc.sensors import filters
 from eventsvc.sensors.engine import CompiledSensor
 from eventsvc.sensors.matcher import Matcher
@@ -62,7 +63,8 @@ def sensors() -> list[CompiledSensor]:
       eventSubject: events.github.push
       filters: {context: {type: com.github.push}}"""))
     out.append(sensor("unfiltered", "    - name: any"))
-    return [CompiledSensor(s) for s in out]
+    config = load_config(environ={})
+    return [CompiledSensor(s, config) for s in out]
 
 
 def events() -> list[tuple[str, filters.EventView]]:

@@ -1,0 +1,206 @@
+"""Delivery: retries by redelivery then DLQ, once-only firing after a crash, and
+`replace` concurrency, against a real nats-server and a local HTTP recorder."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from eventsvc import bus as bus_mod
+from eventsvc.sensors import delivery
+from eventsvc.sensors.engine import SensorRunner
+from eventsvc.sensors.spec import ConcurrencyPolicy, RetryStrategy
+from tests.sensors.conftest import (
+    EngineFactory,
+    Recorder,
+    dlq_records,
+    eventually,
+    load_sensor,
+    results_of,
+    send,
+)
+
+SENSOR = """\
+apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {{name: {name}}}
+spec:
+  dependencies:
+    - name: thing
+      eventSubject: events.test.>
+      filters:
+        context: {{type: com.example.thing}}
+  triggers:
+    - template:
+        name: call
+        http: {{url: "{url}/call"}}
+{extra}
+"""
+
+
+def sensor_text(name: str, url: str, extra: str = "") -> str:
+    return SENSOR.format(name=name, url=url, extra=extra)
+
+
+async def fail(request: web.Request, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=503, text="down for maintenance")
+
+
+async def test_retries_then_dlq_with_dlq_trigger(
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
+) -> None:
+    recorder.handlers["/call"] = fail
+    extra = f"""\
+      retryStrategy: {{steps: 3, duration: 0.2s, factor: 1}}
+      dlqTrigger:
+        template:
+          name: alert
+          http: {{url: "{recorder.url}/dlq"}}
+"""
+    spec = load_sensor(tmp_path, sensor_text("flaky", recorder.url, extra))
+    await start_engine([spec])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+
+    records = await eventually(lambda: dlq_records(bus, "flaky"), "a DLQ record")
+    assert recorder.ids("/call") == [event_id] * 3  # steps bounds the attempts
+    assert recorder.ids("/dlq") == [event_id]
+    (record,) = records
+    assert record["trigger"] == "call"
+    assert record["attempts"] == 3
+    assert record["reason"] == "retries exhausted"
+    assert "503" in record["error"] and "down for maintenance" in record["error"]
+    assert record["events"]["thing"]["id"] == event_id
+    assert record["event"]["id"] == event_id
+
+    outcomes = await eventually(
+        lambda: _outcomes(bus, "flaky", want=4), "results of every attempt and the DLQ trigger"
+    )
+    assert outcomes == [
+        ("call", "retry", 1), ("call", "retry", 2), ("call", "failed", 3), ("alert", "success", 1)
+    ]  # fmt: skip
+
+
+async def test_a_retrying_event_does_not_block_others(
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
+) -> None:
+    calls = 0
+
+    async def first_fails(request: web.Request, body: dict[str, Any]) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=503 if body["data"]["n"] == 1 else 200)
+
+    recorder.handlers["/call"] = first_fails
+    extra = "      retryStrategy: {steps: 2, duration: 5s}\n"
+    spec = load_sensor(tmp_path, sensor_text("busy", recorder.url, extra))
+    await start_engine([spec])
+    slow = await send(bus, "com.example.thing", {"n": 1})
+    fast = await send(bus, "com.example.thing", {"n": 2})
+    # the second event fires while the first waits 5 s for its retry
+    await eventually(lambda: _has(recorder, "/call", fast), "the second event to fire")
+    assert recorder.ids("/call").count(slow) == 1
+
+
+async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
+    tmp_path: Path,
+    bus: bus_mod.Bus,
+    recorder: Recorder,
+    start_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = load_sensor(tmp_path, sensor_text("crashy", recorder.url))
+    settled = asyncio.Event()
+
+    async def crash_before_ack(self: SensorRunner, *args: Any) -> None:
+        settled.set()
+        await asyncio.Event().wait()  # the process "dies" here: no ack, no nak
+
+    monkeypatch.setattr(SensorRunner, "_settle", crash_before_ack)
+    first = await start_engine([spec])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+    await asyncio.wait_for(settled.wait(), 30)
+    assert recorder.ids("/call") == [event_id]
+    await first.stop(asyncio.get_running_loop().time())  # cancels the stuck handler
+    monkeypatch.undo()
+
+    await start_engine([spec])  # a new engine on the same durable consumer
+    outcomes = await eventually(
+        lambda: _outcomes(bus, "crashy", want=2), "the redelivered event to be settled"
+    )
+    assert outcomes == [("call", "success", 1), ("call", "duplicate", 1)]
+    assert recorder.ids("/call") == [event_id]  # fired once
+
+
+async def test_replace_concurrency_drops_the_superseded_event(
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request, body: dict[str, Any]) -> web.Response:
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    recorder.handlers["/call"] = slow
+    extra = "      concurrency: {key: data.pr, policy: replace}\n"
+    spec = load_sensor(tmp_path, sensor_text("envs", recorder.url, extra))
+    await start_engine([spec])
+    e1 = await send(bus, "com.example.thing", {"pr": 7, "n": 1})
+    await eventually(lambda: _has(recorder, "/call", e1), "the first run to start")
+    e2 = await send(bus, "com.example.thing", {"pr": 7, "n": 2})
+    e3 = await send(bus, "com.example.thing", {"pr": 7, "n": 3})
+    superseded = await eventually(
+        lambda: _with_outcome(bus, "envs", "superseded"), "the queued event to be superseded"
+    )
+    release.set()
+    await eventually(lambda: _has(recorder, "/call", e3), "the newest event to run")
+    assert [r["eventIds"] for r in superseded] == [[e2]]
+    assert recorder.ids("/call") == [e1, e3]
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    strategy = RetryStrategy(steps=5, duration=1.0, factor=2.0, jitter=0.5, max_duration=5.0)
+    assert [delivery.backoff(strategy, n, rand=lambda: 0.0) for n in (1, 2, 3, 4)] == [
+        1.0, 2.0, 4.0, 5.0
+    ]  # fmt: skip
+    assert delivery.backoff(strategy, 1, rand=lambda: 1.0) == 1.5
+
+
+async def test_gate_queue_runs_in_order_and_replace_keeps_the_newest() -> None:
+    gate = delivery.KeyedGate(ConcurrencyPolicy.QUEUE)
+    assert await gate.acquire("k", 1)
+    second = asyncio.create_task(gate.acquire("k", 2))
+    await asyncio.sleep(0)
+    assert gate.queued("k") == 1
+    gate.release("k")
+    assert await second
+    gate.release("k")
+
+    gate = delivery.KeyedGate(ConcurrencyPolicy.REPLACE)
+    assert await gate.acquire("k", 1)
+    older = asyncio.create_task(gate.acquire("k", 2))
+    await asyncio.sleep(0)
+    newer = asyncio.create_task(gate.acquire("k", 3))
+    await asyncio.sleep(0)
+    assert await older is False
+    assert not await gate.acquire("k", 2)  # a redelivered older event loses too
+    gate.release("k")
+    assert await newer
+    gate.release("k")
+    assert gate.queued("k") == 0
+
+
+async def _outcomes(bus: bus_mod.Bus, sensor: str, want: int) -> list[tuple[str, str, int]]:
+    found = [(r["trigger"], r["outcome"], r["attempt"]) for r in await results_of(bus, sensor)]
+    return found if len(found) >= want else []
+
+
+async def _with_outcome(bus: bus_mod.Bus, sensor: str, outcome: str) -> list[dict[str, Any]]:
+    return [r for r in await results_of(bus, sensor) if r["outcome"] == outcome]
+
+
+async def _has(recorder: Recorder, path: str, event_id: str) -> bool:
+    return event_id in recorder.ids(path)

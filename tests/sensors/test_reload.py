@@ -1,0 +1,79 @@
+"""Hot reload: add, change, remove a sensor file while the service runs; an invalid
+change is rejected and the running version kept."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from eventsvc.bus.streams import EVENTS
+from eventsvc.sensors.engine import Engine
+from tests.conftest import write_sensor
+from tests.sensors.conftest import eventually
+
+SENSOR = """\
+apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {{name: {name}}}
+spec:
+  dependencies:
+    - name: thing
+      eventSubject: {subject}
+  triggers:
+    - template:
+        name: note
+        log: {{message: {message}}}
+"""
+
+
+def text(name: str, subject: str = "events.test.>", message: str = "hello") -> str:
+    return SENSOR.format(name=name, subject=subject, message=message)
+
+
+async def test_add_change_remove_and_reject_invalid(
+    tmp_path: Path, start_service: Callable[..., Awaitable[Any]]
+) -> None:
+    sensors = tmp_path / "sensors"
+    write_sensor(sensors, "keep", text("keep"))
+    svc = await start_service(components=("sensors",), nats_port=0)
+    engine: Engine = svc.service.state.engine
+    reloader = svc.service._reloader
+    bus = svc.service.state.bus_ref.bus
+    assert sorted(engine.runners) == ["keep"]
+
+    added = write_sensor(sensors, "added", text("added"))
+    await eventually(lambda: _names(engine, ["added", "keep"]), "the new sensor to start")
+    assert await bus.consumer_exists(EVENTS, "sensor-added")
+
+    before = engine.runners["added"]
+    added.write_text(text("added", subject="events.other.>", message="changed"))
+    await eventually(lambda: _replaced(engine, "added", before), "the changed sensor to restart")
+    assert engine.runners["added"].sensor.subjects == ("events.other.>",)
+
+    running = engine.runners["added"]
+    generation = reloader.generation
+    added.write_text(text("added").replace("eventSubject", "eventSubjekt") + "  bogus: 1\n")
+    await eventually(lambda: _after(reloader, generation), "the invalid change to be seen")
+    problems = [str(p) for p in reloader.problems[added]]
+    assert any(p.startswith(f"{added}:7: spec.dependencies[0].eventSubjekt:") for p in problems)
+    assert any(f"{added}:12: spec.bogus:" in p for p in problems)
+    assert engine.runners["added"] is running  # the running version is kept
+
+    added.unlink()
+    await eventually(lambda: _names(engine, ["keep"]), "the removed sensor to stop")
+    assert not await bus.consumer_exists(EVENTS, "sensor-added")
+    assert svc.service.state.readiness(svc.service.config)["sensors_loaded"]
+
+
+async def _names(engine: Engine, names: list[str]) -> bool:
+    return sorted(engine.runners) == names
+
+
+async def _replaced(engine: Engine, name: str, before: object) -> bool:
+    current = engine.runners.get(name)
+    return current is not None and current is not before
+
+
+async def _after(reloader: Any, generation: int) -> bool:
+    return bool(reloader.generation > generation)

@@ -1,0 +1,62 @@
+"""Results: a result event per run, shown by `eventsvc results` as a table."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import structlog
+
+from eventsvc import bus as bus_mod
+from eventsvc import cli
+from tests.sensors.conftest import EngineFactory, eventually, load_sensor, results_of, send
+
+SENSOR = """\
+apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {{name: {name}}}
+spec:
+  dependencies:
+    - name: thing
+      eventSubject: events.test.>
+  triggers:
+    - template:
+        name: note
+        log: {{message: seen}}
+"""
+
+
+async def test_results_table_by_sensor(
+    tmp_path: Path,
+    bus: bus_mod.Bus,
+    start_engine: EngineFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    one = load_sensor(tmp_path, SENSOR.format(name="one"), "one")
+    two = load_sensor(tmp_path, SENSOR.format(name="two"), "two")
+    await start_engine([one, two])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+    await eventually(lambda: results_of(bus, "two"), "a result for sensor two")
+    await eventually(lambda: results_of(bus, "one"), "a result for sensor one")
+    capsys.readouterr()
+
+    try:
+        code = await asyncio.to_thread(cli.main, ["results", "--sensor", "one",
+                                                  "--nats-url", bus.url])  # fmt: skip
+    finally:
+        structlog.reset_defaults()  # the command configured logging for the process
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0].split() == ["TIME", "SENSOR", "TRIGGER", "OUTCOME", "ATTEMPT", "DURATION",
+                              "EVENTS", "ERROR/DETAIL"]  # fmt: skip
+    (row,) = out[1:]
+    cells = row.split()
+    assert cells[2:6] == ["one", "note", "success", "1"]
+    assert event_id[:20] in row
+
+
+def test_result_subject_is_per_sensor_and_trigger() -> None:
+    from eventsvc.sensors import results
+
+    assert results.subject("pr-previews", "deploy") == "results.pr-previews.deploy"
