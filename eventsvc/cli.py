@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
     _add_test(sub)
     _add_results(sub)
+    from eventsvc.github import commands as github_commands
+
+    github_commands.add_parser(sub)
     return parser
 
 

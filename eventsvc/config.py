@@ -159,6 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log.level", "log_level", str),
 )
 _OWN_TOP_KEYS = {s.key.split(".")[0] for s in SETTINGS}
+# top keys shared with a part: their raw subtree is also readable with `Config.section`
+# (`github`: webhook settings above, API access settings read by `eventsvc.github`)
+_SHARED_TOP_KEYS = {"github"}
 # secrets read from <ENV> or the file named by <ENV>_FILE
 _SECRET_ENV = {
     "github_webhook_secrets": "EVENTSVC_GITHUB_WEBHOOK_SECRET",
@@ -226,7 +229,9 @@ def load_config(
         if secret is not None:
             values[attr] = _list(secret) if attr == "github_webhook_secrets" else secret
     values.update({k: v for k, v in overrides.items() if v is not None})
-    values["sections"] = {k: v for k, v in tree.items() if k not in _OWN_TOP_KEYS}
+    values["sections"] = {
+        k: v for k, v in tree.items() if k not in _OWN_TOP_KEYS - _SHARED_TOP_KEYS
+    }
     config = Config(**values)
     _check(config)
     return config

@@ -32,6 +32,11 @@ EVENTS_MATCHED = Counter(
 TRIGGER_RUNS = Counter(
     "eventsvc_trigger_runs_total", "Trigger runs by outcome.", ["sensor", "trigger", "outcome"]
 )
+CRON_LATENESS_SECONDS = Histogram(
+    "eventsvc_cron_tick_lateness_seconds",
+    "Cron ticks: time from the scheduled instant to publishing (jitter included).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300),
+)
 TRIGGER_SECONDS = Histogram(
     "eventsvc_trigger_duration_seconds",
     "Trigger run duration.",

@@ -16,13 +16,14 @@ from pathlib import Path
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import logs, specs
+from eventsvc import logs, schedules, specs
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import Config
 from eventsvc.errors import SpecError
 from eventsvc.gateways.app import build_app
 from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
+from eventsvc.gateways.cron import CronGateway
 from eventsvc.gateways.github import GitHubGateway
 from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.reload import SensorReloader
@@ -63,6 +64,7 @@ class Service:
         self._embedded: EmbeddedNats | None = None
         self._runner: web.AppRunner | None = None
         self._services: Services | None = None
+        self._cron: CronGateway | None = None
         self._reloader: SensorReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
 
@@ -77,6 +79,7 @@ class Service:
     async def _start(self) -> None:
         config = self.config
         sensors = self._load_sensors() if "sensors" in config.components else []
+        timers = self._load_schedules() if "cron" in config.components else []
         routes: list[web.RouteDef] = []
         if "gateway" in config.components:
             routes += GitHubGateway(config, self.state.bus_ref).routes()
@@ -98,6 +101,9 @@ class Service:
             self._reloader = SensorReloader(self.state.engine, config.sensors_dir)
             self._reloader.prime(sensors)
             self._reload_task = asyncio.create_task(self._reloader.run(), name="sensor-reload")
+        if "cron" in config.components:
+            self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
+            await self._cron.start(timers)
         log.info("eventsvc ready", components=list(config.components), nats=url,
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
@@ -108,6 +114,12 @@ class Service:
         if not loaded.files:
             log.warning("no sensor files found", dir=self.config.sensors_dir)
         return loaded.sensors
+
+    def _load_schedules(self) -> list[schedules.Schedule]:
+        found, problems = schedules.load_schedules([self.config.sensors_dir])
+        if problems:
+            raise SpecError(problems)
+        return found
 
     async def _start_http(self, routes: list[web.RouteDef]) -> None:
         config = self.config
@@ -131,6 +143,8 @@ class Service:
             engine = self.state.engine
             if engine is not None and (failure := engine.failed()) is not None:
                 raise failure
+            if self._cron is not None and (failure := self._cron.failed()) is not None:
+                raise failure
 
     async def _shutdown(self) -> None:
         self.state.stopping = True
@@ -139,6 +153,8 @@ class Service:
         log.info("shutting down", drain_timeout=self.config.drain_timeout)
         if self._runner is not None:
             await self._runner.cleanup()  # stops intake, waits for in-flight requests
+        if self._cron is not None:
+            await self._cron.stop(max(deadline - loop.time(), 0.0))
         if self._reloader is not None and self._reload_task is not None:
             self._reloader.stop()
             await self._reload_task

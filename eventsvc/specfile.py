@@ -72,7 +72,11 @@ _CONSTRUCTOR = yaml.SafeLoader("")
 
 
 def _scalar(node: yaml.Node) -> Any:
-    return _CONSTRUCTOR.construct_object(node, deep=True)
+    try:
+        return _CONSTRUCTOR.construct_object(node, deep=True)
+    except ValueError as e:  # e.g. an unquoted impossible date such as 2026-13-01
+        problem = f"{node.value!r} cannot be read: {e}; quote it if it is text"
+        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from e
 
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:
@@ -101,9 +105,13 @@ def spec_files(paths: Sequence[str | Path]) -> Iterator[Path]:
     """YAML files named directly, or found (recursively, sorted) under directories."""
     for p in map(Path, paths):
         if p.is_dir():
+            # hidden entries are skipped: a ConfigMap volume holds every file twice,
+            # once more under its `..data` / `..<timestamp>` directories
             yield from sorted(
-                f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
-            )
+                f for f in p.rglob("*")
+                if f.suffix in (".yaml", ".yml") and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )  # fmt: skip
         else:
             yield p
 

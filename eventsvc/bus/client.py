@@ -132,6 +132,11 @@ class KeyValueStore:
         self._kv = kv
         self.bucket = bucket
 
+    async def replicas(self) -> int:
+        """How many copies the bucket keeps (the stream behind it)."""
+        status = await _guard(f"kv status {self.bucket}", self._kv.status())
+        return int(status.stream_info.config.num_replicas or 1)
+
     async def get(self, key: str) -> tuple[bytes, int] | None:
         """(value, revision), or None when the key is absent or deleted."""
         try:
@@ -186,11 +191,14 @@ def _translate(what: str, e: BaseException) -> BusError:
 class Bus:
     """A connected NATS client with JetStream."""
 
-    def __init__(self, nc: NatsClient, url: str, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: NatsClient, url: str, publish_timeout: float = 5.0, replicas: int = 1
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=publish_timeout)
         self.url = url
         self.publish_timeout = publish_timeout
+        self.replicas = replicas  # for the KV buckets this process creates
         self.streams_ready = False
 
     @property
@@ -297,7 +305,9 @@ class Bus:
         except nats.js.errors.BucketNotFoundError:
             kv = await _guard(
                 f"create kv {bucket}",
-                self._js.create_key_value(bucket=bucket, ttl=ttl, history=history),
+                self._js.create_key_value(
+                    bucket=bucket, ttl=ttl, history=history, replicas=self.replicas
+                ),
             )
         except (nats.errors.Error, TimeoutError) as e:
             raise _translate(f"open kv {bucket}", e) from e
@@ -431,4 +441,4 @@ async def connect(
             "EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
         ) from e
     nc.options["max_reconnect_attempts"] = -1
-    return Bus(nc, url, publish_timeout=config.publish_timeout)
+    return Bus(nc, url, publish_timeout=config.publish_timeout, replicas=config.stream_replicas)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
+from cronsim import CronSim
 
 from eventsvc import events, logs
 from eventsvc.bus import KeyValueStore
@@ -38,7 +38,7 @@ _CAS_TRIES = 20
 def last_reset(schedules: Sequence[str], now: float) -> float:
     """Epoch time of the latest `conditionsReset` tick at or before `now` (UTC); 0 if none."""
     when = datetime.fromtimestamp(now, UTC)
-    ticks = [croniter(expr, when).get_prev(datetime).timestamp() for expr in schedules]
+    ticks = [next(CronSim(expr, when, reverse=True)).timestamp() for expr in schedules]
     return max(ticks, default=0.0)
 
 

@@ -32,13 +32,14 @@ LEDGER_TTL = 7 * 86400.0
 
 class Outcome(StrEnum):
     SUCCESS = "success"
+    SKIPPED = "skipped"  # the kind looked and had nothing to do (e.g. a gated-out draft PR)
     RETRY = "retry"  # a temporary failure; another attempt is scheduled
     FAILED = "failed"  # permanent failure or retries exhausted: the DLQ has it
     SUPERSEDED = "superseded"  # a newer event for the same concurrency key replaced it
     DUPLICATE = "duplicate"  # redelivered after it already finished; not run again
 
 
-FINAL = frozenset({Outcome.SUCCESS, Outcome.FAILED, Outcome.SUPERSEDED})
+FINAL = frozenset({Outcome.SUCCESS, Outcome.SKIPPED, Outcome.FAILED, Outcome.SUPERSEDED})
 
 
 def default_strategy(config: Config) -> RetryStrategy:

@@ -325,9 +325,10 @@ class SensorRunner:
             if trig.gate is not None:
                 trig.gate.release(gkey)
         if error is None:
-            await self.ledger.put(key, RunState(Outcome.SUCCESS, attempt))
+            done = Outcome.SKIPPED if result and result.outcome == "skipped" else Outcome.SUCCESS
+            await self.ledger.put(key, RunState(done, attempt))
             detail = result.detail if result is not None else {}
-            await self._result(name, ids, Outcome.SUCCESS, attempt, took, detail=detail)
+            await self._result(name, ids, done, attempt, took, detail=detail)
             await self._consume(plan)
             return None
         temporary = isinstance(error, TemporaryTriggerError)
@@ -371,8 +372,9 @@ class SensorRunner:
             self._record(spec.name, "error", started)
             self.log.exception("trigger crashed", trigger=spec.name, event_id=event_ids)
             return None, TemporaryTriggerError(f"{type(e).__name__}: {e}"), 0.0
-        self._record(spec.name, "success", started)
-        self.log.info("trigger fired", trigger=spec.name, event_id=event_ids, **result.detail)
+        self._record(spec.name, result.outcome, started)
+        message = "trigger skipped" if result.outcome == "skipped" else "trigger fired"
+        self.log.info(message, trigger=spec.name, event_id=event_ids, **result.detail)
         return result, None, time.perf_counter() - started
 
     async def _fire_dlq(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 
 from eventsvc import specfile
 from eventsvc.durations import parse_duration
@@ -323,7 +324,13 @@ def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
 
 
 def valid_schedule(expr: str) -> bool:
-    return len(expr.split()) == 5 and bool(croniter.is_valid(expr))
+    if len(expr.split()) != 5:
+        return False
+    try:
+        CronSim(expr, datetime.now(UTC))
+    except CronSimError:
+        return False
+    return True
 
 
 def _list_at(spec: Mapping[str, Any], key: str) -> list[Any]:

@@ -72,7 +72,7 @@ class TriggerContext:
 class TriggerResult:
     """What a run did; `detail` is JSON-able and lands in the result event."""
 
-    outcome: str = "success"
+    outcome: str = "success"  # or "skipped": looked, had nothing to do
     detail: dict[str, Any] = field(default_factory=dict)
 
 

@@ -60,3 +60,25 @@ def test_result_subject_is_per_sensor_and_trigger() -> None:
     from eventsvc.sensors import results
 
     assert results.subject("pr-previews", "deploy") == "results.pr-previews.deploy"
+
+
+async def test_a_kind_that_had_nothing_to_do_is_recorded_as_skipped(
+    tmp_path: Path, bus: bus_mod.Bus, start_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from eventsvc.triggers import REGISTRY, TriggerContext, TriggerResult
+    from eventsvc.triggers.log import LogTrigger
+
+    class Gated(LogTrigger):
+        async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
+            return TriggerResult(outcome="skipped", detail={"why": "draft"})
+
+    monkeypatch.setitem(REGISTRY, "log", Gated)
+    sensor = load_sensor(tmp_path, SENSOR.format(name="gated"), "gated")
+    await start_engine([sensor])
+    await send(bus, "com.example.thing", {"n": 1})
+    [result] = await eventually(lambda: results_of(bus, "gated"), "a result for sensor gated")
+    assert result["outcome"] == "skipped"
+    assert result["detail"] == {"why": "draft"}

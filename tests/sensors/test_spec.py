@@ -87,3 +87,12 @@ def test_every_example_in_sensors_dir_is_valid() -> None:
     assert loaded.files, "sensors/ holds no examples"
     assert loaded.problems == []
     assert loaded.sensors
+
+
+def test_impossible_unquoted_date_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: x}\n"
+                    "spec:\n  schedule: '@daily'\n  exclusionDates: [2026-13-01]\n")  # fmt: skip
+    [problem] = specs.load_paths([path]).problems
+    assert (problem.line, problem.field) == (6, "(yaml)")
+    assert "month must be in 1..12" in problem.message

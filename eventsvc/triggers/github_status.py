@@ -1,0 +1,109 @@
+"""`githubStatus`: report a state on a commit, as a commit status or a check run.
+
+Repository and sha come from the spec, or from the GitHub event (`repository`,
+`pull_request.head.sha`, `after`, `check_suite.head_sha`, ...). Text fields take
+`{placeholders}`: repo, sha, number, sensor, trigger, event_id, event_type,
+event_source, event_subject, and any `{data.dotted.path}` of the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from eventsvc.errors import PermanentTriggerError
+from eventsvc.github import ghevents
+from eventsvc.github.client import client_for
+from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
+
+# check-run conclusion for each commit-status state
+_CONCLUSION = {"success": "success", "failure": "failure", "error": "failure"}
+_REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
+
+
+def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, Any]:
+    """repo, sha, number (each possibly None) from the spec, else from the first event."""
+    event = ctx.first
+
+    def given(key: str) -> str:
+        return ghevents.render(str(spec.get(key) or ""), {}, event).strip()
+
+    number = given("number")
+    if number and not number.isdigit():
+        raise PermanentTriggerError(f"number {number!r} is not a PR or issue number")
+    return {
+        "repo": given("repo") or ghevents.repo_of(event),
+        "sha": given("sha") or ghevents.sha_of(event),
+        "number": int(number) if number else ghevents.pr_number_of(event),
+        "sensor": ctx.sensor,
+        "trigger": ctx.trigger,
+        **ghevents.event_fields(event),
+    }
+
+
+def need(fields: Mapping[str, Any], key: str, ctx: TriggerContext) -> Any:
+    if fields.get(key) in (None, ""):
+        raise PermanentTriggerError(
+            f"no {key!r}: not in the trigger spec and event {ctx.first.get_id()} "
+            f"({ctx.first.get_type()}) does not carry one; set {key} in the spec"
+        )
+    return fields[key]
+
+
+class GitHubStatusTrigger:
+    key: ClassVar[str] = "githubStatus"
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["state"],
+        "properties": {
+            "repo": {**_REPO, "description": "owner/name (default: from the event)"},
+            "sha": {"type": "string", "description": "commit (default: from the event)"},
+            "state": {"enum": ["pending", "success", "failure", "error"]},
+            "context": {"type": "string", "minLength": 1,
+                        "description": "status name (default eventsvc/<sensor>/<trigger>)"},
+            "description": {"type": "string"},
+            "targetUrl": {"type": "string"},
+            "checkRun": {"type": "boolean",
+                         "description": "a check run instead of a status (GitHub App only)"},
+        },
+    }  # fmt: skip
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @classmethod
+    def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        url = spec.get("targetUrl")
+        if isinstance(url, str) and url and not url.startswith(("http://", "https://", "{")):
+            return [(("targetUrl",), f"{url!r} is not an http(s) URL")]
+        return []
+
+    async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
+        fields = feedback_target(spec, ctx)
+        repo, sha = need(fields, "repo", ctx), need(fields, "sha", ctx)
+        state = str(spec["state"])
+        name = ghevents.render(str(spec.get("context") or "eventsvc/{sensor}/{trigger}"), fields)
+        text = ghevents.render(str(spec.get("description", "")), fields, ctx.first)
+        url = ghevents.render(str(spec.get("targetUrl", "")), fields, ctx.first)
+        client = client_for(self.services)
+        if spec.get("checkRun"):
+            body: dict[str, Any] = {
+                "name": name, "head_sha": sha,
+                "status": "in_progress" if state == "pending" else "completed",
+                "output": {"title": text or state, "summary": text or state},
+            }  # fmt: skip
+            if state != "pending":
+                body["conclusion"] = _CONCLUSION[state]
+            if url:
+                body["details_url"] = url
+            made = await client.call("POST", f"/repos/{repo}/check-runs", json=body, repo=repo)
+            return TriggerResult(detail={"repo": repo, "sha": sha, "checkRun": made.get("id"),
+                                         "state": state})  # fmt: skip
+        status: dict[str, Any] = {"state": state, "context": name}
+        if text:
+            status["description"] = text[:140]  # GitHub's limit
+        if url:
+            status["target_url"] = url
+        await client.call("POST", f"/repos/{repo}/statuses/{sha}", json=status, repo=repo)
+        return TriggerResult(detail={"repo": repo, "sha": sha, "state": state, "context": name})
