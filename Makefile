@@ -37,5 +37,10 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
+# The Sensor JSON Schema shipped for editors; a test fails when it is stale.
+.PHONY: schema
+schema: $(STAMP)
+	$(BIN)/eventsvc schema > eventsvc/schemas/sensor.schema.json
+
 clean:
 	rm -rf $(VENV) .eventsvc build *.egg-info

@@ -143,6 +143,12 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_FINDINGS
 
 
+def _add_test(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from eventsvc.sensors import dryrun
+
+    dryrun.add_parser(sub)
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from eventsvc import bus as bus_mod
     from eventsvc.bus.streams import RESULTS
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)
+    _add_test(sub)
     _add_results(sub)
     from eventsvc.github import commands as github_commands
 

@@ -31,7 +31,7 @@ from eventsvc.errors import (
     TemporaryTriggerError,
 )
 from eventsvc.events import CloudEvent
-from eventsvc.sensors import conditions, correlation, delivery, filters, keys, results
+from eventsvc.sensors import conditions, correlation, delivery, filters, keys, params, results
 from eventsvc.sensors.delivery import Outcome, RunState
 from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec
 from eventsvc.triggers import REGISTRY, Services, TriggerContext, TriggerKind, TriggerResult
@@ -360,7 +360,8 @@ class SensorRunner:
         ctx = TriggerContext(self.sensor.name, spec.name, by_dep, attempt=attempt)
         started = time.perf_counter()
         try:
-            result: TriggerResult = await self.pool.get(spec.kind).execute(spec.spec, ctx)
+            section = params.render(spec, by_dep)
+            result: TriggerResult = await self.pool.get(spec.kind).execute(section, ctx)
         except EventsvcError as e:
             outcome = "retry" if isinstance(e, TemporaryTriggerError) else "failed"
             self._record(spec.name, outcome, started)

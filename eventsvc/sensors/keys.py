@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -101,7 +102,9 @@ def _compile_cel(text: str) -> KeyFn:
             f"{text!r} is not a plain path like 'data.a.b' and CEL needs the cel-python package; "
             "install it or use a path"
         ) from e
+    limit = sys.getrecursionlimit()
     env = celpy.Environment()
+    sys.setrecursionlimit(limit)  # celpy raises it; CPython 3.11's ast.parse then fails
     try:
         program = env.program(env.compile(text))
     except Exception as e:  # celpy raises its own parse error types

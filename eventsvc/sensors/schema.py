@@ -12,7 +12,12 @@ from eventsvc import triggers
 
 API_VERSION = "eventsvc.dev/v1alpha1"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DEP_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 NAME_HINT = "use lowercase letters, digits and '-', starting and ending alphanumeric (RFC 1123)"
+_ATTR = {
+    "pattern": "^[a-z0-9]{1,20}$",
+    "x-hint": "CloudEvents attribute names are 1-20 lowercase letters or digits",
+}
 _STRING_MATCH: dict[str, Any] = {
     "anyOf": [
         {"type": "string", "description": "exact value"},
@@ -28,7 +33,62 @@ _STRING_MATCH: dict[str, Any] = {
         },
     ]
 }
+_DIALECT = {
+    "type": "object",
+    "minProperties": 1,
+    "propertyNames": _ATTR,
+    "additionalProperties": {"type": "string"},
+}
+CONTEXT_FILTER: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "CloudEvents attributes and extensions, all of which must match. Keys are either "
+        "attribute names (a string for an exact value, or {exact, prefix, suffix}) or the "
+        "Subscriptions-API dialects exact, prefix, suffix ({attribute: value}), all, any "
+        "(lists of context filters) and not (a context filter)."
+    ),
+    "propertyNames": _ATTR,
+    "properties": {
+        "exact": _DIALECT,
+        "prefix": _DIALECT,
+        "suffix": _DIALECT,
+        "all": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/contextFilter"}},
+        "any": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/contextFilter"}},
+        "not": {"$ref": "#/$defs/contextFilter"},
+    },
+    "additionalProperties": _STRING_MATCH,
+}
 _SCALAR = {"type": ["string", "number", "boolean"]}
+_LOGIC = {"enum": ["and", "or"]}
+_DATA_FILTER: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path"],
+    "description": "One test on the event data; give exactly one of value, regex or exists.",
+    "properties": {
+        "path": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Dotted path; digits index lists, '*' fans out, '\\.' is a dot.",
+        },
+        "type": {"enum": ["string", "number", "bool"]},
+        "value": {"anyOf": [{"type": "array", "items": _SCALAR}, _SCALAR]},
+        "comparator": {"enum": ["=", "!=", "<", "<=", ">", ">="]},
+        "regex": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "exists": {"type": "boolean"},
+    },
+}
+_TIME_FILTER: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["start", "stop"],
+    "description": "A daily window (stop before start spans midnight) in an IANA timezone.",
+    "properties": {
+        "start": {"type": "string", "description": "HH:MM or HH:MM:SS, included"},
+        "stop": {"type": "string", "description": "HH:MM or HH:MM:SS, excluded"},
+        "timezone": {"type": "string", "description": "IANA name, default UTC"},
+    },
+}
 _DURATION: dict[str, Any] = {
     "type": ["string", "number"],
     "description": "Go-style duration (500ms, 2s, 5m, 1h30m) or seconds.",
@@ -43,38 +103,64 @@ def _dependency() -> dict[str, Any]:
         "properties": {
             "name": {
                 "type": "string",
-                "pattern": r"^[A-Za-z_][A-Za-z0-9_\-]*$",
+                "pattern": DEP_NAME_PATTERN,
                 "x-hint": "start with a letter or '_'; then letters, digits, '_' or '-'",
             },
             "eventSubject": {
                 "type": "string",
                 "description": "NATS subject filter (default events.>); narrows what is read.",
             },
+            "filtersLogicalOperator": {
+                **_LOGIC,
+                "description": "How the filter groups combine (default and).",
+            },
             "correlate": _CORRELATE,
             "filters": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "context": {
-                        "type": "object",
-                        "description": "CloudEvents attributes and extensions.",
-                        "propertyNames": {"pattern": "^[a-z0-9]{1,20}$"},
-                        "additionalProperties": _STRING_MATCH,
-                    },
-                    "data": {
+                    "context": {"$ref": "#/$defs/contextFilter"},
+                    "data": {"type": "array", "items": _DATA_FILTER},
+                    "dataLogicalOperator": _LOGIC,
+                    "exprs": {
                         "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["path", "value"],
-                            "properties": {
-                                "path": {"type": "string", "minLength": 1},
-                                "value": {"anyOf": [{"type": "array", "items": _SCALAR}, _SCALAR]},
-                            },
-                        },
+                        "items": {"type": "string", "minLength": 1},
+                        "description": "CEL expressions over `data` and `event`; true passes.",
                     },
+                    "exprLogicalOperator": _LOGIC,
+                    "time": _TIME_FILTER,
                 },
             },
+        },
+    }
+
+
+def _parameter() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["src", "dest"],
+        "properties": {
+            "src": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["dependencyName"],
+                "description": "Where the value comes from: one of dataKey, contextKey, expr; "
+                "value is the default (or the constant when none is given).",
+                "properties": {
+                    "dependencyName": {"type": "string"},
+                    "dataKey": {"type": "string", "minLength": 1},
+                    "contextKey": {"type": "string", **_ATTR},
+                    "expr": {"type": "string", "minLength": 1},
+                    "value": {"description": "default when the key is missing"},
+                },
+            },
+            "dest": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Dotted path inside the trigger kind's section, e.g. payload.pr.",
+            },
+            "operation": {"enum": ["overwrite", "append", "prepend"]},
         },
     }
 
@@ -94,7 +180,11 @@ def _trigger() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["template"],
-        "properties": {"template": template, **delivery_properties(template)},
+        "properties": {
+            "template": template,
+            "parameters": {"type": "array", "items": _parameter()},
+            **delivery_properties(template),
+        },
     }
 
 
@@ -103,6 +193,7 @@ def sensor_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://eventsvc.dev/schemas/v1alpha1/sensor.json",
         "title": "eventsvc Sensor",
+        "$defs": {"contextFilter": CONTEXT_FILTER},
         "type": "object",
         "additionalProperties": False,
         "required": ["apiVersion", "kind", "metadata", "spec"],

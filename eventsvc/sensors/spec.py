@@ -13,10 +13,11 @@ from cronsim import CronSim, CronSimError
 from eventsvc import specfile
 from eventsvc.durations import parse_duration
 from eventsvc.errors import SpecProblem
-from eventsvc.sensors import conditions, keys, schema
+from eventsvc.sensors import conditions, filters, keys, params, schema
 from eventsvc.triggers import REGISTRY
 
 _SCHEMA = schema.sensor_schema()
+FieldPath = specfile.FieldPath
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class Dependency:
     name: str
     event_subject: str
     filters: Mapping[str, Any]
+    """The `filters` section, with the dependency's `filtersLogicalOperator` folded in."""
     correlate: str | None = None  # key expression; events pair only on equal keys
 
 
@@ -36,6 +38,8 @@ class TriggerSpec:
     template: Mapping[str, Any]  # the whole template, as written
     raw: Mapping[str, Any]  # the whole trigger item, as written
     delivery: Delivery = field(default_factory=lambda: Delivery())
+    plan: params.Plan | None = field(default=None, compare=False, repr=False)
+    """Parameters and `{{ }}` leaves, compiled once (see `params.render`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,25 +63,46 @@ def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecPr
         return None, sorted(set(problems), key=lambda p: (p.line, p.field))
     value = doc.value
     spec = value["spec"]
-    deps = tuple(
-        Dependency(
-            d["name"], d.get("eventSubject", "events.>"), d.get("filters", {}),
-            correlate=d.get("correlate"),
-        )
-        for d in spec["dependencies"]
-    )
+    deps = tuple(_dependency(d) for d in spec["dependencies"])
+    declared = frozenset(d.name for d in deps)
     trigs = []
     for item in spec["triggers"]:
         tpl = item["template"]
         kind = next(k for k in tpl if k in REGISTRY)
+        plan, _ = params.compile_plan(item, kind, declared, _available(tpl, declared),
+                                      REGISTRY[kind].schema)  # fmt: skip
         trigs.append(TriggerSpec(tpl["name"], kind, tpl[kind], tpl.get("conditions"), tpl, item,
-                                 delivery=parse_delivery(item)))  # fmt: skip
+                                 delivery=parse_delivery(item), plan=plan))  # fmt: skip
     return SensorSpec(value["metadata"]["name"], doc.file, deps, tuple(trigs), value,
                       correlation=parse_correlation(spec.get("correlation", {}))), []  # fmt: skip
 
 
+def _dependency(raw: Mapping[str, Any]) -> Dependency:
+    flt = dict(raw.get("filters") or {})
+    if "filtersLogicalOperator" in raw:
+        flt["filtersLogicalOperator"] = raw["filtersLogicalOperator"]
+    return Dependency(raw["name"], raw.get("eventSubject", "events.>"), flt,
+                      correlate=raw.get("correlate"))  # fmt: skip
+
+
+def _available(tpl: Mapping[str, Any], declared: frozenset[str]) -> frozenset[str]:
+    """Dependencies whose events can be in a firing of this trigger."""
+    if isinstance(tpl.get("conditions"), str):
+        try:
+            return conditions.parse(tpl["conditions"])[1]
+        except conditions.ConditionSyntaxError:
+            return declared
+    return declared
+
+
+def _items(value: Any, key: str) -> list[Any]:
+    found = value.get(key) if isinstance(value, dict) else None
+    return found if isinstance(found, list) else []
+
+
 def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
-    """What the schema cannot say: duplicates, undeclared names, one kind per trigger.
+    """What the schema cannot say: duplicates, undeclared names, one kind per trigger,
+    filters that cannot work, CEL that does not parse.
 
     Runs on documents that may also fail the schema, so it skips what is malformed.
     """
@@ -86,39 +111,99 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
         return []
     out: list[SpecProblem] = []
     dep_names: set[str] = set()
-    deps: list[Any] = spec.get("dependencies") or []
-    deps = deps if isinstance(deps, list) else []
-    for i, dep in enumerate(deps):
+    for i, dep in enumerate(_items(spec, "dependencies")):
         if not isinstance(dep, dict) or not isinstance(dep.get("name"), str):
             continue
+        base: FieldPath = ("spec", "dependencies", i)
         if dep["name"] in dep_names:
-            out.append(doc.problem(("spec", "dependencies", i, "name"),
-                                   f"duplicate dependency name {dep['name']!r}"))  # fmt: skip
+            out.append(doc.problem((*base, "name"), f"duplicate dependency name {dep['name']!r}"))
         dep_names.add(dep["name"])
+        out.extend(_check_dependency(doc, base, dep))
+    declared = frozenset(dep_names)
     trig_names: set[str] = set()
-    trigs: list[Any] = spec.get("triggers") or []
-    trigs = trigs if isinstance(trigs, list) else []
-    for i, item in enumerate(trigs):
-        base: specfile.FieldPath = ("spec", "triggers", i, "template")
+    for i, item in enumerate(_items(spec, "triggers")):
+        base = ("spec", "triggers", i)
         tpl = item.get("template") if isinstance(item, dict) else None
         if not isinstance(tpl, dict):
             continue
-        if tpl.get("name") in trig_names:
-            out.append(doc.problem((*base, "name"), f"duplicate trigger name {tpl['name']!r}"))
-        trig_names.add(str(tpl.get("name")))
-        kinds = [k for k in tpl if k in REGISTRY]
-        if len(kinds) != 1:
-            found = ", ".join(kinds) if kinds else "none"
-            out.append(doc.problem(base, f"exactly one trigger kind is required "
-                                         f"({', '.join(REGISTRY)}); found {found}"))  # fmt: skip
-        for kind in kinds:
-            if not isinstance(tpl[kind], dict):
-                continue
-            for sub, message in REGISTRY[kind].check(tpl[kind]):
-                out.append(doc.problem((*base, kind, *sub), message))
-        if isinstance(tpl.get("conditions"), str):
-            out.extend(_check_conditions(doc, (*base, "conditions"), tpl["conditions"], dep_names))
+        name = tpl.get("name")
+        if isinstance(name, str) and name in trig_names:
+            out.append(doc.problem((*base, "template", "name"),
+                                   f"duplicate trigger name {name!r}"))  # fmt: skip
+        if isinstance(name, str):
+            trig_names.add(name)
+        out.extend(_check_trigger(doc, base, item, tpl, declared))
     return sorted(out, key=lambda p: (p.line, p.field))
+
+
+def _check_dependency(
+    doc: specfile.Document, base: FieldPath, dep: Mapping[str, Any]
+) -> list[SpecProblem]:
+    out: list[SpecProblem] = []
+    subject = dep.get("eventSubject")
+    if isinstance(subject, str):
+        problem = _subject_problem(subject)
+        if problem:
+            out.append(doc.problem((*base, "eventSubject"), problem))
+    flt = dep.get("filters")
+    if isinstance(flt, dict):
+        for group in ("context", "data", "time", "exprs"):  # one malformed group hides no other
+            if group not in flt:
+                continue
+            try:
+                _, found = filters.compile_dependency({group: flt[group]})
+            except (TypeError, KeyError, AttributeError, ValueError):  # the schema says why
+                found = []
+            out.extend(doc.problem((*base, "filters", *p), m) for p, m in found)
+    return out
+
+
+def _subject_problem(subject: str) -> str | None:
+    tokens = subject.split(".")
+    if any(t == "" or " " in t for t in tokens):
+        return f"{subject!r} is not a NATS subject: tokens are separated by single dots"
+    if ">" in tokens[:-1] or any(t != ">" and ">" in t for t in tokens):
+        return f"{subject!r}: '>' may only be a whole last token, as in 'events.github.>'"
+    if any(t != "*" and "*" in t for t in tokens):
+        return f"{subject!r}: '*' must be a whole token, as in 'events.*.push'"
+    if tokens[0] not in ("events", "*", ">"):
+        return (f"{subject!r} is outside the EVENTS stream, which holds 'events.>'; "
+                "this dependency would never see an event")  # fmt: skip
+    return None
+
+
+def _check_trigger(
+    doc: specfile.Document,
+    base: FieldPath,
+    item: Mapping[str, Any],
+    tpl: Mapping[str, Any],
+    declared: frozenset[str],
+) -> list[SpecProblem]:
+    out: list[SpecProblem] = []
+    kinds = [k for k in tpl if k in REGISTRY]
+    if len(kinds) != 1:
+        found = ", ".join(kinds) if kinds else "none"
+        out.append(doc.problem((*base, "template"), f"exactly one trigger kind is required "
+                                                    f"({', '.join(REGISTRY)}); "
+                                                    f"found {found}"))  # fmt: skip
+    for kind in kinds:
+        if not isinstance(tpl[kind], dict):
+            continue
+        for sub, message in REGISTRY[kind].check(tpl[kind]):
+            out.append(doc.problem((*base, "template", kind, *sub), message))
+    if isinstance(tpl.get("conditions"), str):
+        out.extend(_check_conditions(doc, (*base, "template", "conditions"), tpl["conditions"],
+                                     set(declared)))  # fmt: skip
+    if len(kinds) == 1 and isinstance(tpl[kinds[0]], dict):
+        kind = kinds[0]
+        try:
+            _, plan_problems = params.compile_plan(item, kind, declared,
+                                                   _available(tpl, declared),
+                                                   REGISTRY[kind].schema)  # fmt: skip
+        except (TypeError, KeyError, AttributeError):  # malformed: the schema says why
+            plan_problems = []
+        out.extend(doc.problem((*base, *p), m) for p, m in plan_problems)
+    return out
 
 
 def _check_conditions(

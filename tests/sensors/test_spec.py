@@ -49,7 +49,8 @@ def test_every_mistake_in_a_file_is_reported_with_its_line(tmp_path: Path) -> No
         "bad.yaml:10: spec.dependencies[1].name: duplicate dependency name 'pr'",
         "bad.yaml:12: spec.dependencies[1].filters.context.source: expected a string or a mapping, "
         "got an integer",
-        "bad.yaml:13: spec.dependencies[1].filters.data[0].value: required",
+        "bad.yaml:13: spec.dependencies[1].filters.data[0].path: give exactly one of value, "
+        "regex or exists; found none",
         "bad.yaml:17: spec.triggers[0].template.conditions: dependency 'build' is not declared "
         "in spec.dependencies",
         "bad.yaml:18: spec.triggers[0].template.http.method: 'FOO' is not one of: POST, PUT, PATCH, "

@@ -1,0 +1,223 @@
+"""`eventsvc test SENSOR --event E.json...`: a dry run with no side effects.
+
+Events are taken in order, as if they all arrived within one correlation window:
+a dependency is satisfied by the latest event that passed its filters. For each
+event, every filter of every dependency is shown with the value seen and the value
+expected; then, per trigger, whether its conditions are met and the body it would
+be given. Nothing is published and no trigger runs.
+
+Exit codes: 0 as expected, 1 an expectation failed (or a firing trigger cannot
+render, or the sensor is invalid), 2 usage (unreadable event, unknown trigger name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from eventsvc import events, specs
+from eventsvc.config import load_config
+from eventsvc.errors import EventsvcError
+from eventsvc.events import CloudEvent
+from eventsvc.gateways import github
+from eventsvc.sensors import filters, params
+from eventsvc.sensors.engine import CompiledSensor, subject_matches
+from eventsvc.sensors.spec import SensorSpec
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    event: CloudEvent
+    nats_subject: str | None
+    origin: str
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("test", help="dry-run a sensor against events (no side effects)")
+    p.add_argument("sensor", metavar="SENSOR", help="sensor YAML file")
+    p.add_argument("--event", action="append", required=True, metavar="FILE",
+                   help="CloudEvent JSON (or a raw GitHub payload with --github-event); "
+                        "repeat for several; '-' reads stdin")  # fmt: skip
+    p.add_argument("--github-event", metavar="NAME",
+                   help="the files that are not CloudEvents are GitHub payloads of this "
+                        "X-GitHub-Event (e.g. pull_request)")  # fmt: skip
+    p.add_argument("--nats-subject",
+                   help="NATS subject the events arrived on (default: events.github.<event> "
+                        "for GitHub, else unchecked)")  # fmt: skip
+    p.add_argument("--time", help="RFC 3339 time for events that carry none (default: now)")
+    p.add_argument("--expect-fire", action="append", default=[], metavar="TRIGGER")
+    p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    loaded = specs.load_paths([args.sensor])
+    if loaded.problems:
+        for problem in loaded.problems:
+            print(problem, file=out)
+        return EXIT_FAILED
+    try:
+        inputs = [i for path in args.event for i in read_inputs(path, args)]
+        if not loaded.sensors:
+            raise UsageError(f"{args.sensor}: no Sensor in this file")
+        names = {t.name for s in loaded.sensors for t in s.triggers}
+        unknown = sorted(set(args.expect_fire + args.expect_no_fire) - names)
+        if unknown:
+            raise UsageError(f"no trigger named {', '.join(map(repr, unknown))}; "
+                             f"this file has: {', '.join(sorted(names))}")  # fmt: skip
+    except UsageError as e:
+        print(f"eventsvc test: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    fired: set[str] = set()
+    failed = False
+    for sensor in loaded.sensors:
+        f, bad = run_sensor(sensor, inputs, out)
+        fired |= f
+        failed |= bad
+    for name in args.expect_fire:
+        if name not in fired:
+            print(f"EXPECTATION FAILED: trigger {name!r} does not fire", file=out)
+            failed = True
+    for name in args.expect_no_fire:
+        if name in fired:
+            print(f"EXPECTATION FAILED: trigger {name!r} fires", file=out)
+            failed = True
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def read_inputs(path: str, args: argparse.Namespace) -> list[Input]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        doc = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot read JSON: {e}") from e
+    docs = doc if isinstance(doc, list) else [doc]
+    return [_input(d, path, args) for d in docs]
+
+
+def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
+    when = args.time or events.format_time(datetime.now(UTC))
+    if isinstance(doc, dict) and "specversion" in doc:
+        doc = {"time": when, **doc}
+        try:
+            event = events.from_dict(doc)
+        except events.EventDecodeError as e:
+            raise UsageError(f"{origin}: {e}") from e
+        gh = doc.get("githubevent")
+        subject = args.nats_subject or (f"events.github.{gh}" if gh else None)
+        return Input(event, subject, origin)
+    if not args.github_event:
+        raise UsageError(f"{origin}: not a CloudEvent (no specversion); for a raw GitHub "
+                         "payload pass --github-event NAME")  # fmt: skip
+    if not isinstance(doc, dict):
+        raise UsageError(f"{origin}: a GitHub payload must be a JSON object")
+    name = args.github_event
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": f"dry-run-{uuid.uuid4()}",
+        "source": github.event_source(doc),
+        "type": github.event_type(name, doc),
+        "subject": github.event_subject(name, doc),
+        "time": when,
+        "datacontenttype": "application/json",
+        "githubevent": name,
+    }
+    event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
+    subject = args.nats_subject or f"events.github.{events.sanitize_token(name)}"
+    return Input(event, subject, origin)
+
+
+def _show(value: Any, raw: bool = False) -> str:
+    if isinstance(value, str) and (raw or value == filters.MISSING_TEXT):
+        text = value
+    else:
+        text = json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tuple[set[str], bool]:
+    """Print the dry run of one sensor; the triggers that fire, and whether one cannot render."""
+    compiled = CompiledSensor(sensor, load_config(environ={}))
+    print(f"sensor {sensor.name} ({sensor.file})", file=out)
+    satisfied: dict[str, CloudEvent] = {}
+    for n, item in enumerate(inputs, 1):
+        ev = item.event
+        print(f"\nevent {n} ({item.origin}): {ev.get_type()} from {ev.get_source()}"
+              + (f", subject {ev.get_subject()}" if ev.get_subject() else "")
+              + f", id {ev.get_id()}", file=out)  # fmt: skip
+        view = filters.EventView.of(ev)
+        for dep, checks in compiled.deps:
+            ok, lines = _explain_dependency(dep.event_subject, checks, item.nats_subject, view)
+            print(f"  dependency {dep.name}: {'MATCHED' if ok else 'not matched'}", file=out)
+            for line in lines:
+                print(f"    {line}", file=out)
+            if ok:
+                satisfied[dep.name] = ev
+    print("\ntriggers:", file=out)
+    fired: set[str] = set()
+    failed = False
+    for trig in compiled.triggers:
+        spec = trig.spec
+        cond = spec.conditions or " && ".join(d.name for d in sensor.dependencies)
+        states = " ".join(f"{d.name}={'yes' if d.name in satisfied else 'no'}"
+                          for d in sensor.dependencies)  # fmt: skip
+        if not trig.condition(set(satisfied)):
+            print(f"  {spec.name} ({spec.kind}): does not fire; conditions {cond!r} "
+                  f"not met ({states})", file=out)  # fmt: skip
+            continue
+        fired.add(spec.name)
+        print(f"  {spec.name} ({spec.kind}): FIRES; conditions {cond!r} met ({states})", file=out)
+        by_dep = {name: satisfied[name] for name in sorted(satisfied)}
+        try:
+            body = params.render(spec, by_dep)
+        except EventsvcError as e:
+            failed = True
+            print(f"    would FAIL to render: {e}", file=out)
+            continue
+        rendered = json.dumps({spec.kind: body}, indent=2, default=str)
+        print("\n".join("    " + line for line in rendered.splitlines()), file=out)
+    print(file=out)
+    return fired, failed
+
+
+def _explain_dependency(
+    pattern: str, checks: list[filters.Check], subject: str | None, view: filters.EventView
+) -> tuple[bool, list[str]]:
+    lines: list[str] = []
+    ok = True
+    if subject is None:
+        lines.append(f"pass  eventSubject  not checked (no NATS subject given); "
+                     f"expected {pattern!r}")  # fmt: skip
+    else:
+        subject_ok = subject_matches(pattern, subject)
+        ok = subject_ok
+        lines.append(f"{'pass' if subject_ok else 'FAIL'}  eventSubject  seen {subject!r}  "
+                     f"expected {pattern!r}")  # fmt: skip
+    for check in checks:
+        if isinstance(check, filters.Node):
+            passed, verdicts = check.explain(view)
+        else:
+            verdict = check(view)
+            passed, verdicts = verdict.passed, [verdict]
+        ok = ok and passed
+        for v in verdicts:
+            why = f"  ({v.reason})" if v.reason else ""
+            lines.append(f"{'pass' if v.passed else 'FAIL'}  {v.filter}  seen {_show(v.seen)}  "
+                         f"expected {_show(v.expected, raw=True)}{why}")  # fmt: skip
+    if len(lines) == 1 and not checks:
+        lines.append("pass  (no filters)")
+    return ok, lines

@@ -1,0 +1,134 @@
+"""`eventsvc test`: explanations, rendered bodies, and exit codes for CI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from eventsvc import cli
+from tests.conftest import pr_payload
+
+ROOT = Path(__file__).resolve().parents[2]
+SENSOR = str(ROOT / "sensors" / "pr-main.yaml")
+
+
+@pytest.fixture(autouse=True)
+def keep_logging_config() -> Iterator[None]:
+    """`cli.main` points structlog at the captured stderr, which closes after the test."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = cli.main(["test", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def write(tmp_path: Path, name: str, doc: object) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_passing_github_payload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = write(tmp_path, "pr.json", pr_payload(number=12))
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                    "--expect-fire", "log-pr")  # fmt: skip
+    assert code == 0, out
+    assert "dependency pr: MATCHED" in out
+    assert "pass  data.pull_request.base.ref  seen \"main\"  expected 'main'" in out
+    assert "log-pr (log): FIRES" in out
+    assert '"message": "pull request #12 to main: Add checkout, by dev"' in out
+
+
+def test_failing_event_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = write(tmp_path, "pr.json", pr_payload(base="develop"))
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                    "--expect-fire", "log-pr")  # fmt: skip
+    assert code == 1
+    assert "FAIL  data.pull_request.base.ref  seen \"develop\"  expected 'main'" in out
+    assert "log-pr (log): does not fire; conditions 'pr' not met (pr=no)" in out
+    assert "EXPECTATION FAILED: trigger 'log-pr' does not fire" in out
+    code, _ = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                  "--expect-no-fire", "log-pr")  # fmt: skip
+    assert code == 0
+
+
+def test_expect_no_fire_violated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = write(tmp_path, "pr.json", pr_payload())
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                    "--expect-no-fire", "log-pr")  # fmt: skip
+    assert code == 1
+    assert "EXPECTATION FAILED: trigger 'log-pr' fires" in out
+
+
+MULTI = """apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {name: deploy}
+spec:
+  dependencies:
+    - name: built
+      filters:
+        context: {type: com.example.image.built}
+        exprs: ["data.ok == true"]
+    - name: labelled
+      filters:
+        context: {type: com.github.pull_request.labeled}
+        data: [{path: label.name, value: deploy}]
+  triggers:
+    - template:
+        name: deploy
+        conditions: built && labelled
+        log:
+          message: "deploy {{ events.built.data.tag }} for PR {{ events.labelled.data.number }}"
+    - template:
+        name: fail
+        conditions: built
+        log: {message: "{{ data.nope }}"}
+"""
+
+
+def test_cloudevents_across_dependencies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sensor = tmp_path / "deploy.yaml"
+    sensor.write_text(MULTI)
+    built = write(tmp_path, "built.json", {
+        "specversion": "1.0", "id": "b1", "source": "https://ci", "type": "com.example.image.built",
+        "data": {"ok": True, "tag": "abc"}})  # fmt: skip
+    label = write(tmp_path, "label.json", {
+        "specversion": "1.0", "id": "l1", "source": "https://github.com/acme/shop",
+        "type": "com.github.pull_request.labeled",
+        "data": {"number": 7, "label": {"name": "deploy"}}})  # fmt: skip
+    code, out = run(capsys, str(sensor), "--event", built, "--expect-no-fire", "deploy")
+    assert code == 1  # `fail` fires and cannot render: reported, exit 1
+    assert "would FAIL to render: template.log.message: {{ data.nope }} failed on event b1" in out
+    code, out = run(capsys, str(sensor), "--event", built, "--event", label,
+                    "--expect-fire", "deploy")  # fmt: skip
+    assert '"message": "deploy abc for PR 7"' in out
+    assert "pass  eventSubject  not checked" in out
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = write(tmp_path, "pr.json", pr_payload())
+    code, out = run(capsys, SENSOR, "--event", event)
+    assert code == 2 and "--github-event" in out
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                    "--expect-fire", "nope")  # fmt: skip
+    assert code == 2 and "no trigger named 'nope'" in out
+    code, out = run(capsys, SENSOR, "--event", str(tmp_path / "missing.json"))
+    assert code == 2
+
+
+def test_invalid_sensor_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sensor = tmp_path / "bad.yaml"
+    sensor.write_text(MULTI.replace("conditions: built && labelled", "conditions: built && x"))
+    event = write(tmp_path, "pr.json", pr_payload())
+    code, out = run(capsys, str(sensor), "--event", event, "--github-event", "pull_request")
+    assert code == 1 and "dependency 'x' is not declared" in out
