@@ -1,5 +1,12 @@
 """The real `git` CLI, run with `asyncio.create_subprocess_exec`, for promotion commits.
 
+No working tree and no checkout: a run works in a bare repository (a per-repository
+cache, see `eventsvc.github.mirror`), reads files with one `git cat-file --batch`,
+writes blob, trees and commit with one `git fast-import` (on top of the target's
+tree: only the edited files are touched), and pushes that commit's sha with a
+lease (`git push URL SHA:refs/heads/BRANCH`). The remote is always given as a URL
+on the command line, so nothing about it is stored in the repository's config.
+
 Credentials: over HTTPS a token goes to git as an `http.extraHeader`
 (`Authorization: Basic base64(x-access-token:TOKEN)`, what GitHub accepts for App
 installation tokens and personal tokens) through `GIT_CONFIG_COUNT/KEY/VALUE`
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import re
 import time
@@ -76,12 +84,24 @@ def auth_env(url: str, token: str | None) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """An object read with `cat-file --batch`: its type and content."""
+
+    type: str  # blob, commit, tree
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
 @dataclass(slots=True)
 class Git:
-    """A working directory tied to one remote (`origin`)."""
+    """git commands on one bare repository (`gitdir`) against one remote (`url`)."""
 
     url: str
-    workdir: Path
+    gitdir: Path
     token: str | None = field(default=None, repr=False)
     author: Author = field(default_factory=Author)
     seconds: float = 0.0  # time spent in git, for the result and the benchmark
@@ -109,8 +129,9 @@ class Git:
                                 "***")  # fmt: skip
         return text
 
-    async def run(self, *args: str, input: bytes | None = None, check: bool = True) -> str:
-        argv = ["git", "-C", str(self.workdir), *args]
+    async def run_bytes(self, *args: str, input: bytes | None = None) -> bytes:
+        # --git-dir: never discover another repository above the cache directory
+        argv = ["git", f"--git-dir={self.gitdir}", *args]
         self.commands.append(argv)
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
@@ -122,7 +143,7 @@ class Git:
         )
         out, err = await proc.communicate(input)
         self.seconds += time.perf_counter() - started
-        if check and proc.returncode != 0:
+        if proc.returncode != 0:
             # porcelain output (push) reports rejections on stdout
             stderr = self._scrub((err + b"\n" + out).decode(errors="replace")).strip()
             what = f"git {' '.join(args[:2])} on {safe_url(self.url)} failed: {stderr[-800:]}"
@@ -132,17 +153,21 @@ class Git:
                     "contents: write (or that the token may push), or the SSH key for SSH URLs"
                 )
             raise GitError(what, stderr)
-        return out.decode(errors="replace")
+        return out
+
+    async def run(self, *args: str, input: bytes | None = None) -> str:
+        return (await self.run_bytes(*args, input=input)).decode(errors="replace")
 
     async def init(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        await self.run("init", "-q")
-        await self.run("remote", "add", "origin", self.url)
+        """Create the bare repository unless it exists."""
+        if not (self.gitdir / "HEAD").is_file():
+            self.gitdir.mkdir(parents=True, exist_ok=True)
+            await self.run("init", "-q", "--bare")
 
     async def ls_remote(self, branches: Sequence[str]) -> dict[str, str]:
         """Branch name -> sha for those of `branches` that exist on the remote."""
-        refs = [f"refs/heads/{b}" for b in branches]
-        out = await self.run("ls-remote", "origin", *refs)
+        refs = [f"refs/heads/{b}" for b in dict.fromkeys(branches)]
+        out = await self.run("ls-remote", self.url, *refs)
         found: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, ref = line.partition("\t")
@@ -151,44 +176,64 @@ class Git:
         return found
 
     async def fetch(self, branches: Sequence[str], depth: int = 1) -> None:
-        specs = [f"+refs/heads/{b}:refs/remotes/origin/{b}" for b in branches]
-        await self.run("fetch", "-q", "--no-tags", f"--depth={depth}", "origin", *specs)
+        """Fetch `branches`; incremental in a kept repository. Local ref names are
+        flat (`refs/eventsvc/fetched/<hash>`): branches `a/b` and, later, `a/b/c` never
+        collide there."""
+        specs = [f"+refs/heads/{b}:{fetched_ref(b)}" for b in dict.fromkeys(branches)]
+        shallow = [f"--depth={depth}"] if depth > 0 else []
+        await self.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", *shallow, self.url,
+                       *specs)  # fmt: skip
 
-    async def checkout(self, start: str) -> None:
-        await self.run("checkout", "-q", "--force", "-B", "eventsvc-work", start)
+    async def read(self, names: Sequence[str]) -> list[Blob | None]:
+        """Objects by name (`SHA`, `SHA:path`) in one process; None for those missing."""
+        if not names:
+            return []
+        if any("\n" in n for n in names):
+            raise PermanentTriggerError(f"a path holds a line break: {names!r}")
+        out = await self.run_bytes("cat-file", "--batch",
+                                   input=("\n".join(names) + "\n").encode())  # fmt: skip
+        found: list[Blob | None] = []
+        pos = 0
+        for _ in names:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode(errors="replace")
+            pos = end + 1
+            if header.endswith((" missing", " ambiguous")):
+                found.append(None)
+                continue
+            _, kind, size = header.rsplit(" ", 2)
+            found.append(Blob(kind, out[pos : pos + int(size)]))
+            pos += int(size) + 1
+        return found
 
-    async def show(self, rev: str, path: str) -> str | None:
-        """The content of `path` at `rev`, or None when it does not exist there."""
-        try:
-            return await self.run("cat-file", "blob", f"{rev}:{path}")
-        except GitError:
-            return None
+    async def commit(
+        self, ref: str, parent: str, files: Mapping[str, str], message: str
+    ) -> tuple[str, str]:
+        """One commit on top of `parent` with `files` replaced: (commit sha, tree sha).
 
-    async def message(self, rev: str) -> str:
-        return await self.run("log", "-1", "--format=%B", rev)
+        `git fast-import` writes the blobs, the trees on their paths and the commit in
+        one process, without an index or a checkout; `ref` keeps the commit reachable.
+        """
+        ident = f"{_ident(self.author.name)} <{_ident(self.author.email)}> now"
+        stream = bytearray(f"commit {ref}\nmark :1\nauthor {ident}\ncommitter {ident}\n".encode())
+        stream += _data(message.encode()) + f"from {parent}\n".encode()
+        for path, text in sorted(files.items()):
+            if path.startswith('"') or "\n" in path:
+                raise PermanentTriggerError(f"file path {path!r} cannot be written; rename it")
+            stream += f"M 100644 inline {path}\n".encode() + _data(text.encode())
+        stream += b'\nget-mark :1\nls :1 ""\n'
+        out = await self.run("fast-import", "--quiet", "--force", "--date-format=now",
+                             input=bytes(stream))  # fmt: skip
+        lines = out.splitlines()
+        return lines[0].strip(), lines[1].split()[2]
 
-    async def commit_all(self, paths: Sequence[str], message: str) -> bool:
-        """Stage `paths` and commit; False when the index holds no change."""
-        await self.run("add", "--", *paths)
-        diff = await self.run("diff", "--cached", "--name-only")
-        if not diff.strip():
-            return False
-        await self.run("commit", "-q", "--no-verify", "-F", "-", input=message.encode())
-        return True
-
-    async def tree(self, rev: str) -> str:
-        return (await self.run("rev-parse", f"{rev}^{{tree}}")).strip()
-
-    async def head(self) -> str:
-        return (await self.run("rev-parse", "HEAD")).strip()
-
-    async def push(self, branch: str, expect: str | None, force: bool) -> bool:
-        """Push HEAD to `branch`; False when the remote moved (rejected), to fetch and retry.
+    async def push(self, rev: str, branch: str, expect: str | None, force: bool) -> bool:
+        """Push `rev` to `branch`; False when the remote moved (rejected), to fetch and retry.
 
         `force` replaces the branch only if it still points at `expect` (None: must
         not exist yet), so a racing promotion is never overwritten.
         """
-        args = ["push", "--porcelain", "origin", f"HEAD:refs/heads/{branch}"]
+        args = ["push", "--porcelain", self.url, f"{rev}:refs/heads/{branch}"]
         if force:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{expect or ''}")
         try:
@@ -202,9 +247,18 @@ class Git:
             raise
         return True
 
+    async def gc_auto(self) -> None:
+        """Pack loose objects when git thinks it is time (cheap when it is not)."""
+        await self.run("gc", "--auto", "--quiet")
 
-def write_files(workdir: Path, files: Mapping[str, str]) -> None:
-    for rel, text in files.items():
-        path = workdir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+
+def fetched_ref(branch: str) -> str:
+    return "refs/eventsvc/fetched/" + hashlib.sha256(branch.encode()).hexdigest()[:16]
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"[<>\n]", "", text).strip() or "eventsvc"
+
+
+def _data(payload: bytes) -> bytes:
+    return f"data {len(payload)}\n".encode() + payload + b"\n"

@@ -1,16 +1,30 @@
 """`promotion`: bump image tags or YAML values in a deployment repository through a PR.
 
-One run: shallow-fetch the target branch (and the promotion branch when it
-exists), re-apply the edits still pending on the promotion branch plus this
-event's edits on top of the current target, commit once, and push the
-deterministic branch `eventsvc/promote/<environment>/<app>` with a lease; a
-rejected push (target moved, another promotion raced) fetches and tries again.
+One run: ask the remote for the tips of the target branch and of the
+deterministic branch `eventsvc/promote/<environment>/<app>`, fetch into the
+repository's kept mirror only what it does not hold yet, re-apply the edits still
+pending on the promotion branch plus this event's edits on top of the current
+target, write one commit with git plumbing (no checkout), and push it with a
+lease; a rejected push (target moved, another promotion raced) tries again.
 Then the pull request for that branch is opened, or updated when one is open.
 
 Pending edits travel in the commit message (`Eventsvc-Promotion:` trailer), so the
 branch is always one commit on top of the latest target: no rebase conflicts,
-and several bumps for one branch gather in one PR (share a `headBranch` between
-apps to batch per environment). A branch whose PR was closed is not carried over.
+and several bumps for one branch gather in one PR. A branch whose PR was closed
+is not carried over.
+
+Batching (`batch: {window: 30s}`): bumps for one environment share the branch
+`eventsvc/promote/<environment>` and the pull request opens only when the window
+(counted from the first bump on the branch) closes. Each run still pushes its
+own edit at once, so git holds every accepted bump: nothing waits in memory or in
+a side store. The run then waits until the window closes (its event stays
+unacknowledged meanwhile) and opens or refreshes the PR from what the branch
+holds. If the process dies mid-window, the event is redelivered, finds its edit
+on the branch, and opens the PR; any other bump of the window does the same, and
+the first to get there opens it (the others find it open). Bumps after the PR is
+open join it at once as a new commit. We chose this over keeping pending edits in
+a KV bucket: a second store would need its own at-least-once hand-off to git,
+while the branch and the push lease already give us one.
 
 When the target branch already holds the values, nothing is pushed and no PR is
 opened; the result says so (`outcome: unchanged`).
@@ -19,28 +33,28 @@ opened; the result says so (`outcome: unchanged`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from eventsvc import logs
+from eventsvc import durations, logs
 from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents
 from eventsvc.github.client import GitHubApiError, GitHubClient, client_for, parse_repo
-from eventsvc.github.gitops import Author, Git, write_files
+from eventsvc.github.gitops import Author, Blob, Git
+from eventsvc.github.mirror import Mirror, Mirrors, mirrors_for
 from eventsvc.github.yamledit import Change, EditError, YamlDoc
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 log = logs.get("eventsvc.triggers.promotion")
 TRAILER = "Eventsvc-Promotion:"
+SINCE_TRAILER = "Eventsvc-Batch-Since:"  # epoch seconds of the first bump of a batch
 _SAFE_REF = re.compile(r"[^A-Za-z0-9._/-]+")
 T = TypeVar("T")
 
@@ -49,6 +63,12 @@ DEFAULT_TITLE = "Promote {app} to {environment}: {values}"
 DEFAULT_BODY = (
     "Automated promotion of **{app}** to **{environment}**.\n\n{changes}\n\n"
     "Triggered by `{event_type}` from {event_source} (event `{event_id}`)."
+)
+DEFAULT_BATCH_MESSAGE = "Promote to {environment}: {apps}"
+DEFAULT_BATCH_TITLE = "Promote to {environment}: {apps}"
+DEFAULT_BATCH_BODY = (
+    "Automated promotion to **{environment}**; bumps arriving within {window} of the "
+    "first one are batched here.\n\n{changes}"
 )
 
 _FROM = {
@@ -98,6 +118,7 @@ class Edit:
     image: str | None = None  # Kustomize image name, or
     path: str | None = None  # a YAML path
     values: tuple[tuple[str, Any], ...] = ()  # (newTag|digest|newName|value, literal)
+    app: str | None = None  # whose bump it is (listed in batched pull requests)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -107,12 +128,17 @@ class Edit:
         out: dict[str, Any] = {"file": self.file}
         out.update({"image": self.image} if self.image else {"path": self.path})
         out.update(dict(self.values))
+        if self.app is not None:
+            out["app"] = self.app
         return out
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Edit:
-        values = tuple((k, v) for k, v in doc.items() if k not in ("file", "image", "path"))
-        return cls(str(doc["file"]), doc.get("image"), doc.get("path"), values)
+        values = tuple((k, v) for k, v in doc.items()
+                       if k not in ("file", "image", "path", "app"))  # fmt: skip
+        app = doc.get("app")
+        return cls(str(doc["file"]), doc.get("image"), doc.get("path"), values,
+                   None if app is None else str(app))  # fmt: skip
 
     def apply(self, doc: YamlDoc) -> list[Change]:
         vals = dict(self.values)
@@ -141,6 +167,29 @@ class Timer:
             self.api += time.perf_counter() - started
 
 
+@dataclass(slots=True)
+class Clock:
+    """Wall time and waiting, replaceable in tests (batch windows)."""
+
+    now: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+@dataclass(slots=True)
+class Staged:
+    """What the promotion branch holds after a run pushed (or found) its commit."""
+
+    changes: list[tuple[str, Change]]  # (app, change) for every edit on the branch
+    pushed: bool
+    sha: str | None  # None: the target already holds every value
+    since: float  # when the first bump of this branch's batch arrived
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def open_pull(self) -> dict[str, Any] | None:
+        return next((p for p in self.pulls if p.get("state") == "open"), None)
+
+
 class PromotionTrigger:
     key: ClassVar[str] = "promotion"
     schema: ClassVar[dict[str, Any]] = {
@@ -154,7 +203,8 @@ class PromotionTrigger:
             "branch": {**_STR, "description": "target branch for this environment"},
             "environment": _STR,
             "app": _STR,
-            "headBranch": {**_STR, "description": "default eventsvc/promote/<env>/<app>"},
+            "headBranch": {**_STR, "description": "default eventsvc/promote/<env>/<app>, "
+                           "with batch eventsvc/promote/<env>"},
             "edits": {
                 "type": "array", "minItems": 1,
                 "items": {
@@ -184,12 +234,20 @@ class PromotionTrigger:
                 },
             },
             "pushAttempts": {"type": "integer", "minimum": 1, "maximum": 20},
+            "batch": {
+                "type": "object", "additionalProperties": False, "required": ["window"],
+                "description": "bumps for one environment within the window go into one PR",
+                "properties": {"window": {
+                    "type": ["string", "number"],
+                    "description": "from the first bump on the branch, e.g. 30s or 2m"}},
+            },
         },
     }  # fmt: skip
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.clock = Clock()
 
     @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -222,12 +280,28 @@ class PromotionTrigger:
             if enabled and parse_repo(repo) is None:
                 problems.append((("githubRepo",), f"repo {repo!r} does not show owner/name; "
                                  "set githubRepo for the pull request"))  # fmt: skip
+        problems += _check_batch(spec)
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        run = PromotionRun(spec, ctx, self._client_if_needed(spec))
-        async with self._locks.setdefault((run.url, run.head), asyncio.Lock()):
-            return await run.execute()
+        mirrors = mirrors_for(self.services.extras, self.services.config)
+        run = PromotionRun(spec, ctx, self._client_if_needed(spec), mirrors, self.clock)
+        lock = self._locks.setdefault((run.url, run.head), asyncio.Lock())
+        async with mirrors.mirror(run.url) as mirror:
+            async with lock:
+                staged = await run.stage(mirror, own=True)
+                if not run.window or staged.sha is None or staged.open_pull is not None:
+                    return await run.finish(staged)
+            # batched and no PR yet: wait for the window without holding the branch lock
+            closes = staged.since + run.window
+            wait = closes - self.clock.now()
+            if wait > 0:
+                log.info("promotion batched; the pull request opens when the window closes",
+                         branch=run.head, wait=round(wait, 3))  # fmt: skip
+                await self.clock.sleep(wait)
+            async with lock:
+                staged = await run.stage(mirror, own=False)
+                return await run.finish(staged, refresh=True)
 
     def _client_if_needed(self, spec: Mapping[str, Any]) -> GitHubClient | None:
         https = urlsplit(str(spec["repo"])).scheme in ("http", "https")
@@ -235,128 +309,176 @@ class PromotionTrigger:
         return client_for(self.services) if https or pr else None
 
 
+def _check_batch(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    batch = spec.get("batch")
+    if not isinstance(batch, Mapping) or "window" not in batch:
+        return []
+    window = batch["window"]
+    if isinstance(window, str) and "{{" in window:
+        return []
+    try:
+        durations.parse_duration(window)
+    except ValueError as e:
+        return [(("batch", "window"), str(e))]
+    if not (spec.get("pullRequest") or {}).get("enabled", True):
+        return [(("batch",), "batching gathers bumps into one pull request; "
+                 "remove batch or enable pullRequest")]  # fmt: skip
+    return []
+
+
+class Snapshot:
+    """Objects read from the mirror, many per `git cat-file --batch`."""
+
+    def __init__(self, git: Git) -> None:
+        self.git = git
+        self.objects: dict[str, Blob | None] = {}
+
+    async def load(self, names: Iterable[str]) -> None:
+        todo = [n for n in dict.fromkeys(names) if n not in self.objects]
+        if todo:
+            self.objects.update(zip(todo, await self.git.read(todo), strict=True))
+
+    def get(self, name: str) -> Blob | None:
+        return self.objects.get(name)
+
+    def text(self, rev: str, path: str) -> str | None:
+        blob = self.objects.get(f"{rev}:{path}")
+        return blob.text if blob is not None and blob.type == "blob" else None
+
+
 class PromotionRun:
     """The work of one trigger run."""
 
     def __init__(
-        self, spec: Mapping[str, Any], ctx: TriggerContext, client: GitHubClient | None
+        self,
+        spec: Mapping[str, Any],
+        ctx: TriggerContext,
+        client: GitHubClient | None,
+        mirrors: Mirrors,
+        clock: Clock,
     ) -> None:
         self.spec = spec
         self.ctx = ctx
         self.event: CloudEvent = ctx.first
         self.client = client
+        self.clock = clock
         self.url = str(spec["repo"])
         self.repo = str(spec.get("githubRepo") or parse_repo(self.url) or "")
         self.target = str(spec["branch"])
         self.env = str(spec["environment"])
         self.app = str(spec["app"])
+        self.window = _window(spec)
         pr = spec.get("pullRequest") or {}
         self.pr: Mapping[str, Any] = pr
         self.use_pr = bool(pr.get("enabled", True))
-        default_head = f"eventsvc/promote/{_ref_part(self.env)}/{_ref_part(self.app)}"
+        env_part = _ref_part(self.env)
+        default_head = (f"eventsvc/promote-batch/{env_part}" if self.window
+                        else f"eventsvc/promote/{env_part}/{_ref_part(self.app)}")  # fmt: skip
         self.head = str(spec.get("headBranch") or default_head) if self.use_pr else self.target
         commit = spec.get("commit") or {}
         self.author = Author(**commit["author"]) if "author" in commit else Author()
-        self.message = str(commit.get("message") or DEFAULT_MESSAGE)
+        default_message = DEFAULT_BATCH_MESSAGE if self.window else DEFAULT_MESSAGE
+        self.message = str(commit.get("message") or default_message)
         self.attempts = int(spec.get("pushAttempts", 5))
         self.timer = Timer()
 
-    async def execute(self) -> TriggerResult:
-        workdir = Path(tempfile.mkdtemp(prefix="eventsvc-promote-"))
+    async def _git(self, mirror: Mirror) -> Git:
         token = None
         if self.client is not None and urlsplit(self.url).scheme in ("http", "https"):
             token = await self.timer.api_call(self.client.token_for(self.repo or None))
-        git = Git(self.url, workdir, token, self.author)
-        try:
-            return await self._execute(git)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        return Git(self.url, mirror.path, token, self.author)
 
-    async def _execute(self, git: Git) -> TriggerResult:
-        await git.init()
+    # ---- the branch ------------------------------------------------------------------
+    async def stage(self, mirror: Mirror, own: bool) -> Staged:
+        """Push this event's edits (`own`), with those pending on the branch, on top of
+        the target; `own=False` only brings the pending ones up to date."""
+        git = await self._git(mirror)
         pulls = await self._pulls() if self.use_pr else []
         raced = False
-        for attempt in range(1, self.attempts + 1):
-            outcome = await self._attempt(git, pulls, raced)
-            if outcome is not None:
-                changes, pushed, sha = outcome
-                break
-            raced = True
-            log.info("promotion raced; retrying on the new branch tip", branch=self.head,
-                     attempt=attempt)  # fmt: skip
-        else:
-            raise TemporaryTriggerError(
-                f"push to {self.head!r} was rejected {self.attempts} times: the branch keeps "
-                "moving; the event will be retried"
-            )
-        self.timer.git = git.seconds
-        detail: dict[str, Any] = {
-            "repo": self.repo or self.url, "branch": self.head, "base": self.target,
-            "changes": [str(c) for c in changes], "commit": sha,
-        }  # fmt: skip
-        if sha is None:
-            detail["outcome"] = "unchanged"
-            detail["message"] = (f"{self.target!r} already holds the values; nothing to promote, "
-                                 "no pull request")  # fmt: skip
-            stale = next((p for p in pulls if p.get("state") == "open"), None)
-            if stale is not None:
-                detail["closedPullRequest"] = await self._close(int(stale["number"]))
-        elif not self.use_pr:
-            detail["outcome"] = "pushed" if pushed else "unchanged"
-        else:
-            detail.update(await self._pull_request(changes, pushed))
-        detail.update(gitSeconds=round(self.timer.git, 4), apiSeconds=round(self.timer.api, 4))
-        log.info("promotion done", **{k: v for k, v in detail.items() if k != "changes"})
-        return TriggerResult(detail=detail)
+        try:
+            for attempt in range(1, self.attempts + 1):
+                outcome = await self._attempt(git, mirror, pulls, raced, own)
+                if isinstance(outcome, Staged):
+                    outcome.pulls = pulls
+                    return outcome
+                raced = raced or outcome == "raced"
+                log.info("promotion raced; retrying on the new branch tip", branch=self.head,
+                         attempt=attempt, reason=outcome)  # fmt: skip
+        finally:
+            self.timer.git += git.seconds
+        raise TemporaryTriggerError(
+            f"push to {self.head!r} was rejected {self.attempts} times: the branch keeps "
+            "moving; the event will be retried"
+        )
 
     async def _attempt(
-        self, git: Git, pulls: list[dict[str, Any]], raced: bool
-    ) -> tuple[list[Change], bool, str | None] | None:
-        """(changes, pushed, head sha) or None when the push lost a race."""
-        remote = await git.ls_remote([self.target, self.head])
-        if self.target not in remote:
+        self, git: Git, mirror: Mirror, pulls: list[dict[str, Any]], raced: bool, own: bool
+    ) -> Staged | str:
+        """What the branch holds now, or "raced" (push rejected) / "stale" (the remote
+        moved while we fetched) to try again."""
+        sources = self._copy_branches() if own else []
+        remote = await git.ls_remote([self.target, self.head, *sources])
+        target = remote.get(self.target)
+        if target is None:
             raise PermanentTriggerError(
                 f"branch {self.target!r} not found in {self.url}; check 'branch' in the spec"
             )
         head_sha = remote.get(self.head) if self.use_pr else None
         carry = head_sha is not None and (raced or self._pending(head_sha, pulls))
-        await git.fetch([self.target, self.head] if carry else [self.target])
-        carried = await self._carried(git) if carry else []
-        await git.checkout(f"origin/{self.target}")
-        edits = await self._resolve(git)
+        tips = {b: remote[b] for b in sources if b in remote} | {self.target: target}
+        if carry and head_sha is not None:
+            tips[self.head] = head_sha
+        await mirror.ensure(git, tips)
+        snap = Snapshot(git)
+        files = [str(e["file"]) for e in self.spec["edits"]] if own else []
+        await snap.load([*tips.values(), *(f"{target}:{f}" for f in files),
+                         *self._copy_sources(remote)])  # fmt: skip
+        if any(snap.get(sha) is None for sha in tips.values()):
+            mirror.present.difference_update(tips.values())
+            return "stale"
+        mirror.present.update(tips.values())
+        head = snap.get(head_sha) if carry and head_sha is not None else None
+        carried, since = _trailers(head) if head is not None else ([], None)
+        edits = self._resolve(snap, remote) if own else []
         keys = {e.key for e in edits}
         all_edits = [e for e in carried if e.key not in keys] + edits
-        files, changes = await self._apply(git, all_edits)
-        write_files(git.workdir, files)
-        if not await git.commit_all(sorted(files), self._commit_message(changes, all_edits)):
-            return [], False, None
-        if head_sha is not None and carry and (
-            await git.tree("HEAD") == await git.tree(f"origin/{self.head}")
-        ):
-            return changes, False, head_sha  # the branch already holds exactly this
-        if self.use_pr:
-            pushed = await git.push(self.head, head_sha, force=True)
-        else:
-            pushed = await git.push(self.head, None, force=False)
-        return (changes, True, await git.head()) if pushed else None
+        await snap.load(f"{target}:{e.file}" for e in all_edits)
+        texts, changes = self._apply(snap, target, all_edits)
+        since = self.clock.now() if since is None else since
+        if not texts:
+            return Staged([], False, None, since)
+        message = self._commit_message(changes, all_edits, since)
+        keep = "refs/eventsvc/keep/" + hashlib.sha256(self.head.encode()).hexdigest()[:16]
+        sha, tree = await mirror.commit(git, keep, target, texts, message)
+        if head is not None and head_sha is not None and _tree_of(head) == tree:
+            return Staged(changes, False, head_sha, since)  # the branch holds exactly this
+        if not await git.push(sha, self.head, head_sha if self.use_pr else None, self.use_pr):
+            return "raced"
+        return Staged(changes, True, sha, since)
 
     def _pending(self, head_sha: str, pulls: list[dict[str, Any]]) -> bool:
         """Carry the branch's edits over unless its PR was closed (merged or not) at this tip."""
         closed = {p.get("head", {}).get("sha") for p in pulls if p.get("state") != "open"}
         return head_sha not in closed
 
-    async def _carried(self, git: Git) -> list[Edit]:
-        message = await git.message(f"origin/{self.head}")
-        for line in reversed(message.splitlines()):
-            if line.startswith(TRAILER):
-                try:
-                    docs = json.loads(line[len(TRAILER) :])
-                    return [Edit.from_json(d) for d in docs]
-                except (ValueError, KeyError, TypeError):
-                    log.warning("unreadable promotion trailer ignored", branch=self.head)
-        return []
+    def _copy_specs(self) -> list[tuple[str, str]]:
+        """(branch, file) read by this event's copyFrom edits."""
+        out = []
+        for item in self.spec["edits"]:
+            body = item.get("image") or item.get("set") or {}
+            if "copyFrom" in body:
+                src = body["copyFrom"]
+                branch = str(src.get("branch") or self.target)
+                out.append((branch, str(src.get("file") or item["file"])))
+        return out
 
-    async def _resolve(self, git: Git) -> list[Edit]:
+    def _copy_branches(self) -> list[str]:
+        return [b for b, _ in self._copy_specs() if b != self.target]
+
+    def _copy_sources(self, remote: Mapping[str, str]) -> list[str]:
+        return [f"{remote[b]}:{f}" for b, f in self._copy_specs() if b in remote]
+
+    def _resolve(self, snap: Snapshot, remote: Mapping[str, str]) -> list[Edit]:
         out = []
         for i, item in enumerate(self.spec["edits"]):
             file = str(item["file"])
@@ -364,13 +486,13 @@ class PromotionRun:
             body = item[kind]
             fields = ("newTag", "digest", "newName") if kind == "image" else ("value",)
             if "copyFrom" in body:
-                values = await self._copy(git, file, kind, body)
+                values = self._copy(snap, remote, file, kind, body)
             else:
                 values = tuple((f, self._value(body, f, i)) for f in fields
                                if f in body or f"{f}From" in body)  # fmt: skip
             target = str(body["name"] if kind == "image" else body["path"])
             out.append(Edit(file, target if kind == "image" else None,
-                            target if kind == "set" else None, values))  # fmt: skip
+                            target if kind == "set" else None, values, self.app))  # fmt: skip
         return out
 
     def _value(self, body: Mapping[str, Any], field: str, index: int) -> Any:
@@ -386,19 +508,22 @@ class PromotionRun:
             )
         return value
 
-    async def _copy(
-        self, git: Git, file: str, kind: str, body: Mapping[str, Any]
-    ) -> tuple[tuple[str, Any], ...]:
+    def _copy(
+        self, snap: Snapshot, remote: Mapping[str, str], file: str, kind: str,
+        body: Mapping[str, Any],
+    ) -> tuple[tuple[str, Any], ...]:  # fmt: skip
         src = body["copyFrom"]
         branch = str(src.get("branch") or self.target)
         src_file = str(src.get("file") or file)
-        if branch != self.target:
-            await git.fetch([branch])
-        text = await git.show(f"origin/{branch}", src_file)
+        if branch not in remote:
+            raise PermanentTriggerError(
+                f"copyFrom: branch {branch!r} not found in {self.url}; check copyFrom.branch"
+            )
+        text = snap.text(remote[branch], src_file)
         where = f"{src_file} on {branch!r}"
         if text is None:
             raise PermanentTriggerError(f"copyFrom: {where} does not exist; check copyFrom")
-        doc = YamlDoc(text, src_file)
+        doc = _doc(text, src_file)
         if kind == "image":
             name = str(src.get("name") or body["name"])
             entry = doc.image(name)
@@ -411,46 +536,85 @@ class PromotionRun:
             raise PermanentTriggerError(f"copyFrom: {where} has no value at {path!r}")
         return (("value", value if isinstance(value, bool | int | float) else str(value)),)
 
-    async def _apply(
-        self, git: Git, edits: Sequence[Edit]
-    ) -> tuple[dict[str, str], list[Change]]:
-        """Edited file texts by path, and every change made against the target."""
+    def _apply(
+        self, snap: Snapshot, target: str, edits: Sequence[Edit]
+    ) -> tuple[dict[str, str], list[tuple[str, Change]]]:
+        """Edited file texts by path, and every change made against the target (by app)."""
         docs: dict[str, YamlDoc] = {}
-        all_changes: list[Change] = []
+        all_changes: list[tuple[str, Change]] = []
         for edit in edits:
             if edit.file not in docs:
-                path = git.workdir / edit.file
-                if not path.is_file():
+                text = snap.text(target, edit.file)
+                if text is None:
                     raise PermanentTriggerError(
                         f"{edit.file} does not exist on {self.target!r} in {self.url}; "
                         "check the edit's file path"
                     )
-                docs[edit.file] = YamlDoc(await asyncio.to_thread(path.read_text), edit.file)
+                docs[edit.file] = _doc(text, edit.file)
             try:
                 made = edit.apply(docs[edit.file])
             except EditError as e:
                 raise PermanentTriggerError(str(e)) from e
-            all_changes += made
-        files = {name: doc.dump() for name, doc in docs.items() if doc.changes}
-        return files, all_changes
+            all_changes += [(edit.app or "-", c) for c in made]
+        dumped = {name: doc.dump() for name, doc in docs.items() if doc.changes}
+        return {n: t for n, t in dumped.items() if t != docs[n].text}, all_changes
 
-    def _fields(self, changes: Sequence[Change]) -> dict[str, Any]:
-        lines = "\n".join(f"- `{c.file}`: `{c.field}` {c.old or '(unset)'} → **{c.new}**"
-                          for c in changes)  # fmt: skip
+    def _fields(self, changes: Sequence[tuple[str, Change]]) -> dict[str, Any]:
+        by_app = bool(self.window) or len({app for app, _ in changes}) > 1
+        lines = "\n".join(
+            f"- {f'**{app}** ' if by_app else ''}`{c.file}`: `{c.field}` "
+            f"{c.old or '(unset)'} → **{c.new}**"
+            for app, c in changes
+        )
+        values: dict[str, dict[str, None]] = {}
+        for app, c in changes:
+            if c.new is not None:
+                values.setdefault(app, {})[str(c.new)] = None
         return {
             "app": self.app, "environment": self.env, "branch": self.target, "head": self.head,
             "repo": self.repo or self.url, "changes": lines or "(no changes)",
-            "values": ", ".join(dict.fromkeys(str(c.new) for c in changes if c.new is not None)),
+            "values": ", ".join(dict.fromkeys(v for vs in values.values() for v in vs)),
+            "apps": ", ".join(f"{app} {' '.join(vs)}" for app, vs in values.items()),
+            "window": durations.format_duration(self.window) if self.window else "",
             **ghevents.event_fields(self.event),
         }  # fmt: skip
 
-    def _commit_message(self, changes: Sequence[Change], edits: Sequence[Edit]) -> str:
+    def _commit_message(
+        self, changes: Sequence[tuple[str, Change]], edits: Sequence[Edit], since: float
+    ) -> str:
         subject = ghevents.render(self.message, self._fields(changes), self.event).strip()
-        body = "\n".join(str(c) for c in changes)
+        body = "\n".join(str(c) for _, c in changes)
         trailer = TRAILER + " " + json.dumps([e.to_json() for e in edits], separators=(",", ":"))
+        if self.window:
+            trailer += f"\n{SINCE_TRAILER} {since:.3f}"
         return f"{subject}\n\n{body}\n\n{trailer}\n"
 
-    # ---- pull request ------------------------------------------------------------------
+    # ---- result and pull request -------------------------------------------------------
+    async def finish(self, staged: Staged, refresh: bool = False) -> TriggerResult:
+        """Open or update the pull request for what `stage` left on the branch.
+        `refresh`: after a batch window (the PR is updated when it lags the branch)."""
+        detail: dict[str, Any] = {
+            "repo": self.repo or self.url, "branch": self.head, "base": self.target,
+            "changes": [str(c) for _, c in staged.changes], "commit": staged.sha,
+        }  # fmt: skip
+        if staged.sha is None:
+            detail["outcome"] = "unchanged"
+            detail["message"] = (f"{self.target!r} already holds the values; nothing to promote, "
+                                 "no pull request")  # fmt: skip
+            stale = staged.open_pull
+            if stale is not None:
+                detail["closedPullRequest"] = await self._close(int(stale["number"]))
+        elif not self.use_pr:
+            detail["outcome"] = "pushed" if staged.pushed else "unchanged"
+        else:
+            detail.update(await self._pull_request(staged.changes, staged.pushed, refresh))
+            if self.window:
+                closes = staged.since + self.window
+                detail["batch"] = {"since": round(staged.since, 3), "closes": round(closes, 3)}
+        detail.update(gitSeconds=round(self.timer.git, 4), apiSeconds=round(self.timer.api, 4))
+        log.info("promotion done", **{k: v for k, v in detail.items() if k != "changes"})
+        return TriggerResult(detail=detail)
+
     async def _pulls(self) -> list[dict[str, Any]]:
         client = self._api()
         owner = self.repo.split("/")[0]
@@ -463,11 +627,15 @@ class PromotionRun:
             raise PermanentTriggerError("pull requests need the GitHub API and githubRepo")
         return self.client
 
-    async def _pull_request(self, changes: list[Change], pushed: bool) -> dict[str, Any]:
+    async def _pull_request(
+        self, changes: list[tuple[str, Change]], pushed: bool, refresh: bool
+    ) -> dict[str, Any]:
         client = self._api()
         fields = self._fields(changes)
-        title = ghevents.render(str(self.pr.get("title") or DEFAULT_TITLE), fields, self.event)
-        body = ghevents.render(str(self.pr.get("body") or DEFAULT_BODY), fields, self.event)
+        title_t = DEFAULT_BATCH_TITLE if self.window else DEFAULT_TITLE
+        body_t = DEFAULT_BATCH_BODY if self.window else DEFAULT_BODY
+        title = ghevents.render(str(self.pr.get("title") or title_t), fields, self.event)
+        body = ghevents.render(str(self.pr.get("body") or body_t), fields, self.event)
         existing = next((p for p in await self._pulls() if p.get("state") == "open"), None)
         outcome = "updated"
         if existing is None:
@@ -485,12 +653,14 @@ class PromotionRun:
                 existing = next(p for p in await self._pulls() if p.get("state") == "open")
         assert existing is not None
         number = int(existing["number"])
-        if outcome == "updated" and pushed:
+        lags = (existing.get("title"), existing.get("body")) != (title, body)
+        if outcome == "updated" and (pushed or (refresh and lags)):
             await self.timer.api_call(client.call(
                 "PATCH", f"/repos/{self.repo}/pulls/{number}", repo=self.repo,
                 json={"title": title, "body": body}))  # fmt: skip
         elif outcome == "updated":
-            outcome = "unchanged"
+            # after a window: another run of the batch opened it with this bump in it
+            outcome = "joined" if refresh else "unchanged"
         await self._decorate(client, number, outcome == "opened")
         return {"outcome": outcome, "pullRequest": number, "url": existing.get("html_url")}
 
@@ -529,3 +699,45 @@ async def _collect(items: Any) -> list[dict[str, Any]]:
 def _ref_part(text: str) -> str:
     """A branch-name component from free text."""
     return _SAFE_REF.sub("-", text).strip("-/.") or "default"
+
+
+def _window(spec: Mapping[str, Any]) -> float:
+    batch = spec.get("batch") or {}
+    if "window" not in batch:
+        return 0.0
+    try:
+        return durations.parse_duration(batch["window"])
+    except ValueError as e:
+        raise PermanentTriggerError(f"batch.window: {e}") from e
+
+
+def _doc(text: str, file: str) -> YamlDoc:
+    try:
+        return YamlDoc(text, file)
+    except EditError as e:
+        raise PermanentTriggerError(str(e)) from e
+
+
+def _trailers(commit: Blob) -> tuple[list[Edit], float | None]:
+    """Edits pending on a promotion commit, and when its batch started."""
+    _, _, message = commit.text.partition("\n\n")
+    edits: list[Edit] | None = None
+    since: float | None = None
+    for line in reversed(message.splitlines()):
+        if line.startswith(TRAILER) and edits is None:
+            try:
+                edits = [Edit.from_json(d) for d in json.loads(line[len(TRAILER) :])]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("unreadable promotion trailer ignored", commit=commit.text[:60])
+                edits = []
+        elif line.startswith(SINCE_TRAILER) and since is None:
+            try:
+                since = float(line[len(SINCE_TRAILER) :])
+            except ValueError:
+                since = None
+    return edits or [], since
+
+
+def _tree_of(commit: Blob) -> str:
+    first = commit.text.split("\n", 1)[0]  # "tree <sha>"
+    return first.split()[1] if first.startswith("tree ") else ""

@@ -52,7 +52,7 @@ async def test_token_goes_as_header_never_argv_or_messages(
     assert "contents: write" in str(info.value)
     out = capsys.readouterr()
     assert TOKEN not in out.out + out.err and expected not in out.out + out.err
-    config = (tmp_path / "w" / ".git" / "config").read_text()
+    config = (tmp_path / "w" / "config").read_text()
     assert TOKEN not in config and expected not in config
 
 

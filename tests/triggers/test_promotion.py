@@ -40,11 +40,15 @@ def deploy(tmp_path: Path, fake: FakeGitHub) -> tuple[Path, str]:
 
 
 @pytest.fixture
-async def make_trigger(fake: FakeGitHub) -> AsyncIterator[Callable[[], PromotionTrigger]]:
+async def make_trigger(
+    fake: FakeGitHub, tmp_path: Path
+) -> AsyncIterator[Callable[[], PromotionTrigger]]:
+    """A trigger in its own `Services`, as another replica would be; all of them keep
+    their git mirrors in one data dir, like replicas sharing a volume."""
     made: list[Services] = []
 
     def make() -> PromotionTrigger:
-        services = Services(load_config(environ={}))
+        services = Services(load_config(environ={}, data_dir=str(tmp_path / "data")))
         settings = GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
         services.extras["github"] = GitHubClient(settings)
         made.append(services)
@@ -166,12 +170,12 @@ async def test_racing_promotions_on_one_branch_both_land(
     original = gitops.Git.push
     raced: list[str] = []
 
-    async def push_after_the_other(self: gitops.Git, branch: str, expect: str | None,
+    async def push_after_the_other(self: gitops.Git, rev: str, branch: str, expect: str | None,
                                    force: bool) -> bool:  # fmt: skip
         if not raced:  # the worker promotion lands between our fetch and our push
             raced.append(branch)
             await other.execute(worker, ctx(release("x", "w1"), "worker"))
-        return await original(self, branch, expect, force)
+        return await original(self, rev, branch, expect, force)
 
     monkeypatch.setattr(gitops.Git, "push", push_after_the_other)
     result = await make_trigger().execute(shop, ctx(release("1.5.0")))
@@ -207,12 +211,12 @@ async def test_direct_push_retries_when_target_moved(
     original = gitops.Git.push
     moved: list[bool] = []
 
-    async def push_after_someone(self: gitops.Git, branch: str, expect: str | None,
+    async def push_after_someone(self: gitops.Git, rev: str, branch: str, expect: str | None,
                                  force: bool) -> bool:  # fmt: skip
         if not moved:
             moved.append(True)
             commit_to(bare, tmp_path, "main", "charts/shop/values.yaml", "replicaCount: 3\n")
-        return await original(self, branch, expect, force)
+        return await original(self, rev, branch, expect, force)
 
     monkeypatch.setattr(gitops.Git, "push", push_after_someone)
     result = await make_trigger().execute(
