@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -66,12 +67,14 @@ def report(name: str, rows: list[dict[str, Any]], wall: list[float]) -> None:
     print(f"  other (YAML edits, temp dirs, Python)                    share {other / total:6.1%}")
 
 
-async def main(n: int) -> None:
+async def main(n: int, cache: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-promote-") as tmp:
         bare, url = make_deploy_repo(Path(tmp), env_branches=False)
         fake = fakegithub.FakeGitHub(git_repos={REPO: str(bare)})
         async with fakegithub.serve(fake):
-            services = Services(load_config(environ={}))
+            sections = {} if cache else {"promotion": {"gitCacheDir": False}}
+            config = load_config(environ={}, data_dir=str(Path(tmp) / "data"))
+            services = Services(dataclasses.replace(config, sections=sections))
             services.extras["github"] = GitHubClient(
                 GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
             )
@@ -97,4 +100,8 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=100, help="promotions per scenario")
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--no-cache", action="store_true",
+                        help="a temp repository per run instead of the kept mirror")  # fmt: skip
+    args = parser.parse_args()
+    print(f"git mirror cache: {'off' if args.no_cache else 'on'}")
+    asyncio.run(main(args.n, not args.no_cache))

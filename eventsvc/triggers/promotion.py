@@ -43,7 +43,7 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from eventsvc import durations, logs
-from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
+from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError, TriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents
 from eventsvc.github.client import GitHubApiError, GitHubClient, client_for, parse_repo
@@ -393,11 +393,19 @@ class PromotionRun:
         """Push this event's edits (`own`), with those pending on the branch, on top of
         the target; `own=False` only brings the pending ones up to date."""
         git = await self._git(mirror)
-        pulls = await self._pulls() if self.use_pr else []
+        branches = [self.target, self.head, *(self._copy_branches() if own else [])]
+        try:
+            async with asyncio.TaskGroup() as group:  # two round trips at once
+                listing = group.create_task(self._pulls()) if self.use_pr else None
+                remote: dict[str, str] | None = await git.ls_remote(branches)
+            pulls = listing.result() if listing is not None else []
+        except* TriggerError as failed:  # the first failure, as a single error
+            raise failed.exceptions[0] from None
         raced = False
         try:
             for attempt in range(1, self.attempts + 1):
-                outcome = await self._attempt(git, mirror, pulls, raced, own)
+                outcome = await self._attempt(git, mirror, pulls, raced, own, remote)
+                remote = None
                 if isinstance(outcome, Staged):
                     outcome.pulls = pulls
                     return outcome
@@ -412,12 +420,14 @@ class PromotionRun:
         )
 
     async def _attempt(
-        self, git: Git, mirror: Mirror, pulls: list[dict[str, Any]], raced: bool, own: bool
-    ) -> Staged | str:
+        self, git: Git, mirror: Mirror, pulls: list[dict[str, Any]], raced: bool, own: bool,
+        remote: dict[str, str] | None,
+    ) -> Staged | str:  # fmt: skip
         """What the branch holds now, or "raced" (push rejected) / "stale" (the remote
-        moved while we fetched) to try again."""
+        moved while we fetched) to try again. `remote`: the branch tips, when just read."""
         sources = self._copy_branches() if own else []
-        remote = await git.ls_remote([self.target, self.head, *sources])
+        if remote is None:
+            remote = await git.ls_remote([self.target, self.head, *sources])
         target = remote.get(self.target)
         if target is None:
             raise PermanentTriggerError(
@@ -440,8 +450,8 @@ class PromotionRun:
         head = snap.get(head_sha) if carry and head_sha is not None else None
         carried, since = _trailers(head) if head is not None else ([], None)
         edits = self._resolve(snap, remote) if own else []
-        keys = {e.key for e in edits}
-        all_edits = [e for e in carried if e.key not in keys] + edits
+        mine = {e.key: e for e in edits}  # a new value replaces a pending one in place
+        all_edits = [mine.pop(e.key, e) for e in carried] + list(mine.values())
         await snap.load(f"{target}:{e.file}" for e in all_edits)
         texts, changes = self._apply(snap, target, all_edits)
         since = self.clock.now() if since is None else since
