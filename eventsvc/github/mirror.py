@@ -23,7 +23,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from eventsvc.github.gitops import Git
 
 log = logs.get("eventsvc.github.mirror")
 GC_EVERY = 100  # commits written by this process between two `git gc --auto`
+PRESENT_MAX = 10_000
 _LOCK_POLL = 0.005
 
 
@@ -63,6 +64,12 @@ class Mirror:
             finally:
                 os.close(fd)  # releases the flock
 
+    def saw(self, shas: Iterable[str]) -> None:
+        """Remember commits read from (or written to) this repository."""
+        if len(self.present) > PRESENT_MAX:  # forgetting only costs an incremental fetch
+            self.present.clear()
+        self.present.update(shas)
+
     async def ensure(self, git: Git, tips: Mapping[str, str]) -> None:
         """Make the commits `tips` (branch -> sha) available, fetching what is not here."""
         missing = sorted(b for b, sha in tips.items() if sha not in self.present)
@@ -80,7 +87,7 @@ class Mirror:
             self.commits += 1
             if self.commits % GC_EVERY == 0:
                 await git.gc_auto()
-        self.present.add(sha)
+        self.saw([sha])
         return sha, tree
 
 

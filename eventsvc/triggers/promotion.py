@@ -37,7 +37,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -45,16 +45,15 @@ from urllib.parse import urlsplit
 from eventsvc import durations, logs
 from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError, TriggerError
 from eventsvc.events import CloudEvent
-from eventsvc.github import ghevents
+from eventsvc.github import ghevents, promotecommit
 from eventsvc.github.client import GitHubApiError, GitHubClient, client_for, parse_repo
-from eventsvc.github.gitops import Author, Blob, Git
+from eventsvc.github.gitops import Author, Git
 from eventsvc.github.mirror import Mirror, Mirrors, mirrors_for
+from eventsvc.github.promotecommit import Edit, Snapshot
 from eventsvc.github.yamledit import Change, EditError, YamlDoc
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 log = logs.get("eventsvc.triggers.promotion")
-TRAILER = "Eventsvc-Promotion:"
-SINCE_TRAILER = "Eventsvc-Batch-Since:"  # epoch seconds of the first bump of a batch
 _SAFE_REF = re.compile(r"[^A-Za-z0-9._/-]+")
 T = TypeVar("T")
 
@@ -108,50 +107,6 @@ _SET = {
         "copyFrom": _FROM,
     },
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Edit:
-    """One resolved edit: literal values only (what the trailer stores)."""
-
-    file: str
-    image: str | None = None  # Kustomize image name, or
-    path: str | None = None  # a YAML path
-    values: tuple[tuple[str, Any], ...] = ()  # (newTag|digest|newName|value, literal)
-    app: str | None = None  # whose bump it is (listed in batched pull requests)
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.file, "image" if self.image else "set", self.image or self.path or "")
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": self.file}
-        out.update({"image": self.image} if self.image else {"path": self.path})
-        out.update(dict(self.values))
-        if self.app is not None:
-            out["app"] = self.app
-        return out
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> Edit:
-        values = tuple((k, v) for k, v in doc.items()
-                       if k not in ("file", "image", "path", "app"))  # fmt: skip
-        app = doc.get("app")
-        return cls(str(doc["file"]), doc.get("image"), doc.get("path"), values,
-                   None if app is None else str(app))  # fmt: skip
-
-    def apply(self, doc: YamlDoc) -> list[Change]:
-        vals = dict(self.values)
-        if self.image:
-            return doc.set_image(self.image, new_tag=_opt(vals.get("newTag")),
-                                 digest=_opt(vals.get("digest")),
-                                 new_name=_opt(vals.get("newName")))  # fmt: skip
-        assert self.path is not None
-        return doc.set_path(self.path, vals["value"])
-
-
-def _opt(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 @dataclass(slots=True)
@@ -326,26 +281,6 @@ def _check_batch(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], s
     return []
 
 
-class Snapshot:
-    """Objects read from the mirror, many per `git cat-file --batch`."""
-
-    def __init__(self, git: Git) -> None:
-        self.git = git
-        self.objects: dict[str, Blob | None] = {}
-
-    async def load(self, names: Iterable[str]) -> None:
-        todo = [n for n in dict.fromkeys(names) if n not in self.objects]
-        if todo:
-            self.objects.update(zip(todo, await self.git.read(todo), strict=True))
-
-    def get(self, name: str) -> Blob | None:
-        return self.objects.get(name)
-
-    def text(self, rev: str, path: str) -> str | None:
-        blob = self.objects.get(f"{rev}:{path}")
-        return blob.text if blob is not None and blob.type == "blob" else None
-
-
 class PromotionRun:
     """The work of one trigger run."""
 
@@ -446,9 +381,9 @@ class PromotionRun:
         if any(snap.get(sha) is None for sha in tips.values()):
             mirror.present.difference_update(tips.values())
             return "stale"
-        mirror.present.update(tips.values())
+        mirror.saw(tips.values())
         head = snap.get(head_sha) if carry and head_sha is not None else None
-        carried, since = _trailers(head) if head is not None else ([], None)
+        carried, since = promotecommit.read_trailers(head) if head is not None else ([], None)
         edits = self._resolve(snap, remote) if own else []
         mine = {e.key: e for e in edits}  # a new value replaces a pending one in place
         all_edits = [mine.pop(e.key, e) for e in carried] + list(mine.values())
@@ -460,7 +395,7 @@ class PromotionRun:
         message = self._commit_message(changes, all_edits, since)
         keep = "refs/eventsvc/keep/" + hashlib.sha256(self.head.encode()).hexdigest()[:16]
         sha, tree = await mirror.commit(git, keep, target, texts, message)
-        if head is not None and head_sha is not None and _tree_of(head) == tree:
+        if head is not None and head_sha is not None and promotecommit.tree_of(head) == tree:
             return Staged(changes, False, head_sha, since)  # the branch holds exactly this
         if not await git.push(sha, self.head, head_sha if self.use_pr else None, self.use_pr):
             return "raced"
@@ -533,7 +468,7 @@ class PromotionRun:
         where = f"{src_file} on {branch!r}"
         if text is None:
             raise PermanentTriggerError(f"copyFrom: {where} does not exist; check copyFrom")
-        doc = _doc(text, src_file)
+        doc = promotecommit.load_doc(text, src_file)
         if kind == "image":
             name = str(src.get("name") or body["name"])
             entry = doc.image(name)
@@ -560,7 +495,7 @@ class PromotionRun:
                         f"{edit.file} does not exist on {self.target!r} in {self.url}; "
                         "check the edit's file path"
                     )
-                docs[edit.file] = _doc(text, edit.file)
+                docs[edit.file] = promotecommit.load_doc(text, edit.file)
             try:
                 made = edit.apply(docs[edit.file])
             except EditError as e:
@@ -594,10 +529,8 @@ class PromotionRun:
     ) -> str:
         subject = ghevents.render(self.message, self._fields(changes), self.event).strip()
         body = "\n".join(str(c) for _, c in changes)
-        trailer = TRAILER + " " + json.dumps([e.to_json() for e in edits], separators=(",", ":"))
-        if self.window:
-            trailer += f"\n{SINCE_TRAILER} {since:.3f}"
-        return f"{subject}\n\n{body}\n\n{trailer}\n"
+        trailers = promotecommit.trailers(edits, since if self.window else None)
+        return f"{subject}\n\n{body}\n\n{trailers}\n"
 
     # ---- result and pull request -------------------------------------------------------
     async def finish(self, staged: Staged, refresh: bool = False) -> TriggerResult:
@@ -721,33 +654,4 @@ def _window(spec: Mapping[str, Any]) -> float:
         raise PermanentTriggerError(f"batch.window: {e}") from e
 
 
-def _doc(text: str, file: str) -> YamlDoc:
-    try:
-        return YamlDoc(text, file)
-    except EditError as e:
-        raise PermanentTriggerError(str(e)) from e
 
-
-def _trailers(commit: Blob) -> tuple[list[Edit], float | None]:
-    """Edits pending on a promotion commit, and when its batch started."""
-    _, _, message = commit.text.partition("\n\n")
-    edits: list[Edit] | None = None
-    since: float | None = None
-    for line in reversed(message.splitlines()):
-        if line.startswith(TRAILER) and edits is None:
-            try:
-                edits = [Edit.from_json(d) for d in json.loads(line[len(TRAILER) :])]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("unreadable promotion trailer ignored", commit=commit.text[:60])
-                edits = []
-        elif line.startswith(SINCE_TRAILER) and since is None:
-            try:
-                since = float(line[len(SINCE_TRAILER) :])
-            except ValueError:
-                since = None
-    return edits or [], since
-
-
-def _tree_of(commit: Blob) -> str:
-    first = commit.text.split("\n", 1)[0]  # "tree <sha>"
-    return first.split()[1] if first.startswith("tree ") else ""

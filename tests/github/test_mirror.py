@@ -54,7 +54,7 @@ async def test_mirror_fetches_only_what_it_lacks(
         work = Git(url, mirror.path)
         tips = await work.ls_remote(["main"])
         await mirror.ensure(work, tips)
-        mirror.present.update(tips.values())  # what a run does once it read them
+        mirror.saw(tips.values())  # what a run does once it read them
         await mirror.ensure(work, tips)
         assert fetched == [["main"]]
         commit_to(bare, tmp_path, "main", "charts/shop/values.yaml", "replicaCount: 3\n")
