@@ -13,6 +13,10 @@ event changes nothing. The PR's `updated_at` is kept as an annotation, so
 `mode: sweep` (from a Schedule) can delete stale environments from the
 Kubernetes API alone. The PR comes from the event (a GitHub `pull_request`
 webhook body) unless `pullRequest` gives its fields explicitly.
+
+The result detail says what a follow-up (a PR comment, a commit status) needs:
+`action` (created, updated, deleted, skipped), `url`, `repository` (owner/repo),
+`pullRequest` (number), `headSha`, `namespace`, `application`, `reason`.
 """
 
 from __future__ import annotations
@@ -232,9 +236,8 @@ class EnvironmentTrigger:
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        cluster = await kube.cluster(self.services)
         if spec.get("mode", "pr") == "sweep":
-            return await self._sweep(cluster, spec, datetime.now(UTC))
+            return await self._sweep(await kube.cluster(self.services), spec, datetime.now(UTC))
         event = ctx.first
         when = event.get_attributes().get("time")
         event_time = when.isoformat() if isinstance(when, datetime) else str(when or "")
@@ -242,17 +245,21 @@ class EnvironmentTrigger:
         verdict, why = decide(pr, spec.get("gates", {}))
         name = environment_name(pr.number, pr.repository, spec.get("namePrefix", "pr"))
         argocd = str(spec.get("argocdNamespace", "argocd"))
+        url = self.url(spec, pr, name)
         detail: dict[str, Any] = {"namespace": name, "application": name,
                                   "pullRequest": pr.number, "repository": pr.repository,
+                                  "headSha": pr.head_sha, "url": url,
                                   "reason": why}  # fmt: skip
-        if verdict == "skip":
+        if verdict == "skip":  # decided before any cluster access: a skip needs none
             return TriggerResult(outcome="skipped", detail={**detail, "action": "skipped"})
+        cluster = await kube.cluster(self.services)
         if verdict == "teardown":
             gone = await teardown(cluster, name, name, argocd)
             return TriggerResult(detail={**detail, "action": "deleted", **gone})
-        url = self.url(spec, pr, name)
+        app_res = await cluster.resource(ARGO_API, "Application")
+        existed = await cluster.get_or_none(app_res, name, argocd) is not None
         await self._ensure(cluster, spec, ctx, pr, name, argocd, url)
-        return TriggerResult(detail={**detail, "action": "ensured", "url": url,
+        return TriggerResult(detail={**detail, "action": "updated" if existed else "created",
                                      "image": self.image(spec, pr)})  # fmt: skip
 
     # -- building ----------------------------------------------------------------------------
