@@ -3,8 +3,11 @@
 Runs the `promotion` trigger as the sensor engine does, for N release events: each
 for its own app (its own branch, so every run opens a PR), then N more that bump the
 same app again and again (every run updates the one open PR). Prints p50/p99 of a
-whole run and how it splits between git (clone, commit, push) and GitHub API calls.
+whole run and how it splits between git (ls-remote, a fetch when a tip is new to the
+kept mirror, cat-file, fast-import, push) and GitHub API calls. The first ls-remote
+and the PR listing run at once, so the two shares may overlap by a few percent.
 The fake GitHub API runs in this process, so API time includes its handling.
+`--no-cache` gives every run a temp repository (a cold mirror) instead.
 """
 
 from __future__ import annotations
