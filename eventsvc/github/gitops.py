@@ -2,10 +2,11 @@
 
 No working tree and no checkout: a run works in a bare repository (a per-repository
 cache, see `eventsvc.github.mirror`), reads files with one `git cat-file --batch`,
-writes blob, trees and commit with one `git fast-import` (on top of the target's
-tree: only the edited files are touched), and pushes that commit's sha with a
-lease (`git push URL SHA:refs/heads/BRANCH`). The remote is always given as a URL
-on the command line, so nothing about it is stored in the repository's config.
+writes blob, trees and commit as loose objects (`eventsvc.github.objects`, on
+top of the target's tree: only the edited files are touched), and pushes that
+commit's sha with a lease (`git push URL SHA:refs/heads/BRANCH`). The remote is
+always given as a URL on the command line, so nothing about it is stored in the
+repository's config.
 
 Credentials: over HTTPS a token goes to git as an `http.extraHeader`
 (`Authorization: Basic base64(x-access-token:TOKEN)`, what GitHub accepts for App
@@ -24,7 +25,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -206,26 +207,9 @@ class Git:
             pos += int(size) + 1
         return found
 
-    async def commit(
-        self, ref: str, parent: str, files: Mapping[str, str], message: str
-    ) -> tuple[str, str]:
-        """One commit on top of `parent` with `files` replaced: (commit sha, tree sha).
-
-        `git fast-import` writes the blobs, the trees on their paths and the commit in
-        one process, without an index or a checkout; `ref` keeps the commit reachable.
-        """
-        ident = f"{_ident(self.author.name)} <{_ident(self.author.email)}> now"
-        stream = bytearray(f"commit {ref}\nmark :1\nauthor {ident}\ncommitter {ident}\n".encode())
-        stream += _data(message.encode()) + f"from {parent}\n".encode()
-        for path, text in sorted(files.items()):
-            if path.startswith('"') or "\n" in path:
-                raise PermanentTriggerError(f"file path {path!r} cannot be written; rename it")
-            stream += f"M 100644 inline {path}\n".encode() + _data(text.encode())
-        stream += b'\nget-mark :1\nls :1 ""\n'
-        out = await self.run("fast-import", "--quiet", "--force", "--date-format=now",
-                             input=bytes(stream))  # fmt: skip
-        lines = out.splitlines()
-        return lines[0].strip(), lines[1].split()[2]
+    def ident(self) -> str:
+        """`Name <email>` for commits."""
+        return f"{_ident(self.author.name)} <{_ident(self.author.email)}>"
 
     async def push(self, rev: str, branch: str, expect: str | None, force: bool) -> bool:
         """Push `rev` to `branch`; False when the remote moved (rejected), to fetch and retry.
@@ -258,7 +242,3 @@ def fetched_ref(branch: str) -> str:
 
 def _ident(text: str) -> str:
     return re.sub(r"[<>\n]", "", text).strip() or "eventsvc"
-
-
-def _data(payload: bytes) -> bytes:
-    return f"data {len(payload)}\n".encode() + payload + b"\n"

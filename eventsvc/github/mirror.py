@@ -5,13 +5,14 @@ processes). Now each repository URL has a bare repository under
 `<dataDir>/git/<sha256(url)[:16]>.git` (config `promotion.gitCacheDir`; `false`
 turns the cache off and gives every run a temp repository). Objects a run needs
 are fetched only when the remote tip is not already there, and a run writes its
-commit with plumbing (`gitops.Git.commit`), so the cache has no working tree to
+commit as plain git objects (`eventsvc.github.objects`), so the cache has no working tree to
 keep clean.
 
-Concurrency: fetches and commits update refs and the `shallow` file, so they hold
-the mirror's lock: an `asyncio.Lock` inside a process and `flock` on
-`eventsvc.lock` across processes (two replicas on one volume). Reads, and the push
-of a sha, need no lock; the push's lease settles races on the remote itself.
+Concurrency: fetches update refs and the `shallow` file, so they (and `git gc`)
+hold the mirror's lock: an `asyncio.Lock` inside a process and `flock` on
+`eventsvc.lock` across processes (two replicas on one volume). Reads, new objects
+(written whole and renamed into place) and the push of a sha need no lock; the
+push's lease settles races on the remote itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,8 @@ from pathlib import Path
 from eventsvc import logs
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError
-from eventsvc.github.gitops import Git
+from eventsvc.github import objects
+from eventsvc.github.gitops import Git, GitError
 
 log = logs.get("eventsvc.github.mirror")
 GC_EVERY = 100  # commits written by this process between two `git gc --auto`
@@ -80,12 +83,25 @@ class Mirror:
             await git.fetch(missing)
 
     async def commit(
-        self, git: Git, ref: str, parent: str, files: Mapping[str, str], message: str
-    ) -> tuple[str, str]:
-        async with self.locked():
-            sha, tree = await git.commit(ref, parent, files, message)
-            self.commits += 1
-            if self.commits % GC_EVERY == 0:
+        self, git: Git, parent: str, trees: Mapping[str, bytes], files: Mapping[str, str],
+        message: str,
+    ) -> tuple[str, str]:  # fmt: skip
+        """(commit, tree) of `parent` with `files` replaced; `trees`: the parent's trees
+        on the files' paths, by directory. Written as loose objects, no lock needed."""
+        def tree_of(where: str) -> bytes:
+            if where not in trees:  # never guess: an empty tree would delete its files
+                raise GitError(f"tree {where or '(root)'!r} of {parent} was not read")
+            return trees[where]
+
+        started = time.perf_counter()
+        sha, tree = await asyncio.to_thread(
+            objects.write_commit, self.path, parent, tree_of,
+            {path: text.encode() for path, text in files.items()}, message, git.ident(),
+        )  # fmt: skip
+        git.seconds += time.perf_counter() - started
+        self.commits += 1
+        if self.commits % GC_EVERY == 0:
+            async with self.locked():
                 await git.gc_auto()
         self.saw([sha])
         return sha, tree

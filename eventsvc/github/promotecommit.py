@@ -83,6 +83,25 @@ class Snapshot:
     def get(self, name: str) -> Blob | None:
         return self.objects.get(name)
 
+    @staticmethod
+    def names(rev: str, files: Iterable[str]) -> list[str]:
+        """What editing `files` at `rev` reads: the files and every tree above them."""
+        out = [f"{rev}:"]
+        for file in files:
+            parts = file.split("/")
+            out += [f"{rev}:{'/'.join(parts[:i])}" for i in range(1, len(parts))]
+            out.append(f"{rev}:{file}")
+        return out
+
+    def trees(self, rev: str) -> dict[str, bytes]:
+        """The trees read at `rev`, by directory ("" is the root)."""
+        prefix = f"{rev}:"
+        return {
+            name[len(prefix) :]: blob.data
+            for name, blob in self.objects.items()
+            if blob is not None and blob.type == "tree" and name.startswith(prefix)
+        }
+
     def text(self, rev: str, path: str) -> str | None:
         blob = self.objects.get(f"{rev}:{path}")
         return blob.text if blob is not None and blob.type == "blob" else None

@@ -33,8 +33,8 @@ opened; the result says so (`outcome: unchanged`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import posixpath
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -376,8 +376,7 @@ class PromotionRun:
         await mirror.ensure(git, tips)
         snap = Snapshot(git)
         files = [str(e["file"]) for e in self.spec["edits"]] if own else []
-        await snap.load([*tips.values(), *(f"{target}:{f}" for f in files),
-                         *self._copy_sources(remote)])  # fmt: skip
+        await snap.load([*tips.values(), *snap.names(target, files), *self._copy_sources(remote)])
         if any(snap.get(sha) is None for sha in tips.values()):
             mirror.present.difference_update(tips.values())
             return "stale"
@@ -387,14 +386,13 @@ class PromotionRun:
         edits = self._resolve(snap, remote) if own else []
         mine = {e.key: e for e in edits}  # a new value replaces a pending one in place
         all_edits = [mine.pop(e.key, e) for e in carried] + list(mine.values())
-        await snap.load(f"{target}:{e.file}" for e in all_edits)
+        await snap.load(snap.names(target, [e.file for e in all_edits]))
         texts, changes = self._apply(snap, target, all_edits)
         since = self.clock.now() if since is None else since
         if not texts:
             return Staged([], False, None, since)
         message = self._commit_message(changes, all_edits, since)
-        keep = "refs/eventsvc/keep/" + hashlib.sha256(self.head.encode()).hexdigest()[:16]
-        sha, tree = await mirror.commit(git, keep, target, texts, message)
+        sha, tree = await mirror.commit(git, target, snap.trees(target), texts, message)
         if head is not None and head_sha is not None and promotecommit.tree_of(head) == tree:
             return Staged(changes, False, head_sha, since)  # the branch holds exactly this
         if not await git.push(sha, self.head, head_sha if self.use_pr else None, self.use_pr):
@@ -427,6 +425,11 @@ class PromotionRun:
         out = []
         for i, item in enumerate(self.spec["edits"]):
             file = str(item["file"])
+            if posixpath.normpath(file) != file or file.startswith(("/", "../")):
+                raise PermanentTriggerError(
+                    f"edits[{i}].file: {file!r} is not a plain path in the repository; "
+                    "write it from the root, e.g. overlays/staging/kustomization.yaml"
+                )
             kind = "image" if "image" in item else "set"
             body = item[kind]
             fields = ("newTag", "digest", "newName") if kind == "image" else ("value",)

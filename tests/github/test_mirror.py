@@ -10,8 +10,9 @@ import pytest
 
 from eventsvc.config import load_config
 from eventsvc.github import gitops
-from eventsvc.github.gitops import Git
+from eventsvc.github.gitops import Git, GitError
 from eventsvc.github.mirror import Mirror, Mirrors
+from eventsvc.github.promotecommit import Snapshot
 from tests.github.deployrepo import STAGING, VALUES, commit_to, git, make_deploy_repo, show
 
 FILE = "overlays/staging/kustomization.yaml"
@@ -19,22 +20,56 @@ FILE = "overlays/staging/kustomization.yaml"
 
 async def test_commit_replaces_only_the_given_files(tmp_path: Path) -> None:
     bare, url = make_deploy_repo(tmp_path)
-    work = Git(url, tmp_path / "cache.git")
+    mirror = Mirror(tmp_path / "cache.git")
+    work = Git(url, mirror.path)
     await work.init()
     await work.fetch(["main"])
     main = git(bare, "rev-parse", "main").strip()
-    [commit, blob, gone] = await work.read([main, f"{main}:{FILE}", f"{main}:nope.yaml"])
+    snap = Snapshot(work)
+    await snap.load([main, *snap.names(main, [FILE]), f"{main}:nope.yaml"])
+    commit = snap.get(main)
     assert commit is not None and commit.type == "commit"
-    assert blob is not None and blob.text == STAGING and gone is None
-    sha, tree = await work.commit("refs/eventsvc/keep/t", main, {FILE: "images: []\n"}, "msg\n")
+    assert snap.text(main, FILE) == STAGING and snap.get(f"{main}:nope.yaml") is None
+    sha, tree = await mirror.commit(work, main, snap.trees(main), {FILE: "images: []\n"},
+                                    "msg\n")  # fmt: skip
     assert await work.push(sha, "bump", None, force=True)
     assert show(bare, "bump", FILE) == "images: []\n"
     assert show(bare, "bump", "charts/shop/values.yaml") == VALUES
     assert git(bare, "rev-parse", "bump^{tree}").strip() == tree
     assert git(bare, "rev-parse", "bump^").strip() == main
     assert git(bare, "log", "-1", "--format=%an|%B", "bump").strip() == "eventsvc|msg"
+    git(bare, "fsck", "--strict", "--no-dangling")
     # the lease: a second push expecting "no branch" is refused, not forced
     assert not await work.push(main, "bump", None, force=True)
+
+
+async def test_objects_match_what_git_itself_writes(tmp_path: Path) -> None:
+    """Entry order (a tree sorts as name + '/'), modes and nesting, checked against
+    the same change committed by git in a working tree."""
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    for rel in ("a/x.yaml", "a.b", "a-b/y.yaml", "a/deep/er/z.yaml", "run.sh", "b.yaml"):
+        (seed / rel).parent.mkdir(parents=True, exist_ok=True)
+        (seed / rel).write_text(f"{rel}: 1\n")
+    (seed / "run.sh").chmod(0o755)
+    git(seed, "add", ".")
+    git(seed, "commit", "-q", "-m", "seed")
+    base = git(seed, "rev-parse", "HEAD").strip()
+    mirror = Mirror(tmp_path / "cache.git")
+    work = Git(seed.resolve().as_uri(), mirror.path)
+    await work.init()
+    await work.fetch(["main"])
+    change = {"a/deep/er/z.yaml": "z: 2\n", "run.sh": "echo 2\n", "a-b/y.yaml": "y: 2\n"}
+    snap = Snapshot(work)
+    await snap.load(snap.names(base, change))
+    _, tree = await mirror.commit(work, base, snap.trees(base), change, "m\n")
+    with pytest.raises(GitError, match="was not read"):  # never an empty tree instead
+        await mirror.commit(work, base, {}, change, "m\n")
+
+    for rel, text in change.items():
+        (seed / rel).write_text(text)
+    git(seed, "commit", "-q", "-am", "change")
+    assert tree == git(seed, "rev-parse", "HEAD^{tree}").strip()
 
 
 async def test_mirror_fetches_only_what_it_lacks(
