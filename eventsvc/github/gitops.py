@@ -211,15 +211,24 @@ class Git:
         """`Name <email>` for commits."""
         return f"{_ident(self.author.name)} <{_ident(self.author.email)}>"
 
-    async def push(self, rev: str, branch: str, expect: str | None, force: bool) -> bool:
+    async def push(
+        self, rev: str, branch: str, expect: str | None, force: bool,
+        hold: tuple[str, str] | None = None,
+    ) -> bool:  # fmt: skip
         """Push `rev` to `branch`; False when the remote moved (rejected), to fetch and retry.
 
         `force` replaces the branch only if it still points at `expect` (None: must
-        not exist yet), so a racing promotion is never overwritten.
+        not exist yet), so a racing promotion is never overwritten. `hold=(other,
+        sha)`: push only if branch `other` is still at `sha` too (an atomic push that
+        leaves `other` as it is).
         """
         args = ["push", "--porcelain", self.url, f"{rev}:refs/heads/{branch}"]
         if force:
             args.insert(1, f"--force-with-lease=refs/heads/{branch}:{expect or ''}")
+        if hold is not None:
+            other, sha = hold
+            args[1:1] = ["--atomic", f"--force-with-lease=refs/heads/{other}:{sha}"]
+            args.append(f"{sha}:refs/heads/{other}")
         try:
             await self.run(*args)
         except GitError as e:

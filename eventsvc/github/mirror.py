@@ -48,6 +48,7 @@ class Mirror:
     path: Path
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     present: set[str] = field(default_factory=set)  # shas this process saw in it
+    tips: dict[str, str | None] = field(default_factory=dict)  # remote branches, last seen
     commits: int = 0
 
     @contextlib.asynccontextmanager

@@ -328,19 +328,17 @@ class PromotionRun:
         """Push this event's edits (`own`), with those pending on the branch, on top of
         the target; `own=False` only brings the pending ones up to date."""
         git = await self._git(mirror)
-        branches = [self.target, self.head, *(self._copy_branches() if own else [])]
-        try:
-            async with asyncio.TaskGroup() as group:  # two round trips at once
-                listing = group.create_task(self._pulls()) if self.use_pr else None
-                remote: dict[str, str] | None = await git.ls_remote(branches)
-            pulls = listing.result() if listing is not None else []
-        except* TriggerError as failed:  # the first failure, as a single error
-            raise failed.exceptions[0] from None
+        remote = self._remembered(mirror, own)
+        optimistic = remote is not None
+        if remote is not None:
+            pulls = await self._pulls() if self.use_pr else []
+        else:
+            remote, pulls = await self._tips_and_pulls(git, mirror, own)
         raced = False
         try:
             for attempt in range(1, self.attempts + 1):
-                outcome = await self._attempt(git, mirror, pulls, raced, own, remote)
-                remote = None
+                outcome = await self._attempt(git, mirror, pulls, raced, own, remote, optimistic)
+                remote, optimistic = None, False
                 if isinstance(outcome, Staged):
                     outcome.pulls = pulls
                     return outcome
@@ -354,15 +352,46 @@ class PromotionRun:
             "moving; the event will be retried"
         )
 
+    def _remembered(self, mirror: Mirror, own: bool) -> dict[str, str] | None:
+        """The tips this process last saw, to try without asking the remote first (one
+        round trip less): only a push whose leases hold on both the promotion branch
+        and the target proves them right; anything else asks the remote and retries."""
+        target = mirror.tips.get(self.target)
+        if target is None or (self.head == self.target and self.use_pr):
+            return None
+        if own and self._copy_branches():
+            return None
+        head = mirror.tips.get(self.head) if self.use_pr else None
+        return {self.target: target} | ({self.head: head} if head is not None else {})
+
+    async def _tips_and_pulls(
+        self, git: Git, mirror: Mirror, own: bool
+    ) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        branches = [self.target, self.head, *(self._copy_branches() if own else [])]
+        try:
+            async with asyncio.TaskGroup() as group:  # two round trips at once
+                listing = group.create_task(self._pulls()) if self.use_pr else None
+                remote = await git.ls_remote(branches)
+        except* TriggerError as failed:  # the first failure, as a single error
+            raise failed.exceptions[0] from None
+        self._remember(mirror, remote)
+        return remote, listing.result() if listing is not None else []
+
+    def _remember(self, mirror: Mirror, remote: Mapping[str, str]) -> None:
+        for branch in {self.target, self.head}:
+            mirror.tips[branch] = remote.get(branch)
+
     async def _attempt(
         self, git: Git, mirror: Mirror, pulls: list[dict[str, Any]], raced: bool, own: bool,
-        remote: dict[str, str] | None,
+        remote: dict[str, str] | None, optimistic: bool = False,
     ) -> Staged | str:  # fmt: skip
         """What the branch holds now, or "raced" (push rejected) / "stale" (the remote
-        moved while we fetched) to try again. `remote`: the branch tips, when just read."""
+        moved while we fetched, or remembered tips were wrong) to try again. `remote`:
+        the branch tips, when just read or remembered (`optimistic`)."""
         sources = self._copy_branches() if own else []
         if remote is None:
             remote = await git.ls_remote([self.target, self.head, *sources])
+            self._remember(mirror, remote)
         target = remote.get(self.target)
         if target is None:
             raise PermanentTriggerError(
@@ -390,13 +419,18 @@ class PromotionRun:
         texts, changes = self._apply(snap, target, all_edits)
         since = self.clock.now() if since is None else since
         if not texts:
-            return Staged([], False, None, since)
+            return "stale" if optimistic else Staged([], False, None, since)
         message = self._commit_message(changes, all_edits, since)
         sha, tree = await mirror.commit(git, target, snap.trees(target), texts, message)
         if head is not None and head_sha is not None and promotecommit.tree_of(head) == tree:
+            if optimistic:  # "nothing to push" is only believed from the remote's own word
+                return "stale"
             return Staged(changes, False, head_sha, since)  # the branch holds exactly this
-        if not await git.push(sha, self.head, head_sha if self.use_pr else None, self.use_pr):
-            return "raced"
+        hold = (self.target, target) if optimistic and self.use_pr else None
+        expect = head_sha if self.use_pr else None
+        if not await git.push(sha, self.head, expect, self.use_pr, hold=hold):
+            return "stale" if optimistic else "raced"
+        mirror.tips[self.head] = sha
         return Staged(changes, True, sha, since)
 
     def _pending(self, head_sha: str, pulls: list[dict[str, Any]]) -> bool:

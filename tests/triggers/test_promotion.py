@@ -171,11 +171,11 @@ async def test_racing_promotions_on_one_branch_both_land(
     raced: list[str] = []
 
     async def push_after_the_other(self: gitops.Git, rev: str, branch: str, expect: str | None,
-                                   force: bool) -> bool:  # fmt: skip
+                                   force: bool, **kw: Any) -> bool:  # fmt: skip
         if not raced:  # the worker promotion lands between our fetch and our push
             raced.append(branch)
             await other.execute(worker, ctx(release("x", "w1"), "worker"))
-        return await original(self, rev, branch, expect, force)
+        return await original(self, rev, branch, expect, force, **kw)
 
     monkeypatch.setattr(gitops.Git, "push", push_after_the_other)
     result = await make_trigger().execute(shop, ctx(release("1.5.0")))
@@ -212,11 +212,11 @@ async def test_direct_push_retries_when_target_moved(
     moved: list[bool] = []
 
     async def push_after_someone(self: gitops.Git, rev: str, branch: str, expect: str | None,
-                                 force: bool) -> bool:  # fmt: skip
+                                 force: bool, **kw: Any) -> bool:  # fmt: skip
         if not moved:
             moved.append(True)
             commit_to(bare, tmp_path, "main", "charts/shop/values.yaml", "replicaCount: 3\n")
-        return await original(self, rev, branch, expect, force)
+        return await original(self, rev, branch, expect, force, **kw)
 
     monkeypatch.setattr(gitops.Git, "push", push_after_someone)
     result = await make_trigger().execute(
@@ -338,3 +338,26 @@ spec:
         await asyncio.sleep(0.05)
     assert fake.pulls[REPO][0]["title"] == "Promote shop to staging: 2.0.0"
     assert 'newTag: "2.0.0"' in show(bare, HEAD, STAGING_FILE)
+
+
+async def test_remembered_tips_are_checked_by_the_push(
+    fake: FakeGitHub, deploy: tuple[Path, str], make_trigger: Callable[[], PromotionTrigger],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A run first tries the tips it saw last time, without asking the remote; when the
+    target or the branch moved meanwhile, the push is refused and the run starts over."""
+    bare, url = deploy
+    trigger, other = make_trigger(), make_trigger()
+    await trigger.execute(spec(url), ctx(release("1.5.0")))
+    commit_to(bare, tmp_path, "main", "charts/shop/values.yaml", "replicaCount: 3\n")
+    await trigger.execute(spec(url), ctx(release("1.6.0", "e2")))  # target moved
+    assert git(bare, "rev-parse", f"{HEAD}^").strip() == git(bare, "rev-parse", "main").strip()
+    assert show(bare, HEAD, "charts/shop/values.yaml") == "replicaCount: 3\n"
+    values = {"file": "charts/shop/values.yaml", "set": {"path": "replicaCount", "value": 5}}
+    await other.execute(spec(url, edits=[values]), ctx(release("x", "e3")))  # branch moved
+    result = await trigger.execute(spec(url), ctx(release("1.7.0", "e4")))
+    assert result.detail["outcome"] == "updated"
+    assert show(bare, HEAD, "charts/shop/values.yaml") == "replicaCount: 5\n"
+    assert 'newTag: "1.7.0"' in show(bare, HEAD, STAGING_FILE)
+    again = await trigger.execute(spec(url), ctx(release("1.7.0", "e5")))  # nothing to push:
+    assert again.detail["outcome"] == "unchanged"  # believed only after asking the remote
