@@ -6,7 +6,8 @@ processes). Now each repository URL has a bare repository under
 turns the cache off and gives every run a temp repository). Objects a run needs
 are fetched only when the remote tip is not already there, and a run writes its
 commit as plain git objects (`eventsvc.github.objects`), so the cache has no working tree to
-keep clean.
+keep clean. `tips` remembers the remote branch tips last seen, which a run may
+try first (see `PromotionRun._remembered`): a wrong memory only costs a refused push.
 
 Concurrency: fetches update refs and the `shallow` file, so they (and `git gc`)
 hold the mirror's lock: an `asyncio.Lock` inside a process and `flock` on
