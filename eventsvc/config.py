@@ -34,8 +34,8 @@ def _bool(value: Any) -> bool:
 
 
 def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not an integer")
+    if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit():
+        raise ValueError("Not a whole number.")
     return int(value)
 
 

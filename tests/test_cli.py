@@ -72,3 +72,24 @@ def test_send_to_unreachable_bus_says_so() -> None:
     result = run("send", "--type", "t", "--source", "s", "--nats-url", "nats://127.0.0.1:1")
     assert result.returncode == 1
     assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
+
+
+def test_nightly_cleanup_example_sweeps_on_its_tick(tmp_path: Path) -> None:
+    import json
+
+    tick = {"specversion": "1.0", "id": "nightly-cleanup:2026-11-28T02:00:00Z",
+            "type": "dev.eventsvc.schedule.tick", "source": "eventsvc://schedules/nightly-cleanup",
+            "subject": "nightly-cleanup", "time": "2026-11-28T02:00:00Z",
+            "data": {"scheduledTime": "2026-11-28T02:00:00Z", "firedTime": "2026-11-28T02:00:00Z",
+                     "data": {}}}  # fmt: skip
+    path = tmp_path / "tick.json"
+    path.write_text(json.dumps(tick))
+    result = run("test", "sensors/nightly-cleanup.yaml", "--event", str(path),
+                 "--nats-subject", "events.cron.nightly-cleanup", "--expect-fire", "sweep-previews")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"mode": "sweep"' in result.stdout
+    tick["source"] = "eventsvc://schedules/other"
+    path.write_text(json.dumps(tick))
+    result = run("test", "sensors/nightly-cleanup.yaml", "--event", str(path),
+                 "--nats-subject", "events.cron.nightly-cleanup", "--expect-fire", "sweep-previews")  # fmt: skip
+    assert result.returncode == 1

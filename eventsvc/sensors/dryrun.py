@@ -27,7 +27,7 @@ from eventsvc.config import load_config
 from eventsvc.errors import EventsvcError
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
-from eventsvc.sensors import filters, params
+from eventsvc.sensors import filters, params, results
 from eventsvc.sensors.engine import CompiledSensor, subject_matches
 from eventsvc.sensors.spec import SensorSpec
 
@@ -56,7 +56,8 @@ def add_parser(sub: Any) -> None:
                         "X-GitHub-Event (e.g. pull_request)")  # fmt: skip
     p.add_argument("--nats-subject",
                    help="NATS subject the events arrived on (default: events.github.<event> "
-                        "for GitHub, else unchecked)")  # fmt: skip
+                        "for GitHub, results.<sensor>.<trigger> for a trigger result, "
+                        "else unchecked)")  # fmt: skip
     p.add_argument("--time", help="RFC 3339 time for events that carry none (default: now)")
     p.add_argument("--expect-fire", action="append", default=[], metavar="TRIGGER")
     p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER")
@@ -118,7 +119,7 @@ def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
         except events.EventDecodeError as e:
             raise UsageError(f"{origin}: {e}") from e
         gh = doc.get("githubevent")
-        subject = args.nats_subject or (f"events.github.{gh}" if gh else None)
+        subject = args.nats_subject or (f"events.github.{gh}" if gh else _result_subject(doc))
         return Input(event, subject, origin)
     if not args.github_event:
         raise UsageError(f"{origin}: not a CloudEvent (no specversion); for a raw GitHub "
@@ -139,6 +140,17 @@ def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
     event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
     subject = args.nats_subject or f"events.github.{events.sanitize_token(name)}"
     return Input(event, subject, origin)
+
+
+def _result_subject(doc: dict[str, Any]) -> str | None:
+    """`results.<sensor>.<trigger>` for a trigger result event, which says both."""
+    data = doc.get("data")
+    if doc.get("type") != results.RESULT_TYPE or not isinstance(data, dict):
+        return None
+    sensor, trigger = data.get("sensor"), data.get("trigger")
+    if not isinstance(sensor, str) or not isinstance(trigger, str):
+        return None
+    return results.subject(sensor, trigger)
 
 
 def _show(value: Any, raw: bool = False) -> str:

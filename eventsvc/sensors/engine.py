@@ -1,4 +1,8 @@
-"""The sensor engine: one durable pull consumer per sensor, filters, conditions, triggers.
+"""The sensor engine: durable pull consumers per sensor, filters, conditions, triggers.
+
+A sensor reads EVENTS through one durable consumer, and RESULTS through a second one when
+a dependency follows trigger results (`eventSubject: results.<sensor>.<trigger>`); both
+feed the same matching and delivery.
 
 Delivery contract: an event is acknowledged only after its triggers finished —
 success, or a permanent failure / exhausted retries recorded in the DLQ stream.
@@ -23,7 +27,7 @@ from structlog.typing import FilteringBoundLogger
 
 from eventsvc import events, logs, metrics
 from eventsvc.bus import Bus, Delivery, PullConsumer
-from eventsvc.bus.streams import EVENTS
+from eventsvc.bus.streams import EVENTS, RESULTS
 from eventsvc.config import Config
 from eventsvc.errors import (
     BusError,
@@ -34,22 +38,29 @@ from eventsvc.errors import (
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import conditions, correlation, delivery, filters, keys, params, results
 from eventsvc.sensors.delivery import Outcome, RunState
-from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec
+from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec, stream_of
+from eventsvc.sensors.spec import subject_matches as subject_matches  # re-exported
 from eventsvc.triggers import REGISTRY, Services, TriggerContext, TriggerKind, TriggerResult
 
 log = logs.get("eventsvc.sensors")
+STREAMS = (EVENTS, RESULTS)  # the streams a sensor's consumers read; see spec.stream_of
 FIRED_BUCKET = delivery.LEDGER_BUCKET
 
 
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard match: `*` one token, `>` the rest."""
-    pat, sub = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(pat):
+def _covers(wide: str, narrow: str) -> bool:
+    """Every subject `narrow` matches, `wide` matches too."""
+    pw, pn = wide.split("."), narrow.split(".")
+    for i, tok in enumerate(pw):
         if tok == ">":
-            return len(sub) > i
-        if i >= len(sub) or (tok != "*" and tok != sub[i]):
+            return len(pn) > i
+        if i >= len(pn) or pn[i] == ">" or (tok != "*" and tok != pn[i]):
             return False
-    return len(pat) == len(sub)
+    return len(pw) == len(pn)
+
+
+def _filter_subjects(subjects: set[str]) -> tuple[str, ...]:
+    """A consumer's filter subjects: without those another one covers (NATS refuses overlaps)."""
+    return tuple(sorted(s for s in subjects if not any(t != s and _covers(t, s) for t in subjects)))
 
 
 class CompiledTrigger:
@@ -82,10 +93,15 @@ class CompiledSensor:
         self.correlate: dict[str, keys.KeyFn] = {
             d.name: keys.compile_key(d.correlate) for d in spec.dependencies if d.correlate
         }
-        subjects = {d.event_subject for d in spec.dependencies}
-        self.subjects: tuple[str, ...] = ("events.>",) if "events.>" in subjects else tuple(
-            sorted(subjects)
-        )
+        by_stream: dict[str, set[str]] = {}
+        for d in spec.dependencies:
+            by_stream.setdefault(stream_of(d.event_subject), set()).add(d.event_subject)
+        self.streams: dict[str, tuple[str, ...]] = {
+            stream: _filter_subjects(subjects) for stream, subjects in sorted(by_stream.items())
+        }
+        """The subjects its consumer on each stream reads: EVENTS, and RESULTS if it follows
+        trigger results."""
+        self.subjects = tuple(s for subjects in self.streams.values() for s in subjects)
         # every delivery may run one attempt of one trigger; keep spares for crashes
         self.max_deliver = sum(t.strategy.steps for t in self.triggers) + config.max_deliveries + 1
 
@@ -134,7 +150,8 @@ class TriggerPool:
 
 
 class SensorRunner:
-    """Reads one sensor's durable consumer and runs its triggers, up to `concurrency` at once."""
+    """Reads one sensor's durable consumer on each stream it follows (EVENTS, RESULTS) and runs
+    its triggers, up to `concurrency` at once per stream; matching and delivery are shared."""
 
     def __init__(
         self,
@@ -153,7 +170,7 @@ class SensorRunner:
         self.ledger = ledger
         self.partials = partials
         self.coordinator = coordinator
-        self.consumer: PullConsumer | None = None
+        self.consumers: dict[str, PullConsumer] = {}  # by stream
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.log = log.bind(sensor=sensor.name)
@@ -163,24 +180,39 @@ class SensorRunner:
         return f"sensor-{self.sensor.name}"
 
     async def open(self) -> None:
-        self.consumer = await self.bus.pull_consumer(
-            EVENTS,
-            self.durable,
-            self.sensor.subjects,
-            ack_wait=self.config.ack_wait,
-            max_deliver=self.sensor.max_deliver,
-            max_ack_pending=max(1000, self.config.sensor_concurrency * 4),
-        )
+        """Create or update its consumers, and delete one on a stream it no longer reads."""
+        for stream in STREAMS:
+            if stream not in self.sensor.streams:
+                await self.bus.delete_consumer(stream, self.durable)
+        for stream, subjects in self.sensor.streams.items():
+            self.consumers[stream] = await self.bus.pull_consumer(
+                stream,
+                self.durable,
+                subjects,
+                ack_wait=self.config.ack_wait,
+                max_deliver=self.sensor.max_deliver,
+                max_ack_pending=max(1000, self.config.sensor_concurrency * 4),
+            )
 
     async def run(self) -> None:
-        assert self.consumer is not None
+        assert self.consumers
+        if len(self.consumers) == 1:
+            [consumer] = self.consumers.values()
+            await self._pump(consumer)
+            return
+        async with asyncio.TaskGroup() as group:
+            for stream, consumer in self.consumers.items():
+                group.create_task(self._pump(consumer), name=f"{self.durable}-{stream}")
+
+    async def _pump(self, consumer: PullConsumer) -> None:
+        mine: set[asyncio.Task[None]] = set()
         while not self._stopping.is_set():
-            free = self.config.sensor_concurrency - len(self._inflight)
+            free = self.config.sensor_concurrency - len(mine)
             if free <= 0:
-                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(set(mine), return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                batch = await self.consumer.fetch(free, timeout=1.0)
+                batch = await consumer.fetch(free, timeout=1.0)
             except BusUnavailableError as e:
                 self.log.warning("bus unavailable, fetch paused", error=str(e))
                 await self._sleep(1.0)
@@ -188,6 +220,8 @@ class SensorRunner:
             for msg in batch:
                 task = asyncio.create_task(self._handle(msg), name=f"{self.durable}-msg")
                 self._inflight.add(task)
+                mine.add(task)
+                task.add_done_callback(mine.discard)
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -213,8 +247,8 @@ class SensorRunner:
                 self.log.warning("cancelled unfinished trigger runs; they will be redelivered",
                                  count=len(still))  # fmt: skip
                 await asyncio.gather(*still, return_exceptions=True)
-        if self.consumer is not None:
-            await self.consumer.close()
+        for consumer in self.consumers.values():
+            await consumer.close()
 
     async def _handle(self, msg: Delivery) -> None:
         try:
@@ -229,6 +263,12 @@ class SensorRunner:
         matched, _ = self.sensor.match(msg.subject, filters.EventView.of(event))
         if not matched:
             elog.debug("event filtered out", type=event.get_type())
+            await msg.ack()
+            return
+        if results.depth_of(event) >= results.MAX_DEPTH:
+            elog.error("result of a chain of results too deep; not firing (a loop of sensors "
+                       "following each other's results?)", depth=results.depth_of(event),
+                       limit=results.MAX_DEPTH, source=event.get_source())  # fmt: skip
             await msg.ack()
             return
         metrics.EVENTS_MATCHED.labels(self.sensor.name).inc()
@@ -309,7 +349,7 @@ class SensorRunner:
         if state is not None and state.final:
             elog.info("trigger already finished for these events; not running again",
                       trigger=name, outcome=state.outcome)  # fmt: skip
-            await self._result(name, ids, Outcome.DUPLICATE, state.attempts, 0.0)
+            await self._result(name, plan.by_dep, Outcome.DUPLICATE, state.attempts, 0.0)
             await self._consume(plan)
             return None
         last = msg.num_delivered >= self.sensor.max_deliver
@@ -329,7 +369,7 @@ class SensorRunner:
             if not held:
                 elog.info("superseded by a newer event", trigger=name, key=gkey)
                 await self.ledger.put(key, RunState(Outcome.SUPERSEDED, attempt - 1))
-                await self._result(name, ids, Outcome.SUPERSEDED, attempt - 1, 0.0,
+                await self._result(name, plan.by_dep, Outcome.SUPERSEDED, attempt - 1, 0.0,
                                    detail={"concurrencyKey": gkey})  # fmt: skip
                 await self._consume(plan)
                 return None
@@ -350,7 +390,7 @@ class SensorRunner:
             done = Outcome.SKIPPED if result and result.outcome == "skipped" else Outcome.SUCCESS
             await self.ledger.put(key, RunState(done, attempt))
             detail = result.detail if result is not None else {}
-            await self._result(name, ids, done, attempt, took, detail=detail)
+            await self._result(name, plan.by_dep, done, attempt, took, detail=detail)
             await self._consume(plan)
             return None
         temporary = isinstance(error, TemporaryTriggerError)
@@ -360,14 +400,15 @@ class SensorRunner:
                 delay = max(delay, error.delay)
             due = time.time() + delay
             await self.ledger.put(key, RunState(Outcome.RETRY, attempt, due, str(error)))
-            await self._result(name, ids, Outcome.RETRY, attempt, took, error=str(error))
+            await self._result(name, plan.by_dep, Outcome.RETRY, attempt, took, error=str(error))
             return due
         reason = "retries exhausted" if temporary else "permanent failure"
         elog.error("trigger failed for good; sent to DLQ", trigger=name, reason=reason,
                    attempts=attempt, error=str(error))  # fmt: skip
         if not await self._dead_letter(msg, plan.by_dep, reason, str(error), name, attempt):
             return time.time() + self.config.redelivery_delay
-        await self._result(name, ids, Outcome.FAILED, attempt, took, error=f"{reason}: {error}")
+        await self._result(name, plan.by_dep, Outcome.FAILED, attempt, took,
+                           error=f"{reason}: {error}")  # fmt: skip
         await self._fire_dlq(trig, plan.by_dep, error, attempt)
         await self.ledger.put(key, RunState(Outcome.FAILED, attempt, error=str(error)))
         await self._consume(plan)
@@ -410,7 +451,6 @@ class SensorRunner:
         dlq = trig.spec.delivery.dlq
         if dlq is None:
             return
-        ids = [e.get_id() for e in by_dep.values()]
         ctx = TriggerContext(self.sensor.name, dlq.name, by_dep, attempt=attempts)
         started = time.perf_counter()
         try:
@@ -418,11 +458,11 @@ class SensorRunner:
         except Exception as e:  # the event still goes to the DLQ stream
             self.log.error("dlqTrigger failed", trigger=trig.spec.name, dlq_trigger=dlq.name,
                            error=f"{type(e).__name__}: {e}")  # fmt: skip
-            await self._result(dlq.name, ids, Outcome.FAILED, 1, time.perf_counter() - started,
+            await self._result(dlq.name, by_dep, Outcome.FAILED, 1, time.perf_counter() - started,
                                error=str(e), dlq=True)  # fmt: skip
             return
         detail = {"for": trig.spec.name, "error": str(error), **result.detail}
-        await self._result(dlq.name, ids, Outcome.SUCCESS, 1, time.perf_counter() - started,
+        await self._result(dlq.name, by_dep, Outcome.SUCCESS, 1, time.perf_counter() - started,
                            detail=detail, dlq=True)  # fmt: skip
 
     async def _consume(self, plan: Plan) -> None:
@@ -432,7 +472,7 @@ class SensorRunner:
     async def _result(
         self,
         trigger: str,
-        ids: list[str],
+        by_dep: Mapping[str, CloudEvent],
         outcome: Outcome,
         attempt: int,
         took: float,
@@ -441,8 +481,11 @@ class SensorRunner:
         detail: Mapping[str, object] | None = None,
         dlq: bool = False,
     ) -> None:
+        ids = [e.get_id() for e in by_dep.values()]
+        depth = 1 + max((results.depth_of(e) for e in by_dep.values()), default=0)
         run = results.RunResult(self.sensor.name, trigger, ids, outcome.value, attempt, took,
-                                error, dict(detail or {}), dlq)  # fmt: skip
+                                error, dict(detail or {}), dlq, results.cause(by_dep),
+                                depth)  # fmt: skip
         await results.publish(self.bus, run)
 
     def _record(self, trigger: str, outcome: str, started: float) -> None:
@@ -553,7 +596,8 @@ class Engine:
             wanted = {s.name: s for s in sensors}
             for name in [n for n in self.runners if n not in wanted]:
                 await self._stop_one(name)
-                await self.bus.delete_consumer(EVENTS, f"sensor-{name}")
+                for stream in STREAMS:
+                    await self.bus.delete_consumer(stream, f"sensor-{name}")
                 log.info("sensor removed", sensor=name)
             for name, spec in wanted.items():
                 current = self.runners.get(name)

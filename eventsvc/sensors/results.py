@@ -1,8 +1,18 @@
 """Trigger run results: one CloudEvent per run on `results.<sensor>.<trigger>` (stream
-RESULTS), and the table `eventsvc results` prints."""
+RESULTS), and the table `eventsvc results` prints.
+
+A result is an event other sensors can depend on (`eventSubject: results.<sensor>.<trigger>`),
+so it says what a follow-up needs: `outcome`, `detail` (what the trigger reported) and
+`events.<dependency>`, the events the run fired on (id, source, type, subject, time and
+`data`). `data` is copied whole when small; a larger payload (a GitHub webhook body is
+20-60 KiB) is cut to its top-level scalars plus a fixed view of the GitHub objects
+(`TRIMMED_PATHS`), marked `dataTrimmed: true`. `depth` counts results of results; the
+engine does not fire on a result deeper than `MAX_DEPTH`, so a loop across sensors ends.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,6 +27,87 @@ from eventsvc.events import CloudEvent
 
 log = logs.get("eventsvc.sensors")
 RESULT_TYPE = "dev.eventsvc.trigger.result"
+MAX_DEPTH = 8  # results of results of ... beyond this do not fire triggers
+KEEP_WHOLE_BYTES = 4096  # event data up to this size (as JSON) is copied whole
+TRIMMED_PATHS: Mapping[str, tuple[str, ...]] = {
+    "repository": ("full_name", "name", "html_url", "clone_url", "default_branch",
+                   "owner.login"),
+    "pull_request": ("number", "html_url", "title", "state", "draft", "merged", "updated_at",
+                     "head.sha", "head.ref", "base.ref", "user.login", "labels.*.name"),
+    "issue": ("number", "html_url", "title", "state", "pull_request.html_url"),
+    "sender": ("login",),
+    "label": ("name",),
+    "release": ("tag_name", "html_url"),
+    "check_suite": ("head_sha", "head_branch", "conclusion"),
+    "workflow_run": ("head_sha", "head_branch", "conclusion", "html_url"),
+    "deployment": ("sha", "ref", "environment"),
+}  # fmt: skip
+
+
+def _pick(node: Any, path: list[str]) -> Any:
+    """The parts of `node` on `path` (`*` maps over a list), or None when absent."""
+    if not path:
+        return node
+    head, rest = path[0], path[1:]
+    if head == "*":
+        if not isinstance(node, list):
+            return None
+        return [_pick(item, rest) for item in node]
+    if not isinstance(node, Mapping) or head not in node:
+        return None
+    value = _pick(node[head], rest)
+    return None if value is None else {head: value}
+
+
+def _merge(into: dict[str, Any], part: Mapping[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def trim(data: Any) -> tuple[Any, bool]:
+    """(`data`, False) when small, else (a trimmed view, True); see the module doc."""
+    try:
+        size = len(json.dumps(data, default=str))
+    except (TypeError, ValueError):
+        return None, True
+    if size <= KEEP_WHOLE_BYTES:
+        return data, False
+    if not isinstance(data, Mapping):
+        return None, True
+    view: dict[str, Any] = {k: v for k, v in data.items()
+                            if v is None or isinstance(v, str | int | float | bool)}  # fmt: skip
+    for key, paths in TRIMMED_PATHS.items():
+        for path in paths:
+            part = _pick(data, [key, *path.split(".")])
+            if part is not None:
+                _merge(view, part)
+    return view, True
+
+
+def cause(by_dep: Mapping[str, CloudEvent]) -> dict[str, dict[str, Any]]:
+    """The events of a run, by dependency, as a result carries them."""
+    out: dict[str, dict[str, Any]] = {}
+    for dep, event in by_dep.items():
+        doc = events.to_dict(event)
+        keys: tuple[str, ...] = ("id", "source", "type", "subject", "time")
+        record: dict[str, Any] = {k: doc[k] for k in keys if k in doc}
+        record["data"], trimmed = trim(doc.get("data"))
+        if trimmed:
+            record["dataTrimmed"] = True
+        out[dep] = record
+    return out
+
+
+def depth_of(event: CloudEvent) -> int:
+    """How many results deep `event` is: 0 for an event that is not a result."""
+    if event.get_type() != RESULT_TYPE:
+        return 0
+    data = event.get_data()
+    depth = data.get("depth") if isinstance(data, Mapping) else None
+    return depth if isinstance(depth, int) and depth > 0 else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +121,8 @@ class RunResult:
     error: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
     dlq: bool = False  # this run is the DLQ trigger of `trigger`
+    events: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # see `cause`
+    depth: int = 1
 
     def data(self) -> dict[str, Any]:
         return {
@@ -42,6 +135,8 @@ class RunResult:
             "error": self.error or None,
             "detail": dict(self.detail),
             "dlqTrigger": self.dlq,
+            "events": dict(self.events),
+            "depth": self.depth,
         }
 
 

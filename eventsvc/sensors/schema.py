@@ -108,7 +108,9 @@ def _dependency() -> dict[str, Any]:
             },
             "eventSubject": {
                 "type": "string",
-                "description": "NATS subject filter (default events.>); narrows what is read.",
+                "description": "NATS subject filter (default events.>): events.<...> reads the "
+                               "EVENTS stream, results.<sensor>.<trigger> the trigger results "
+                               "(stream RESULTS); wildcards * and > allowed.",
             },
             "filtersLogicalOperator": {
                 **_LOGIC,

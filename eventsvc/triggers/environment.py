@@ -13,6 +13,10 @@ event changes nothing. The PR's `updated_at` is kept as an annotation, so
 `mode: sweep` (from a Schedule) can delete stale environments from the
 Kubernetes API alone. The PR comes from the event (a GitHub `pull_request`
 webhook body) unless `pullRequest` gives its fields explicitly.
+
+The result detail says what a follow-up (a PR comment, a commit status) needs:
+`action` (created, updated, deleted, skipped), `url`, `repository` (owner/repo),
+`pullRequest` (number), `headSha`, `namespace`, `application`, `reason`.
 """
 
 from __future__ import annotations
@@ -242,17 +246,20 @@ class EnvironmentTrigger:
         verdict, why = decide(pr, spec.get("gates", {}))
         name = environment_name(pr.number, pr.repository, spec.get("namePrefix", "pr"))
         argocd = str(spec.get("argocdNamespace", "argocd"))
+        url = self.url(spec, pr, name)
         detail: dict[str, Any] = {"namespace": name, "application": name,
                                   "pullRequest": pr.number, "repository": pr.repository,
+                                  "headSha": pr.head_sha, "url": url,
                                   "reason": why}  # fmt: skip
         if verdict == "skip":
             return TriggerResult(outcome="skipped", detail={**detail, "action": "skipped"})
         if verdict == "teardown":
             gone = await teardown(cluster, name, name, argocd)
             return TriggerResult(detail={**detail, "action": "deleted", **gone})
-        url = self.url(spec, pr, name)
+        app_res = await cluster.resource(ARGO_API, "Application")
+        existed = await cluster.get_or_none(app_res, name, argocd) is not None
         await self._ensure(cluster, spec, ctx, pr, name, argocd, url)
-        return TriggerResult(detail={**detail, "action": "ensured", "url": url,
+        return TriggerResult(detail={**detail, "action": "updated" if existed else "created",
                                      "image": self.image(spec, pr)})  # fmt: skip
 
     # -- building ----------------------------------------------------------------------------

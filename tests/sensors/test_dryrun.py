@@ -132,3 +132,32 @@ def test_invalid_sensor_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[st
     event = write(tmp_path, "pr.json", pr_payload())
     code, out = run(capsys, str(sensor), "--event", event, "--github-event", "pull_request")
     assert code == 1 and "dependency 'x' is not declared" in out
+
+
+def _env_result(action: str) -> dict[str, object]:
+    detail = {"action": action, "url": "https://pr-7.preview.example.com", "reason": "closed",
+              "repository": "acme/shop", "pullRequest": 7, "namespace": "pr-7-acme-shop",
+              "headSha": "0123456789abcdef0123456789abcdef01234567"}  # fmt: skip
+    return {"specversion": "1.0", "id": f"r-{action}", "type": "dev.eventsvc.trigger.result",
+            "source": "eventsvc/sensors/pr-environments", "subject": "preview-environment",
+            "data": {"sensor": "pr-environments", "trigger": "preview-environment",
+                     "outcome": "success", "detail": detail}}  # fmt: skip
+
+
+def test_pr_environment_feedback_on_a_sample_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sensor = str(ROOT / "sensors" / "pr-environments.yaml")
+    created = write(tmp_path, "created.json", _env_result("created"))
+    code, out = run(capsys, sensor, "--event", created, "--expect-fire", "comment-url",
+                    "--expect-fire", "status", "--expect-no-fire", "comment-removed")  # fmt: skip
+    assert code == 0, out
+    assert ("pass  eventSubject  seen 'results.pr-environments.preview-environment'  expected "
+            "'results.pr-environments.preview-environment'") in out  # from the result's data
+    assert '"targetUrl": "https://pr-7.preview.example.com"' in out
+    assert '"number": 7,' in out
+    deleted = write(tmp_path, "deleted.json", _env_result("deleted"))
+    code, out = run(capsys, sensor, "--event", deleted, "--expect-fire", "comment-removed",
+                    "--expect-no-fire", "comment-url", "--expect-no-fire", "status")  # fmt: skip
+    assert code == 0, out
+    assert "was removed\\n(closed)." in out

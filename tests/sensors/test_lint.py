@@ -87,8 +87,12 @@ CASES = [
      "s.yaml:7: spec.dependencies[0].filters.time: start and stop are both '10:00'"),
     ("bad timezone", "      filters: {time: {start: '1:00', stop: '2:00', timezone: Mars/X}}\n",
      "s.yaml:7: spec.dependencies[0].filters.time: 'Mars/X' is not an IANA timezone"),
-    ("subject outside stream", "      eventSubject: github.push\n",
-     "s.yaml:7: spec.dependencies[0].eventSubject: 'github.push' is outside the EVENTS stream"),
+    ("subject outside stream", "      eventSubject: foo.bar\n",
+     "s.yaml:7: spec.dependencies[0].eventSubject: 'foo.bar' is in no stream a sensor reads: "
+     "start it with 'events.' (stream EVENTS, e.g. 'events.github.>') or 'results.' (stream "
+     "RESULTS"),
+    ("bare wildcard subject", "      eventSubject: '>'\n",
+     "s.yaml:7: spec.dependencies[0].eventSubject: '>' is in no stream a sensor reads"),
     ("bad attribute name", "      filters: {context: {Type: x}}\n",
      "s.yaml:7: spec.dependencies[0].filters.context: 'Type': CloudEvents attribute names"),
 ]
@@ -173,3 +177,31 @@ def test_foreign_double_braces_are_left_alone(tmp_path: Path) -> None:
   triggers:
     - template: {name: t, log: {message: "{{workflow.name}} {{inputs.parameters.x}}"}}
 """) == []
+
+
+@pytest.mark.parametrize("subject", ["results.x.y", "results.*.preview", "results.x.>",
+                                     "events.github.>"])  # fmt: skip
+def test_results_subjects_are_accepted(tmp_path: Path, subject: str) -> None:
+    assert lint(tmp_path, f"""\
+  dependencies:
+    - {{name: done, eventSubject: '{subject}'}}
+  triggers:
+    - template: {{name: t, log: {{}}}}
+""") == []
+
+
+def test_a_trigger_following_its_own_results_is_refused(tmp_path: Path) -> None:
+    problems = lint(tmp_path, """\
+  dependencies:
+    - {name: pr, eventSubject: events.github.pull_request}
+    - {name: done, eventSubject: 'results.s.*'}
+  triggers:
+    - template: {name: env, conditions: pr, log: {}}
+    - template: {name: report, conditions: done, log: {}}
+""")
+    assert problems == [
+        "s.yaml:10: spec.triggers[1].template.conditions: dependency 'done' (eventSubject "
+        "'results.s.*') matches this trigger's own results 'results.s.report', so every run "
+        "would fire it again; narrow the eventSubject to the results it follows, e.g. "
+        "'results.<sensor>.<trigger>'"
+    ]

@@ -56,7 +56,7 @@ async def test_opened_applies_namespace_and_application(
     result = await run(kube_services, pr_event("opened"))
     assert result.detail == {
         "namespace": "pr-7-acme-shop", "application": "pr-7-acme-shop", "pullRequest": 7,
-        "repository": "acme/shop", "reason": "opened", "action": "ensured",
+        "repository": "acme/shop", "headSha": SHA, "reason": "opened", "action": "created",
         "url": "https://pr-7.preview.example.com", "image": f"ghcr.io/acme/shop:{SHA}",
     }  # fmt: skip
     ns_apply, app_apply = kubeapi.api.writes()
@@ -92,8 +92,9 @@ async def test_opened_applies_namespace_and_application(
 async def test_refired_event_creates_nothing_twice_and_synchronize_updates_the_image(
     kubeapi: FakeCluster, kube_services: Services
 ) -> None:
-    await run(kube_services, pr_event("opened"))
-    await run(kube_services, pr_event("opened"))
+    first_run = await run(kube_services, pr_event("opened"))
+    again_run = await run(kube_services, pr_event("opened"))
+    assert (first_run.detail["action"], again_run.detail["action"]) == ("created", "updated")
     assert len(kubeapi.api.of_kind("applications")) == 1
     assert [n["metadata"]["name"] for n in kubeapi.api.of_kind("namespaces")] == [
         "argo", "argocd", "default", "pr-7-acme-shop"]
