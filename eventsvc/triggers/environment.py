@@ -236,9 +236,8 @@ class EnvironmentTrigger:
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        cluster = await kube.cluster(self.services)
         if spec.get("mode", "pr") == "sweep":
-            return await self._sweep(cluster, spec, datetime.now(UTC))
+            return await self._sweep(await kube.cluster(self.services), spec, datetime.now(UTC))
         event = ctx.first
         when = event.get_attributes().get("time")
         event_time = when.isoformat() if isinstance(when, datetime) else str(when or "")
@@ -251,8 +250,9 @@ class EnvironmentTrigger:
                                   "pullRequest": pr.number, "repository": pr.repository,
                                   "headSha": pr.head_sha, "url": url,
                                   "reason": why}  # fmt: skip
-        if verdict == "skip":
+        if verdict == "skip":  # decided before any cluster access: a skip needs none
             return TriggerResult(outcome="skipped", detail={**detail, "action": "skipped"})
+        cluster = await kube.cluster(self.services)
         if verdict == "teardown":
             gone = await teardown(cluster, name, name, argocd)
             return TriggerResult(detail={**detail, "action": "deleted", **gone})

@@ -200,6 +200,14 @@ async def test_skipped_event_sends_nothing(kubeapi: FakeCluster, kube_services: 
     assert not kubeapi.api.writes()
 
 
+async def test_skip_needs_no_cluster(config_factory: Any) -> None:
+    """A gated-out PR is skipped before any Kubernetes set-up: no kubeconfig needed."""
+    services = Services(config_factory())
+    result = await run(services, pr_event("opened", labels=()))
+    assert result.outcome == "skipped"
+    await services.close()
+
+
 async def test_explicit_pull_request_fields_win(kubeapi: FakeCluster, kube_services: Services):
     spec = {**SPEC, "gates": {}, "pullRequest": {"number": "12", "headSha": "abc",
                                                   "repository": "acme/shop", "action": "opened"}}
