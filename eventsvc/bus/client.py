@@ -170,8 +170,18 @@ class KeyValueStore:
             raise _translate(f"kv update {self.bucket}/{key}", e) from e
         return True
 
-    async def delete(self, key: str) -> None:
-        await _guard(f"kv delete {self.bucket}/{key}", self._kv.delete(key))
+    async def delete(self, key: str, last: int | None = None) -> bool:
+        """Delete `key`; with `last`, only when its revision is still `last` (compare-and-
+        delete): False when someone else wrote first."""
+        try:
+            await self._kv.delete(key, last=last)
+        except nats.js.errors.APIError as e:
+            if last and e.err_code in (10071, 10164):  # wrong last sequence
+                return False
+            raise _translate(f"kv delete {self.bucket}/{key}", e) from e
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"kv delete {self.bucket}/{key}", e) from e
+        return True
 
     async def keys(self) -> list[str]:
         try:

@@ -4,9 +4,16 @@ One KV entry per (sensor, trigger, correlation key) holds, by dependency name, t
 latest event that matched it, with its expiry. An event that satisfies some of a
 trigger's dependencies but not its condition is merged into that entry (with
 compare-and-set, so replicas can share it); when the merged set satisfies the
-condition, the trigger runs with every dependency's event. After the run
-finished, the events it used are marked used and taken out of the entry, so a
-restart or another replica neither loses a partial match nor uses an event twice.
+condition, the trigger runs with every dependency's event.
+
+Completing is a claim: the replica writes, with compare-and-set on the revision it
+read, the completed events out of the entry and into a claim named by the event that
+completed it. Only one replica wins; a loser re-reads the entry, no longer sees the
+claimed events and merges its own event as a partial match (it waits for new
+partners). A redelivery of the completing event (its replica crashed mid-run) finds
+its own claim and runs with the same events. After the run finished, the events it
+used are marked used and the claim is removed, so a restart or another replica
+neither loses a partial match nor uses an event twice.
 
 Events pair only when their dependencies' `correlate` keys are equal; a dependency
 without `correlate` has the empty key and pairs with other such dependencies.
@@ -33,6 +40,7 @@ from eventsvc.sensors import conditions, delivery
 log = logs.get("eventsvc.sensors")
 PARTIAL_BUCKET = "eventsvc-partial"
 _CAS_TRIES = 20
+CLAIMS = "~claims"  # not a valid dependency name
 
 
 def last_reset(schedules: Sequence[str], now: float) -> float:
@@ -49,10 +57,12 @@ def partial_key(sensor: str, trigger: str, correlation: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """A condition completed by several events: the key to clean up and the events."""
+    """A condition completed by several events: the entry, the events, and the id of the
+    event whose claim holds them."""
 
     key: str
     events: dict[str, CloudEvent]
+    claimer: str = ""
 
 
 class PartialStore:
@@ -70,27 +80,47 @@ class PartialStore:
         window: float,
         resets: Sequence[str] = (),
     ) -> Completed | None:
-        """Add `matched` (dependency -> event) to the partial match; the events when the
-        condition is now met (nothing is written then), else None (the merge is stored)."""
+        """Add `matched` (dependency -> event, one event) to the partial match. When the
+        condition is now met, claim the events and return them; else store the merge and
+        return None."""
         key = partial_key(sensor, trigger, correlation)
+        mine = {e.get_id() for e in matched.values()}
         for _ in range(_CAS_TRIES):
             entry = await self.kv.get(key)
-            state = _decode(entry[0]) if entry else {}
             now = time.time()
+            state = _decode(entry[0]) if entry else {}
+            claims = _claims(state.pop(CLAIMS, None), now)
+            for claimer in mine & set(claims):  # a redelivery of the completing event
+                held = claims[claimer]["events"]
+                return Completed(key, {d: events.from_dict(v) for d, v in held.items()}, claimer)
+            taken = {str(ev.get("id", "")) for c in claims.values() for ev in c["events"].values()}
+            state = {
+                d: v for d, v in state.items() if str(v.get("event", {}).get("id", "")) not in taken
+            }  # fmt: skip
             state = await self._live(sensor, trigger, state, last_reset(resets, now))
             for dep, event in matched.items():
                 state[dep] = {"event": events.to_dict(event), "until": now + window, "at": now}
+            done: Completed | None = None
             if condition(set(state)):
-                return Completed(key, {d: events.from_dict(v["event"]) for d, v in state.items()})
-            body = json.dumps(state, default=str).encode()
+                claimer = sorted(mine)[0]
+                held = {d: v["event"] for d, v in state.items()}
+                until = max(float(v["until"]) for v in state.values())
+                claims[claimer] = {"events": held, "until": until}
+                done = Completed(key, {d: events.from_dict(v) for d, v in held.items()}, claimer)
+                state = {}
+            body = json.dumps({**state, CLAIMS: claims} if claims else state, default=str)
             if entry is not None:
-                stored = await self.kv.update(key, body, entry[1])
+                stored = await self.kv.update(key, body.encode(), entry[1])
             else:
-                stored = await self.kv.create(key, body)
+                stored = await self.kv.create(key, body.encode())
             if stored:
-                log.info("partial match stored", sensor=sensor, trigger=trigger,
-                         correlation=correlation, have=sorted(state))  # fmt: skip
-                return None
+                if done is not None:
+                    log.info("partial match completed and claimed", sensor=sensor,
+                             trigger=trigger, correlation=correlation, by=done.claimer)  # fmt: skip
+                else:
+                    log.info("partial match stored", sensor=sensor, trigger=trigger,
+                             correlation=correlation, have=sorted(state))  # fmt: skip
+                return done
         raise BusError(f"partial match {key}: too many concurrent writers, will retry")
 
     async def _live(
@@ -101,6 +131,8 @@ class PartialStore:
         now = time.time()
         live: dict[str, Any] = {}
         for dep, item in state.items():
+            if not isinstance(item, dict):
+                continue
             if float(item.get("until", 0)) < now or float(item.get("at", 0)) < reset:
                 continue
             event_id = str(item.get("event", {}).get("id", ""))
@@ -110,9 +142,9 @@ class PartialStore:
         return live
 
     async def consume(self, sensor: str, trigger: str, done: Completed) -> None:
-        """Mark the run's events used and take them out of the partial match."""
-        ids = {dep: ev.get_id() for dep, ev in done.events.items()}
-        for event_id in set(ids.values()):
+        """Mark the run's events used, drop its claim and any entry holding them."""
+        ids = {ev.get_id() for ev in done.events.values()}
+        for event_id in ids:
             await self.ledger.mark(delivery.consumed_key(sensor, trigger, event_id))
         try:
             for _ in range(_CAS_TRIES):
@@ -120,19 +152,35 @@ class PartialStore:
                 if entry is None:
                     return
                 state = _decode(entry[0])
+                claims = dict(state.pop(CLAIMS, None) or {})
+                had = len(claims)
+                claims.pop(done.claimer, None)
                 left = {
                     d: v for d, v in state.items()
-                    if str(v.get("event", {}).get("id")) not in set(ids.values())
+                    if str(v.get("event", {}).get("id")) not in ids
                 }  # fmt: skip
-                if left == state:
+                if left == state and len(claims) == had:
                     return
-                if not left:
-                    await self.kv.delete(done.key)
-                    return
-                if await self.kv.update(done.key, json.dumps(left).encode(), entry[1]):
+                if not left and not claims:
+                    if await self.kv.delete(done.key, last=entry[1]):
+                        return
+                    continue
+                body = json.dumps({**left, CLAIMS: claims} if claims else left).encode()
+                if await self.kv.update(done.key, body, entry[1]):
                     return
         except BusError as e:  # the used-marks keep the events from pairing again
             log.warning("partial match not cleaned up", key=done.key, error=str(e))
+
+
+def _claims(value: object, now: float) -> dict[str, dict[str, Any]]:
+    """Claims not expired: claimer event id -> {events: {dep: event dict}, until}."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        k: v for k, v in value.items()
+        if isinstance(v, dict) and isinstance(v.get("events"), dict)
+        and float(v.get("until", 0)) >= now
+    }  # fmt: skip
 
 
 def _decode(body: bytes) -> dict[str, Any]:

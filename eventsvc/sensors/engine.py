@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -160,6 +161,7 @@ class SensorRunner:
         config: Config,
         ledger: delivery.Ledger,
         partials: correlation.PartialStore,
+        coordinator: delivery.Coordinator | None = None,
     ) -> None:
         self.sensor = sensor
         self.bus = bus
@@ -167,6 +169,7 @@ class SensorRunner:
         self.config = config
         self.ledger = ledger
         self.partials = partials
+        self.coordinator = coordinator
         self.consumers: dict[str, PullConsumer] = {}  # by stream
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -269,18 +272,19 @@ class SensorRunner:
             await msg.ack()
             return
         metrics.EVENTS_MATCHED.labels(self.sensor.name).inc()
-        try:
-            plans = await self._plan(event, matched, elog)
-        except BusError as e:
-            elog.warning("partial match store unavailable; event will be redelivered",
-                         error=str(e))  # fmt: skip
-            await self._nak(msg, self.config.redelivery_delay, elog)
-            return
-        if not plans:
-            await msg.ack()
-            return
+        # keeps the event ours while we work on it: no redelivery to another replica
         heartbeat = asyncio.create_task(self._heartbeat(msg), name="ack-heartbeat")
         try:
+            try:
+                plans = await self._plan(event, matched, elog)
+            except BusError as e:
+                elog.warning("partial match store unavailable; event will be redelivered",
+                             error=str(e))  # fmt: skip
+                await self._nak(msg, self.config.redelivery_delay, elog)
+                return
+            if not plans:
+                await msg.ack()
+                return
             dues = [await self._run(plan, msg, elog) for plan in plans]
         finally:
             heartbeat.cancel()
@@ -325,10 +329,15 @@ class SensorRunner:
         return plans
 
     async def _heartbeat(self, msg: Delivery) -> None:
+        """`in_progress` three times per ack wait, so one late or lost beat does not let
+        the event be redelivered (to another replica) while it is still being worked on."""
         while True:
-            await asyncio.sleep(max(1.0, self.config.ack_wait / 2))
-            with contextlib.suppress(BusError):
+            await asyncio.sleep(max(0.05, self.config.ack_wait / 3))
+            try:
                 await msg.in_progress()
+            except BusError as e:
+                self.log.warning("in-progress heartbeat failed; the event may be redelivered",
+                                 seq=msg.stream_seq, error=str(e))  # fmt: skip
 
     async def _run(self, plan: Plan, msg: Delivery, elog: FilteringBoundLogger) -> float | None:
         """One attempt of one trigger, if due. None when the run is final, else the epoch
@@ -348,9 +357,16 @@ class SensorRunner:
             return state.not_before
         attempt = state.attempts + 1 if state is not None else 1
         gkey = ""
+        lease: delivery.Lease | None = None
+        scope = f"{self.sensor.name}.{name}"
         if trig.gate is not None and trig.gate_key is not None:
             gkey = keys.first_key(trig.gate_key, plan.by_dep) or ""
-            if not await trig.gate.acquire(gkey, msg.stream_seq):
+            if self.coordinator is not None:
+                lease = await self.coordinator.acquire(trig.gate, scope, gkey, msg.stream_seq)
+                held = lease is not None
+            else:
+                held = await trig.gate.acquire(gkey, msg.stream_seq)
+            if not held:
                 elog.info("superseded by a newer event", trigger=name, key=gkey)
                 await self.ledger.put(key, RunState(Outcome.SUPERSEDED, attempt - 1))
                 await self._result(name, plan.by_dep, Outcome.SUPERSEDED, attempt - 1, 0.0,
@@ -359,10 +375,16 @@ class SensorRunner:
                 return None
         try:
             if trig.limiter is not None:
-                await trig.limiter.acquire()
+                rate = trig.spec.delivery.rate_limit
+                if self.coordinator is not None and rate is not None:
+                    await self.coordinator.rate(scope, rate, trig.limiter)
+                else:
+                    await trig.limiter.acquire()
             result, error, took = await self._fire(trig, plan.by_dep, attempt)
         finally:
-            if trig.gate is not None:
+            if lease is not None and self.coordinator is not None:
+                await self.coordinator.release(lease)
+            elif trig.gate is not None:
                 trig.gate.release(gkey)
         if error is None:
             done = Outcome.SKIPPED if result and result.outcome == "skipped" else Outcome.SUCCESS
@@ -548,6 +570,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ledger: delivery.Ledger | None = None
         self._partials: correlation.PartialStore | None = None
+        self._coordinator: delivery.Coordinator | None = None
         self._lock = asyncio.Lock()
         self.loaded = False
 
@@ -556,6 +579,12 @@ class Engine:
         self._ledger = delivery.Ledger(ledger_kv)
         partial_kv = await self.bus.kv(correlation.PARTIAL_BUCKET, ttl=delivery.LEDGER_TTL)
         self._partials = correlation.PartialStore(partial_kv, self._ledger)
+        self._coordinator = delivery.Coordinator(
+            await self.bus.kv(delivery.LEASE_BUCKET, ttl=delivery.LEASE_TTL),
+            await self.bus.kv(delivery.SHARED_BUCKET, ttl=delivery.SHARED_TTL),
+            replica=uuid.uuid4().hex[:12],
+            lease_ttl=delivery.LEASE_TTL,
+        )
         await self.apply(sensors)
         self.loaded = True
         log.info("sensors running", sensors=sorted(self.runners))
@@ -584,7 +613,7 @@ class Engine:
         assert self._ledger is not None and self._partials is not None
         compiled = CompiledSensor(spec, self.config)
         runner = SensorRunner(compiled, self.bus, self.pool, self.config, self._ledger,
-                              self._partials)  # fmt: skip
+                              self._partials, self._coordinator)  # fmt: skip
         await runner.open()
         self.runners[spec.name] = runner
         self._tasks[spec.name] = asyncio.create_task(runner.run(), name=f"sensor-{spec.name}")
