@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,20 @@ def encode_header_value(value: Any) -> str:
 def format_time(value: datetime) -> str:
     text = value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+_second_prefix: tuple[int, str] = (-1, "")
+
+
+def format_now() -> str:
+    """`format_time(datetime.now(UTC))` for a hot path: the date and time of day are
+    formatted once a second, only the microseconds on every call (always 6 digits)."""
+    global _second_prefix
+    now = time.time()
+    second = int(now)
+    if second != _second_prefix[0]:
+        _second_prefix = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_prefix[1]}.{min(int((now - second) * 1_000_000), 999_999):06d}Z"
 
 
 def binary_headers(attributes: Mapping[str, Any]) -> dict[str, str]:

@@ -38,10 +38,29 @@ class Rejection(Exception):
         self.headers = dict(headers or {})
 
 
-def json_response(status: int, body: Mapping[str, Any], **kw: Any) -> web.Response:
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def json_response(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> web.Response:
+    # a header dict rather than `content_type=`: aiohttp's content-type path costs more
     return web.Response(
-        status=status, body=json.dumps(body).encode(), content_type="application/json", **kw
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS,
     )
+
+
+def accepted_response(event_id: str, seq: int) -> web.Response:
+    """202 `{"status": "accepted", "id": ..., "seq": ...}`, formatted without a JSON encoder
+    when the id needs no escaping (as delivery ids and most event ids do)."""
+    plain = event_id.isascii() and event_id.isprintable()
+    if plain and '"' not in event_id and "\\" not in event_id:
+        body = f'{{"status": "accepted", "id": "{event_id}", "seq": {seq}}}'.encode()
+    else:
+        body = json.dumps({"status": "accepted", "id": event_id, "seq": seq}).encode()
+    return web.Response(status=202, body=body, headers=_JSON_HEADERS)
 
 
 def guarded(gateway: str, handler: Handler) -> Handler:

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,6 +22,7 @@ from eventsvc.errors import ConfigError
 from eventsvc.gateways.common import (
     BusRef,
     Rejection,
+    accepted_response,
     guarded,
     json_response,
     publish,
@@ -122,6 +122,9 @@ class GitHubGateway:
         self.allowed = frozenset(config.github_allowed_events)
         self.limit = config.max_body_bytes
         self.bus_ref = bus_ref
+        self._subjects: dict[str, str] = {}
+        # bound once: the module-level lazy proxy rebinds on every call (it is not cached)
+        self._log = log.bind()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/webhooks/github", guarded(GATEWAY, self.handle))]
@@ -138,7 +141,10 @@ class GitHubGateway:
         delivery = request.headers.get("X-GitHub-Delivery")
         if not delivery:
             raise Rejection(400, "missing_delivery_header", "missing X-GitHub-Delivery header")
-        raw = _payload_bytes(body, request.content_type)
+        content_type = request.headers.get("Content-Type")
+        if content_type != "application/json":  # what GitHub sends; anything else is parsed
+            content_type = request.content_type
+        raw = _payload_bytes(body, content_type)
         try:
             payload = json.loads(raw)
         except ValueError as e:
@@ -163,27 +169,38 @@ class GitHubGateway:
         raw: bytes,
     ) -> web.Response:
         hook_id = request.headers.get("X-GitHub-Hook-ID", "0")
-        attributes: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": delivery,
-            "source": event_source(payload),
-            "type": event_type(event, payload),
-            "subject": event_subject(event, payload),
-            "time": datetime.now(UTC),
-            "datacontenttype": "application/json",
-            "githubdelivery": delivery,
-            "githubhookid": hook_id,
-            "githubevent": event,
+        ce_type = event_type(event, payload)
+        # binary mode, built directly: the same headers as `events.binary_headers` of the
+        # attributes (datacontenttype as content-type, the rest as percent-encoded ce-*)
+        # without going through datetime objects and a generic loop on every request
+        enc = events.encode_header_value
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": enc(delivery),
+            "ce-source": enc(event_source(payload)),
+            "ce-type": enc(ce_type),
+            "ce-time": events.format_now(),
+            "content-type": "application/json",
+            "ce-githubdelivery": enc(delivery),
+            "ce-githubhookid": enc(hook_id),
+            "ce-githubevent": enc(event),
         }
-        subject = f"events.github.{events.sanitize_token(event)}"
+        subject_attr = event_subject(event, payload)
+        if subject_attr is not None:
+            headers["ce-subject"] = enc(subject_attr)
+        subject = self._subjects.get(event) or self._subject(event)
         ack = await publish(
-            self.bus_ref.bus, GATEWAY, subject, events.binary_headers(attributes), raw,
-            msg_id=f"{hook_id}:{delivery}",
-        )  # fmt: skip
+            self.bus_ref.bus, GATEWAY, subject, headers, raw, msg_id=f"{hook_id}:{delivery}"
+        )
         if ack.duplicate:
-            log.info("duplicate delivery, already stored", event_id=delivery, seq=ack.seq)
+            self._log.info("duplicate delivery, already stored", event_id=delivery, seq=ack.seq)
             return json_response(200, {"status": "duplicate", "id": delivery,
                                        "detail": "this delivery was already accepted"})  # fmt: skip
-        log.debug("event accepted", event_id=delivery, type=attributes["type"], seq=ack.seq)
-        return json_response(202, {"status": "accepted", "id": delivery, "seq": ack.seq})
+        self._log.debug("event accepted", event_id=delivery, type=ce_type, seq=ack.seq)
+        return accepted_response(delivery, ack.seq)
 
+    def _subject(self, event: str) -> str:
+        subject = f"events.github.{events.sanitize_token(event)}"
+        if len(self._subjects) < 1000:  # GitHub has a few dozen event names; bounded anyway
+            self._subjects[event] = subject
+        return subject
