@@ -197,7 +197,7 @@ class GitHubGateway:
             return json_response(200, {"status": "duplicate", "id": delivery,
                                        "detail": "this delivery was already accepted"})  # fmt: skip
         self._log.debug("event accepted", event_id=delivery, type=ce_type, seq=ack.seq)
-        return accepted_response(delivery, ack.seq)
+        return accepted_response(delivery)
 
     def _subject(self, event: str) -> str:
         subject = f"events.github.{events.sanitize_token(event)}"

@@ -212,3 +212,32 @@ async def test_no_secret_refuses_to_start_unless_insecure(
     del headers["X-Hub-Signature-256"]
     async with http.post(svc.url + "/webhooks/github", data=body, headers=headers) as resp:
         assert resp.status == 202
+
+
+@pytest.mark.parametrize("delivery", ["d-plain-1", 'd "quoted" \\ é'])
+async def test_accepted_answer_names_the_delivery_and_headers_match_the_generic_codec(
+    svc: Any, http: aiohttp.ClientSession, bus: Bus, delivery: str
+) -> None:
+    body = json.dumps(pr_payload("opened")).encode()
+    headers = github_headers("pull_request", body, delivery=delivery)
+    async with http.post(svc.url + "/webhooks/github", data=body, headers=headers) as resp:
+        assert resp.status == 202
+        assert resp.content_type == "application/json"
+        assert await resp.json() == {"status": "accepted", "id": delivery}
+    (msg,) = await bus.stream_messages("EVENTS", "events.github.pull_request")
+    ev = events.from_nats(msg.headers, msg.data)
+    assert ev.get_id() == delivery
+    # the gateway builds its headers directly: the same as the generic binary-mode encoder
+    expected = events.binary_headers(
+        {**ev.get_attributes(), "time": msg.headers["ce-time"]}
+    )
+    assert {k: v for k, v in msg.headers.items() if k != "Nats-Msg-Id"} == expected
+    assert msg.headers["ce-githubevent"] == "pull_request"
+
+
+def test_format_now_is_rfc3339_utc_with_microseconds() -> None:
+    from datetime import UTC, datetime
+
+    text = events.format_now()
+    assert len(text) == len("2026-01-01T00:00:00.000000Z") and text.endswith("Z")
+    assert datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo == UTC
