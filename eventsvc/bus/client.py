@@ -7,6 +7,8 @@ so no other part of eventsvc needs to know the client library.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from nats.protocol.command import hpub_cmd
 
 from eventsvc import logs
 from eventsvc.bus.streams import StreamSpec
@@ -51,6 +54,37 @@ async def _guard(what: str, op: Awaitable[T]) -> T:
         raise BusUnavailableError(f"{what}: NATS unavailable ({type(e).__name__}: {e})") from e
     except nats.errors.Error as e:
         raise BusError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_SUBJECT = re.compile(r"[^\s.]+(\.[^\s.]+)*")
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+# what the publish fast path uses of the client; without any of it, nats-py's own path
+_REQUEST_INTERNALS = (
+    "_resp_sub_prefix", "_resp_map", "_init_request_sub", "_nuid", "_send_command",
+    "_flush_queue", "_flush_pending", "stats",
+)  # fmt: skip
+
+
+def encode_headers(headers: Mapping[str, str], known: set[str]) -> bytes:
+    """A NATS header block exactly as nats-py writes one (keys checked, values trimmed,
+    CR/LF made spaces, empty keys skipped), at a fraction of its CPU: keys already seen
+    valid (`known`) are not checked again, and the block is encoded once."""
+    parts = ["NATS/1.0\r\n"]
+    for key, value in headers.items():
+        if key not in known:
+            key = key.strip()
+            if not key:
+                continue
+            if not _HEADER_KEY.fullmatch(key):
+                raise nats.errors.BadHeaderError(key)
+            if len(known) < 4096:
+                known.add(key)
+        if "\r" in value or "\n" in value:
+            value = value.translate(_NEWLINES)
+        parts.append(f"{key}: {value.strip()}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +244,9 @@ class Bus:
         self.publish_timeout = publish_timeout
         self.replicas = replicas  # for the KV buckets this process creates
         self.streams_ready = False
+        self._fast_publish = all(hasattr(nc, a) for a in _REQUEST_INTERNALS)
+        self._header_keys: set[str] = set()
+        self._subjects: set[str] = set()
 
     @property
     def connected(self) -> bool:
@@ -256,11 +293,54 @@ class Bus:
         hdrs = dict(headers or {})
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
+        if self._fast_publish and hdrs:
+            return await _guard(f"publish to {subject}", self._publish_fast(subject, body, hdrs))
         ack = await _guard(
             f"publish to {subject}",
             self._js.publish(subject, body, timeout=self.publish_timeout, headers=hdrs or None),
         )
         return PublishAck(ack.stream, int(ack.seq), bool(ack.duplicate))
+
+    async def _publish_fast(
+        self, subject: str, body: bytes, headers: Mapping[str, str]
+    ) -> PublishAck:
+        """`JetStreamContext.publish` on the client's own request inbox, for less CPU per
+        message: the header block encoded in one go (nats-py checks and encodes each header
+        on every message), no random bytes per request, the ack parsed for what we use.
+        The same semantics: the message is stored when this returns; timeouts, no
+        responders and JetStream errors raise what nats-py's path raises."""
+        nc: Any = self._nc
+        if subject not in self._subjects:
+            if not _SUBJECT.fullmatch(subject):
+                raise nats.errors.BadSubjectError
+            if len(self._subjects) < 4096:
+                self._subjects.add(subject)
+        if len(body) > nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        if not nc._resp_sub_prefix:
+            await nc._init_request_sub()
+        token = nc._nuid.next()
+        key = token.decode()
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        nc._resp_map[key] = future
+        try:
+            hdr = encode_headers(headers, self._header_keys)
+            reply = (nc._resp_sub_prefix + token).decode()
+            await nc._send_command(hpub_cmd(subject, reply, hdr, body))
+            nc.stats["out_msgs"] += 1
+            nc.stats["out_bytes"] += len(body)
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
+            async with asyncio.timeout(self.publish_timeout):
+                msg = await future
+        finally:
+            nc._resp_map.pop(key, None)
+        if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+            raise nats.js.errors.NoStreamResponseError
+        resp = json.loads(msg.data)
+        if "error" in resp:
+            raise nats.js.errors.APIError.from_error(resp["error"])
+        return PublishAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate")))
 
     async def pull_consumer(
         self,

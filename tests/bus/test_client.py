@@ -59,3 +59,30 @@ async def test_publish_when_server_gone_is_unavailable(
     with pytest.raises(BusUnavailableError, match=r"publish to events\.x"):
         await b.publish("events.x", b"1")
     await b.close()
+
+
+def test_header_block_is_what_nats_py_writes() -> None:
+    from eventsvc.bus.client import encode_headers
+
+    headers = {"ce-id": " a\r\nb ", " Nats-Msg-Id ": "1:d", " ": "skipped", "ce-x": "%22"}
+    assert encode_headers(headers, set()) == (
+        b"NATS/1.0\r\nce-id: a  b\r\nNats-Msg-Id: 1:d\r\nce-x: %22\r\n\r\n"
+    )
+
+
+async def test_fast_publish_stores_once_and_maps_errors(bus: bus_mod.Bus) -> None:
+    from eventsvc.errors import BusError
+
+    headers = {"ce-id": "x1", "content-type": "application/json"}
+    first = await bus.publish("events.github.push", b"{}", headers, msg_id="1:x1")
+    again = await bus.publish("events.github.push", b"{}", headers, msg_id="1:x1")
+    assert (first.stream, first.duplicate) == ("EVENTS", False)
+    assert (again.seq, again.duplicate) == (first.seq, True)
+    (msg,) = await bus.stream_messages("EVENTS", "events.github.push")
+    assert msg.headers == {**headers, "Nats-Msg-Id": "1:x1"}
+    with pytest.raises(BusUnavailableError, match="no-stream.here"):
+        await bus.publish("no-stream.here", b"{}", headers, msg_id="1:x2")
+    with pytest.raises(BusError, match="BadHeaderError"):
+        await bus.publish("events.github.push", b"{}", {"bad key": "v"})
+    with pytest.raises(BusError, match="BadSubjectError"):
+        await bus.publish("events. github", b"{}", headers)
