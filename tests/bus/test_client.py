@@ -80,9 +80,19 @@ async def test_fast_publish_stores_once_and_maps_errors(bus: bus_mod.Bus) -> Non
     assert (again.seq, again.duplicate) == (first.seq, True)
     (msg,) = await bus.stream_messages("EVENTS", "events.github.push")
     assert msg.headers == {**headers, "Nats-Msg-Id": "1:x1"}
-    with pytest.raises(BusUnavailableError, match="no-stream.here"):
+    with pytest.raises(BusUnavailableError, match=r"no-stream\.here"):
         await bus.publish("no-stream.here", b"{}", headers, msg_id="1:x2")
     with pytest.raises(BusError, match="BadHeaderError"):
         await bus.publish("events.github.push", b"{}", {"bad key": "v"})
     with pytest.raises(BusError, match="BadSubjectError"):
         await bus.publish("events. github", b"{}", headers)
+
+
+async def test_fast_publish_times_out_as_unavailable(bus: bus_mod.Bus) -> None:
+    nc = bus._nc
+    sub = await nc.subscribe("silent.subject")  # a responder that never answers
+    quick = bus_mod.Bus(nc, bus.url, publish_timeout=0.2)
+    with pytest.raises(BusUnavailableError, match="TimeoutError"):
+        await quick.publish("silent.subject", b"{}", {"ce-id": "1"})
+    assert not nc._resp_map  # the pending request is forgotten
+    await sub.unsubscribe()
