@@ -327,6 +327,8 @@ class Bus:
                 raise nats.errors.BadSubjectError
             if len(self._subjects) < 4096:
                 self._subjects.add(subject)
+        if nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
         if len(body) > nc.max_payload:
             raise nats.errors.MaxPayloadError
         if not nc._resp_sub_prefix:
