@@ -371,6 +371,12 @@ class Bus:
         finally:
             await consumer.close()
 
+    async def consumer_backlog(self, stream: str, durable: str) -> int:
+        """Messages the consumer has not finished: not yet delivered plus delivered unacked."""
+        what = f"consumer {stream}/{durable}"
+        info = await _guard(what, self._js.consumer_info(stream, durable))
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def consumer_exists(self, stream: str, durable: str) -> bool:
         try:
             await self._js.consumer_info(stream, durable)
