@@ -101,9 +101,10 @@ def build_messages(count: int) -> list[tuple[dict[str, str], bytes]]:
 
 async def caught_up(bus: bus_mod.Bus, durables: list[str]) -> None:
     """Wait until every consumer has acked everything (the first one polled alone first)."""
-    while await bus.consumer_backlog(EVENTS, durables[0]):
-        await asyncio.sleep(0.1)
     while True:
+        if await bus.consumer_backlog(EVENTS, durables[0]):
+            await asyncio.sleep(0.1)
+            continue
         backlog = 0
         for d in durables:
             backlog += await bus.consumer_backlog(EVENTS, d)

@@ -91,6 +91,11 @@ class Delivery:
     async def ack(self) -> None:
         await _guard("ack", self._msg.ack_sync(timeout=5))
 
+    async def ack_nowait(self) -> None:
+        """Acknowledge without waiting for the server to confirm: for a message whose
+        redelivery (should the ack be lost) is harmless, e.g. one a consumer ignores."""
+        await _guard("ack", self._msg.ack())
+
     async def nak(self, delay: float | None = None) -> None:
         await _guard("nak", self._msg.nak(delay=delay))
 
