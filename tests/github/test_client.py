@@ -202,7 +202,7 @@ def test_settings_from_config_section_and_env(tmp_path: Path, app_keys: tuple[st
     env = {"EVENTSVC_GITHUB_APP_ID_FILE": str(id_file),
            "EVENTSVC_GITHUB_APP_PRIVATE_KEY_FILE": str(key_file)}  # fmt: skip
     settings = GitHubSettings.from_config(load_config(environ={}), environ=env)
-    assert (settings.app_id, settings.private_key) == ("4242", app_keys[0])
+    assert (settings.app_id, settings.private_key) == ("4242", app_keys[0].strip())
 
 
 def test_parse_repo() -> None:
