@@ -210,7 +210,7 @@ def binary_attributes(headers: Mapping[str, str] | None) -> dict[str, Any] | Non
     for key, value in headers.items():
         lower = key.lower()
         if lower.startswith(CE_PREFIX):
-            attributes[lower[len(CE_PREFIX) :]] = unquote(value)
+            attributes[lower[len(CE_PREFIX) :]] = unquote(value) if "%" in value else value
         elif lower == "content-type":
             if value.startswith(STRUCTURED_CONTENT_TYPE):
                 return None
