@@ -11,6 +11,12 @@ A temporary failure is retried by delayed redelivery (`nak(delay)`), per trigger
 KV (`delivery.Ledger`) makes a redelivered event skip what already finished.
 Conditions over several events are completed in `correlation`; every run publishes
 a result (`results`). `Engine.apply` reconciles the runners with a new set of specs.
+
+Every sensor whose subjects take an event gets its own copy, so the cost of an event grows
+with the sensors sharing its subject. The fast path keeps that copy cheap: a binary-mode
+message is first judged on its `ce-*` headers (eventSubject and `context` filters,
+`SensorRunner._ignored`) and, when no dependency can match, acknowledged without its body
+being decoded. Everything else takes the full path (`_handle`).
 """
 
 from __future__ import annotations
