@@ -91,7 +91,8 @@ class GitHubSettings:
             raise ConfigError(
                 f"Config 'github.installationId' has value {installation!r}. Not an integer."
             ) from e
-        app_id = pick("appId", "EVENTSVC_GITHUB_APP_ID")
+        # the id is not secret, but it sits in the same Secret as the key: *_FILE works too
+        app_id = read_secret("EVENTSVC_GITHUB_APP_ID", env) or sec.get("appId")
         numbers = {
             name: sec[name] for name in ("maxAttempts", "maxWait", "backoff") if name in sec
         }

@@ -10,27 +10,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from eventsvc import events
+from eventsvc import events, paths
 from eventsvc.events import CloudEvent
 from eventsvc.github.client import parse_repo
 
-MISSING = object()
+MISSING = paths.MISSING
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_.\-]*)\}(?!\})")
 
 
-def lookup(doc: Any, path: str) -> Any:
-    """Value at dotted `path` (`data.release.tag_name`, `data.commits.0.id`) or MISSING."""
-    node = doc
-    for part in path.split("."):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.lstrip("-").isdigit() and (
-            -len(node) <= int(part) < len(node)
-        ):
-            node = node[int(part)]
-        else:
-            return MISSING
-    return node
+lookup = paths.lookup  # `data.release.tag_name`, `data.commits.0.id`; MISSING when absent
 
 
 def event_value(event: CloudEvent, path: str) -> Any:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from eventsvc import events
+from eventsvc import events, paths
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.triggers import kube
@@ -58,15 +58,8 @@ _PARAM = {
 
 def event_value(doc: Any, path: str) -> Any:
     """`data.pull_request.head.sha` inside an event as `events.to_dict` shows it; None if absent."""
-    node = doc
-    for part in path.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return None
-    return node
+    value = paths.lookup(doc, path)
+    return None if value is paths.MISSING else value
 
 
 def resolve_parameters(

@@ -196,6 +196,13 @@ def test_settings_from_config_section_and_env(tmp_path: Path, app_keys: tuple[st
     assert settings.token == "ghp_x" and settings.api_url == "https://api.github.com"
     with pytest.raises(ConfigError, match="no GitHub credentials"):
         GitHubSettings.from_config(load_config(environ={}), environ={}).auth()
+    # as deploy/ mounts them: the App's id and key from one Secret, as files
+    id_file = tmp_path / "app-id"
+    id_file.write_text("4242\n")
+    env = {"EVENTSVC_GITHUB_APP_ID_FILE": str(id_file),
+           "EVENTSVC_GITHUB_APP_PRIVATE_KEY_FILE": str(key_file)}  # fmt: skip
+    settings = GitHubSettings.from_config(load_config(environ={}), environ=env)
+    assert (settings.app_id, settings.private_key) == ("4242", app_keys[0].strip())
 
 
 def test_parse_repo() -> None:
