@@ -27,6 +27,7 @@ import difflib
 import functools
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -357,12 +358,16 @@ def zone(name: str) -> ZoneInfo:
 def _date(value: Any) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
+    reason = ""
     if isinstance(value, str):
         try:
             return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-12-24")
+        except ValueError as e:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                reason = f" ({e})"  # the right shape, an impossible day: say which part
+    raise ValueError(
+        f"{value!r} is not a date{reason}; write it as YYYY-MM-DD, e.g. 2026-12-24"
+    )
 
 
 # ---------------------------------------------------------------- files

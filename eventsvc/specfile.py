@@ -74,9 +74,10 @@ _CONSTRUCTOR = yaml.SafeLoader("")
 def _scalar(node: yaml.Node) -> Any:
     try:
         return _CONSTRUCTOR.construct_object(node, deep=True)
-    except ValueError as e:  # e.g. an unquoted impossible date such as 2026-13-01
-        problem = f"{node.value!r} cannot be read: {e}; quote it if it is text"
-        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from e
+    except ValueError:
+        # an unquoted impossible date such as 2026-02-30: keep its text, so the check of
+        # the field names it (and its line) and the rest of the file is still checked
+        return node.value
 
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:

@@ -89,10 +89,15 @@ def test_every_example_in_sensors_dir_is_valid() -> None:
     assert loaded.sensors
 
 
-def test_impossible_unquoted_date_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+def test_impossible_unquoted_date_is_a_problem_of_its_field(tmp_path: Path) -> None:
+    # the date is reported on its own field, and the rest of the file is still checked
     path = tmp_path / "d.yaml"
     path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: x}\n"
-                    "spec:\n  schedule: '@daily'\n  exclusionDates: [2026-13-01]\n")  # fmt: skip
-    [problem] = specs.load_paths([path]).problems
-    assert (problem.line, problem.field) == (6, "(yaml)")
-    assert "month must be in 1..12" in problem.message
+                    "spec:\n  schedule: '@daily'\n  exclusionDates: [2026-13-01, 2026-02-30]\n"
+                    "  timezone: Europe/Berln\n")  # fmt: skip
+    problems = specs.load_paths([path]).problems
+    assert [(p.line, p.field) for p in problems] == [
+        (6, "spec.exclusionDates[0]"), (6, "spec.exclusionDates[1]"), (7, "spec.timezone"),
+    ]  # fmt: skip
+    assert "'2026-13-01' is not a date (month must be in 1..12)" in problems[0].message
+    assert "'2026-02-30' is not a date (day is out of range for month)" in problems[1].message
