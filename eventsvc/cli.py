@@ -99,10 +99,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def _data_arg(value: str | None) -> Any:
     if value is None:
         return None
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or e
+            raise ConfigError(f"--data: cannot read {value[1:]!r} ({why})") from None
+    else:
+        text = value
     try:
         return json.loads(text)
-    except ValueError:
+    except ValueError as e:
+        if text.lstrip()[:1] in ("{", "["):  # meant as JSON: a typo must not go out as text
+            raise ConfigError(f"--data is not valid JSON ({e}); fix it, or send a file "
+                              "with --data @file.json") from None  # fmt: skip
         return text
 
 
@@ -204,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="CloudEvents source, e.g. https://ci.example")
     p.add_argument("--subject", help="CloudEvents subject")
     p.add_argument("--id", help="event id (default: a new UUID)")
-    p.add_argument("--data", help="JSON data, or @file.json")
+    p.add_argument("--data", help="JSON data, or @file.json (other text is sent as text/plain)")
     p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)

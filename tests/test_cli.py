@@ -74,6 +74,19 @@ def test_send_to_unreachable_bus_says_so() -> None:
     assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ("@/nonexistent/event.json", "cannot read '/nonexistent/event.json'"),
+    ('{"tag": 1.2.3}', "--data is not valid JSON"),
+])  # fmt: skip
+def test_send_refuses_unreadable_or_broken_data_before_connecting(data: str, message: str) -> None:
+    # exit 2 and no traceback; nothing is sent (the bus URL is unreachable on purpose)
+    result = run("send", "--type", "t", "--source", "s", "--data", data,
+                 "--nats-url", "nats://127.0.0.1:1")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_nightly_cleanup_example_sweeps_on_its_tick(tmp_path: Path) -> None:
     import json
 
