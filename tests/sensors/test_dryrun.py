@@ -161,3 +161,28 @@ def test_pr_environment_feedback_on_a_sample_result(
                     "--expect-no-fire", "comment-url", "--expect-no-fire", "status")  # fmt: skip
     assert code == 0, out
     assert "was removed\\n(closed)." in out
+
+
+def test_correlated_events_pair_only_on_equal_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as in the engine: a build for one commit and an approval of another do not pair
+    sensor = str(ROOT / "sensors" / "ship-approved-image.yaml")
+    label = pr_payload(number=8, action="labeled", label={"name": "deploy"})
+    label["pull_request"]["head"]["sha"] = "abc"
+    approved = write(tmp_path, "label.json", label)
+
+    def built(sha: str) -> str:
+        return write(tmp_path, f"built-{sha}.json", {
+            "specversion": "1.0", "id": f"b-{sha}", "source": "https://ci",
+            "type": "com.example.image.built", "data": {"sha": sha}})  # fmt: skip
+
+    code, out = run(capsys, sensor, "--event", built("def"), "--event", approved,
+                    "--github-event", "pull_request", "--expect-no-fire", "deploy")  # fmt: skip
+    assert code == 0, out
+    assert ("deploy (log): does not fire; conditions 'built && approved' not met by events "
+            "with equal correlate keys (built=yes (key \"def\") approved=yes (key \"abc\"))"
+            ) in out  # fmt: skip
+    code, out = run(capsys, sensor, "--event", built("abc"), "--event", approved,
+                    "--github-event", "pull_request", "--expect-fire", "deploy")  # fmt: skip
+    assert code == 0, out
