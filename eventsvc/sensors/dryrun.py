@@ -61,8 +61,10 @@ def add_parser(sub: Any) -> None:
                         "for GitHub, results.<sensor>.<trigger> for a trigger result, "
                         "else unchecked)")  # fmt: skip
     p.add_argument("--time", help="RFC 3339 time for events that carry none (default: now)")
-    p.add_argument("--expect-fire", action="append", default=[], metavar="TRIGGER")
-    p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER")
+    p.add_argument("--expect-fire", action="append", default=[], metavar="TRIGGER",
+                   help="exit 1 unless this trigger fires; repeat for several")
+    p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER",
+                   help="exit 1 if this trigger fires; repeat for several")
     p.set_defaults(func=main)
 
 
