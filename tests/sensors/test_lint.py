@@ -140,6 +140,9 @@ TRIGGER_CASES = [
     ("template undeclared events",
      "    - template: {name: t, log: {message: '{{ events.ci.data }}'}}\n",
      "s.yaml:9: spec.triggers[0].template.log.message: {{ events.ci.data }} reads events.ci"),
+    ("concurrency key syntax, on one line",
+     "    - template: {name: t, log: {}}\n      concurrency: {key: 'data.(', policy: queue}\n",
+     "s.yaml:10: spec.triggers[0].concurrency.key: CEL syntax error at column 6 in 'data.('\n"),
     ("two kinds", "    - template: {name: t, log: {}, nats: {subject: x}}\n",
      "s.yaml:9: spec.triggers[0].template: exactly one trigger kind is required"),
 ]
@@ -154,7 +157,7 @@ def test_trigger_problems(tmp_path: Path, case: str, triggers: str, expected: st
     - name: other
   triggers:
 {triggers}""")
-    assert any(p.startswith(expected) for p in problems), problems
+    assert any((p + "\n").startswith(expected) for p in problems), problems
 
 
 def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
