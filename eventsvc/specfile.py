@@ -54,17 +54,27 @@ def field_name(path: FieldPath) -> str:
     return out or "(document)"
 
 
-def _convert(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> Any:
+def _convert(
+    node: yaml.Node,
+    path: FieldPath,
+    lines: dict[FieldPath, int],
+    duplicates: list[tuple[FieldPath, int, int]],
+) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_str = str(_scalar(key_node))
-            lines[(*path, key_str)] = key_node.start_mark.line + 1
-            out[key_str] = _convert(value_node, (*path, key_str), lines)
+            line = key_node.start_mark.line + 1
+            if key_str in out:  # YAML would keep the last one silently
+                duplicates.append(((*path, key_str), lines[(*path, key_str)], line))
+            lines[(*path, key_str)] = line
+            out[key_str] = _convert(value_node, (*path, key_str), lines, duplicates)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), lines) for i, item in enumerate(node.value)]
+        return [
+            _convert(item, (*path, i), lines, duplicates) for i, item in enumerate(node.value)
+        ]  # fmt: skip
     return _scalar(node)
 
 
@@ -83,15 +93,22 @@ def _scalar(node: yaml.Node) -> Any:
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:
     """Every document in `text`; a YAML syntax error becomes a problem with its line."""
     docs: list[Document] = []
+    problems: list[SpecProblem] = []
     try:
         for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
             lines: dict[FieldPath, int] = {}
-            docs.append(Document(_convert(node, (), lines), file, lines))
+            duplicates: list[tuple[FieldPath, int, int]] = []
+            docs.append(Document(_convert(node, (), lines, duplicates), file, lines))
+            problems += [
+                SpecProblem(file, line, field_name(path), f"given twice (lines {first} and "
+                            f"{line}); YAML would keep only the last: merge them into one")
+                for path, first, line in duplicates
+            ]  # fmt: skip
     except yaml.MarkedYAMLError as e:
         marks: list[Any] = [m for m in (e.problem_mark, e.context_mark) if m is not None]
         line = marks[0].line + 1 if marks else 1
         return docs, [SpecProblem(file, line, "(yaml)", f"{e.problem or e}; fix the YAML syntax")]
-    return docs, []
+    return docs, problems
 
 
 def read_documents(path: Path) -> tuple[list[Document], list[SpecProblem]]:

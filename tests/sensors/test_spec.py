@@ -101,3 +101,18 @@ def test_impossible_unquoted_date_is_a_problem_of_its_field(tmp_path: Path) -> N
     ]  # fmt: skip
     assert "'2026-13-01' is not a date (month must be in 1..12)" in problems[0].message
     assert "'2026-02-30' is not a date (day is out of range for month)" in problems[1].message
+
+
+def test_a_key_given_twice_is_a_problem(tmp_path: Path) -> None:
+    # YAML keeps the last of two equal keys: the first filter list would vanish silently
+    path = tmp_path / "dup.yaml"
+    path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
+                    "spec:\n  dependencies:\n    - name: pr\n      filters:\n"
+                    "        data: [{path: action, value: [opened]}]\n"
+                    "        data: [{path: number, value: [1]}]\n"
+                    "  triggers: [{template: {name: t, log: {message: hi}}}]\n")  # fmt: skip
+    [problem] = specs.load_paths([path]).problems
+    assert str(problem) == (
+        f"{path}:9: spec.dependencies[0].filters.data: given twice (lines 8 and 9); "
+        "YAML would keep only the last: merge them into one"
+    )
