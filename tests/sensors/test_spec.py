@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from eventsvc import specs
 from eventsvc.triggers import REGISTRY
 
@@ -116,3 +118,29 @@ def test_a_key_given_twice_is_a_problem(tmp_path: Path) -> None:
         f"{path}:9: spec.dependencies[0].filters.data: given twice (lines 8 and 9); "
         "YAML would keep only the last: merge them into one"
     )
+
+
+HEAD = ("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
+        "spec:\n  dependencies: [{name: pr}]\n  triggers:\n    - template:\n        name: t\n"
+        "        log:\n")  # fmt: skip
+
+
+@pytest.mark.parametrize(("tail", "expected"), [
+    ("          message: {{ data.number }}\n",
+     ":10: spec.triggers[0].template.log.message: expected a string, got a mapping; quote a "
+     "value that starts with {{, e.g. \"{{ data.number }}\""),
+    ("          message: {{ data.number }} opened\n",
+     ":10: (yaml): expected <block end>, but found '<scalar>'; quote a value that holds {{ }}"),
+    ("          message: pull request: opened\n",
+     ":10: (yaml): mapping values are not allowed here; quote a value that contains ': '"),
+    ("          message: \"opened\n",
+     ":10: (yaml): found unexpected end of stream (while scanning a quoted scalar started on "
+     "line 10); close the quote that starts on this line"),
+    ("\t  message: opened\n",
+     ":10: (yaml): found character '\\t' that cannot start any token; indent with spaces"),
+])  # fmt: skip
+def test_yaml_mistakes_name_the_fix(tmp_path: Path, tail: str, expected: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(HEAD + tail)
+    [problem] = specs.load_paths([path]).problems
+    assert str(problem).startswith(f"{path}{expected}"), problem
