@@ -106,3 +106,15 @@ def test_nightly_cleanup_example_sweeps_on_its_tick(tmp_path: Path) -> None:
     result = run("test", "sensors/nightly-cleanup.yaml", "--event", str(path),
                  "--nats-subject", "events.cron.nightly-cleanup", "--expect-fire", "sweep-previews")  # fmt: skip
     assert result.returncode == 1
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback() -> None:
+    # as in `eventsvc test ... | head -3`: the pipe closes before the output is written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventsvc", "schema"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err

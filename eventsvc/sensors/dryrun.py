@@ -141,7 +141,10 @@ def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
         "datacontenttype": "application/json",
         "githubevent": name,
     }
-    event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
+    try:
+        event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
+    except events.EventDecodeError as e:  # e.g. --time that is not RFC 3339
+        raise UsageError(f"{origin}: {e}; --time takes e.g. 2026-03-01T09:30:00Z") from e
     subject = args.nats_subject or f"events.github.{events.sanitize_token(name)}"
     return Input(event, subject, origin)
 

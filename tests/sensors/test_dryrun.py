@@ -186,3 +186,11 @@ def test_correlated_events_pair_only_on_equal_keys(
     code, out = run(capsys, sensor, "--event", built("abc"), "--event", approved,
                     "--github-event", "pull_request", "--expect-fire", "deploy")  # fmt: skip
     assert code == 0, out
+
+
+def test_bad_time_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = write(tmp_path, "pr.json", pr_payload())
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                    "--time", "yesterday")  # fmt: skip
+    assert code == 2
+    assert "time 'yesterday' is not RFC 3339; --time takes e.g. 2026-03-01T09:30:00Z" in out
