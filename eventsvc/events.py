@@ -198,3 +198,23 @@ def sanitize_token(text: str) -> str:
     """A NATS subject token from free text: no dots, spaces, wildcards or empties."""
     token = re.sub(r"[^A-Za-z0-9_\-]", "_", text)
     return token or "_"
+
+
+def binary_attributes(headers: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The attributes of a binary-mode message from its headers alone (body untouched), as
+    `from_nats` would read them; None when the message is not binary mode (structured, or
+    not a CloudEvent), so that only a full decode can tell."""
+    if not headers:
+        return None
+    attributes: dict[str, Any] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith(CE_PREFIX):
+            attributes[lower[len(CE_PREFIX) :]] = unquote(value) if "%" in value else value
+        elif lower == "content-type":
+            if value.startswith(STRUCTURED_CONTENT_TYPE):
+                return None
+            attributes["datacontenttype"] = value
+    if len(attributes) == ("datacontenttype" in attributes):  # no ce-* header
+        return None
+    return attributes

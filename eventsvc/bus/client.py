@@ -91,6 +91,11 @@ class Delivery:
     async def ack(self) -> None:
         await _guard("ack", self._msg.ack_sync(timeout=5))
 
+    async def ack_nowait(self) -> None:
+        """Acknowledge without waiting for the server to confirm: for a message whose
+        redelivery (should the ack be lost) is harmless, e.g. one a consumer ignores."""
+        await _guard("ack", self._msg.ack())
+
     async def nak(self, delay: float | None = None) -> None:
         await _guard("nak", self._msg.nak(delay=delay))
 
@@ -370,6 +375,12 @@ class Bus:
                     yield item
         finally:
             await consumer.close()
+
+    async def consumer_backlog(self, stream: str, durable: str) -> int:
+        """Messages the consumer has not finished: not yet delivered plus delivered unacked."""
+        what = f"consumer {stream}/{durable}"
+        info = await _guard(what, self._js.consumer_info(stream, durable))
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def consumer_exists(self, stream: str, durable: str) -> bool:
         try:

@@ -11,6 +11,12 @@ A temporary failure is retried by delayed redelivery (`nak(delay)`), per trigger
 KV (`delivery.Ledger`) makes a redelivered event skip what already finished.
 Conditions over several events are completed in `correlation`; every run publishes
 a result (`results`). `Engine.apply` reconciles the runners with a new set of specs.
+
+Every sensor whose subjects take an event gets its own copy, so the cost of an event grows
+with the sensors sharing its subject. The fast path keeps that copy cheap: a binary-mode
+message is first judged on its `ce-*` headers (eventSubject and `context` filters,
+`SensorRunner._ignored`) and, when no dependency can match, acknowledged without its body
+being decoded. Everything else takes the full path (`_handle`).
 """
 
 from __future__ import annotations
@@ -85,9 +91,14 @@ class CompiledSensor:
     def __init__(self, spec: SensorSpec, config: Config) -> None:
         self.spec = spec
         self.name = spec.name
-        self.deps: list[tuple[Dependency, list[filters.Check]]] = [
-            (d, filters.compile_filters(d.filters)) for d in spec.dependencies
-        ]
+        self.deps: list[tuple[Dependency, list[filters.Check]]] = []
+        self.gates: list[tuple[str, filters.Node | None]] = []
+        """Per dependency, its eventSubject and the filters that read attributes only
+        (`filters.compile_gated`): what a binary-mode message's headers can decide."""
+        for d in spec.dependencies:
+            checks, gate = filters.compile_gated(d.filters)
+            self.deps.append((d, checks))
+            self.gates.append((d.event_subject, gate))
         every = frozenset(d.name for d in spec.dependencies)
         self.triggers = [CompiledTrigger(t, every, config) for t in spec.triggers]
         self.correlate: dict[str, keys.KeyFn] = {
@@ -121,6 +132,14 @@ class CompiledSensor:
             if ok:
                 matched.add(dep.name)
         return matched, verdicts
+
+    def may_match(self, subject: str, view: filters.EventView) -> bool:
+        """False when no dependency can match an event with these attributes, whatever its
+        data: the subject or the context filters rule every one out."""
+        for pattern, gate in self.gates:
+            if subject_matches(pattern, subject) and (gate is None or gate.test(view)):
+                return True
+        return False
 
     def firing(self, matched: set[str]) -> list[CompiledTrigger]:
         """Triggers whose condition one event with these dependencies meets on its own."""
@@ -218,11 +237,35 @@ class SensorRunner:
                 await self._sleep(1.0)
                 continue
             for msg in batch:
+                if await self._ignored(msg):
+                    continue
                 task = asyncio.create_task(self._handle(msg), name=f"{self.durable}-msg")
                 self._inflight.add(task)
                 mine.add(task)
                 task.add_done_callback(mine.discard)
                 task.add_done_callback(self._done)
+
+    async def _ignored(self, msg: Delivery) -> bool:
+        """The fast path: judge a binary-mode message on its `ce-*` headers, and when no
+        dependency can match it, acknowledge it without decoding its body (no task, no
+        waiting for the ack's confirmation: a lost ack only redelivers an event that is
+        ignored again). False sends it down the full path (`_handle`): structured mode, a
+        possible match, or headers that are not a valid CloudEvent (dead-lettered there)."""
+        attributes = events.binary_attributes(msg.headers)
+        if attributes is None:
+            return False
+        try:
+            event = events.make_event(attributes, None)
+        except events.EventDecodeError:
+            return False
+        if self.sensor.may_match(msg.subject, filters.EventView.of(event)):
+            return False
+        self.log.debug("event filtered out", event_id=event.get_id(), type=event.get_type())
+        try:
+            await msg.ack_nowait()
+        except BusError as e:  # redelivered after ack wait, and ignored again
+            self.log.debug("ack of an ignored event failed", seq=msg.stream_seq, error=str(e))
+        return True
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

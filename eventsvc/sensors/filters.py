@@ -571,10 +571,19 @@ def compile_filters(filters: Mapping[str, Any]) -> list[Check]:
     The dependency's `filtersLogicalOperator` arrives folded into the mapping
     (see `spec.Dependency`).
     """
+    return compile_gated(filters)[0]
+
+
+def compile_gated(filters: Mapping[str, Any]) -> tuple[list[Check], Node | None]:
+    """`compile_filters`, plus the gate: the part of the filters that reads attributes only
+    (the `context` group) and that every matching event must pass, or None when there is
+    none (no context filters, or `filtersLogicalOperator: or` over several groups). An event
+    the gate rejects is rejected by the whole filters, so a binary-mode message can be
+    judged on its headers before its body is decoded."""
     compiled, problems = compile_dependency(filters, filters.get("filtersLogicalOperator", "and"))
     if compiled is None:
         raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
-    return [compiled.root]
+    return [compiled.root], compiled.context if compiled.all_of else None
 
 
 def evaluate(checks: list[Check], ev: EventView) -> tuple[bool, list[Verdict]]:
