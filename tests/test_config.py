@@ -42,3 +42,13 @@ def test_unreadable_secret_file_says_what_to_do(tmp_path: Path) -> None:
 def test_unknown_component_is_refused() -> None:
     with pytest.raises(ConfigError, match="Choose from gateway, sensors, cron"):
         load_config(environ={"EVENTSVC_COMPONENTS": "gateway,sensor"})
+
+
+def test_a_typo_in_allowed_events_is_refused() -> None:
+    # a misspelt event would answer every real one with 200 "ignored": silently dropped
+    with pytest.raises(ConfigError, match="'pull_requests', which is not a GitHub webhook "
+                       "event; did you mean 'pull_request'"):  # fmt: skip
+        load_config(environ={"EVENTSVC_GITHUB_ALLOWED_EVENTS": "push,pull_requests"})
+    # a name far from every known event may be newer than the list: let through
+    allowed = load_config(environ={"EVENTSVC_GITHUB_ALLOWED_EVENTS": "push,future_event"})
+    assert allowed.github_allowed_events == ("push", "future_event")
