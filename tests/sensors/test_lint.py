@@ -208,3 +208,27 @@ def test_a_trigger_following_its_own_results_is_refused(tmp_path: Path) -> None:
         "would fire it again; narrow the eventSubject to the results it follows, e.g. "
         "'results.<sensor>.<trigger>'"
     ]
+
+
+def test_context_attribute_typos_are_found_at_any_depth(tmp_path: Path) -> None:
+    # a misspelt attribute is a valid extension name that no event carries: never a match
+    problems = lint(tmp_path, """\
+  dependencies:
+    - name: pr
+      filters:
+        context:
+          tpye: com.github.push
+          any:
+            - {sorce: x}
+            - not: {prefix: {subjet: x}}
+          myext: y
+  triggers: [{template: {name: t, log: {}}}]
+""")
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "spec.dependencies[0].filters.context.tpye: 'tpye' is not a CloudEvents attribute; "
+        "did you mean 'type'?",
+        "spec.dependencies[0].filters.context.any[0].sorce: 'sorce' is not a CloudEvents "
+        "attribute; did you mean 'source'?",
+        "spec.dependencies[0].filters.context.any[1].not.prefix.subjet: 'subjet' is not a "
+        "CloudEvents attribute; did you mean 'subject'?",
+    ]
