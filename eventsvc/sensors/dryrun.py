@@ -219,8 +219,31 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
             continue
         rendered = json.dumps({spec.kind: body}, indent=2, default=str)
         print("\n".join("    " + line for line in rendered.splitlines()), file=out)
+        note = _run_note(spec.kind, body, next(iter(by_dep.values()), None))
+        if note:
+            print(f"    when it runs: {note}", file=out)
     print(file=out)
     return fired, failed
+
+
+def _run_note(kind: str, body: Any, first: CloudEvent | None) -> str | None:
+    """What a kind decides from the event alone before acting (no cluster needed): the
+    environment trigger's gates, so a draft PR shows up as skipped, not just as firing."""
+    if kind != "environment" or first is None or not isinstance(body, dict):
+        return None
+    if body.get("mode", "pr") != "pr":
+        return None
+    from eventsvc.triggers import environment
+
+    when = first.get_attributes().get("time")
+    try:
+        pr = environment.PullRequest.of(first.get_data(), body.get("pullRequest", {}),
+                                        str(when or ""))  # fmt: skip
+    except EventsvcError as e:
+        return f"fails: {e}"
+    verdict, why = environment.decide(pr, body.get("gates", {}))
+    action = {"ensure": "creates or updates", "teardown": "deletes", "skip": "skips"}[verdict]
+    return f"{action} the environment of PR #{pr.number} ({why})"
 
 
 def _pair(

@@ -194,3 +194,18 @@ def test_bad_time_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture
                     "--time", "yesterday")  # fmt: skip
     assert code == 2
     assert "time 'yesterday' is not RFC 3339; --time takes e.g. 2026-03-01T09:30:00Z" in out
+
+
+def test_environment_gates_are_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the trigger runs either way; the note says a draft PR's run would skip
+    sensor = str(ROOT / "sensors" / "pr-environments.yaml")
+    draft = pr_payload(action="labeled", label={"name": "preview"})
+    draft["pull_request"].update(draft=True, labels=[{"name": "preview"}])
+    code, out = run(capsys, sensor, "--event", write(tmp_path, "d.json", draft),
+                    "--github-event", "pull_request", "--expect-fire", "preview-environment")
+    assert code == 0, out
+    assert "when it runs: skips the environment of PR #7 (draft pull request)" in out
+    draft["pull_request"]["draft"] = False
+    code, out = run(capsys, sensor, "--event", write(tmp_path, "r.json", draft),
+                    "--github-event", "pull_request")  # fmt: skip
+    assert "when it runs: creates or updates the environment of PR #7 (labeled)" in out
