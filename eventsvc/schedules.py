@@ -26,6 +26,7 @@ import collections
 import difflib
 import functools
 import hashlib
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -307,7 +308,29 @@ def _check_spec(
                 out[key] = parse_duration(value)
             except ValueError as e:
                 problems.append(doc.problem(path, str(e)))
+    gap = _shortest_gap(out.get("cron"), out.get("every"))
+    if out.get("jitter") and gap is not None and out["jitter"] >= gap:
+        problems.append(doc.problem((*base, "jitter"), (
+            f"{format_duration(out['jitter'])} is not shorter than the "
+            f"{format_duration(gap)} between ticks: ticks would overlap and arrive out of "
+            f"order; use less than {format_duration(gap)}"
+        )))  # fmt: skip
     return problems
+
+
+def _shortest_gap(cron: str | None, every: float | None) -> float | None:
+    """The shortest time between two ticks, over the first 50 ticks of 2026 on."""
+    if every is not None:
+        return every
+    if cron is None:
+        return None
+    fires = []
+    for t in CronSim(cron, datetime(2026, 1, 1)):
+        fires.append(t)
+        if len(fires) == 50:
+            break
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
+    return min(gaps) if gaps else None
 
 
 def parse_expression(text: str) -> tuple[str | None, float | None]:
