@@ -118,3 +118,21 @@ def test_output_cut_short_by_the_reader_is_no_traceback() -> None:
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_run_on_a_taken_http_port_says_so(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "EVENTSVC_GITHUB_WEBHOOK_SECRET": "s"}
+        result = run("run", "--host", "127.0.0.1", "--port", str(port), "--nats-port", "0",
+                     "--data-dir", str(tmp_path), "--components", "gateway",
+                     "--log-format", "json", env=env)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (" in result.stderr
+    assert "choose another port with --port or EVENTSVC_HTTP_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
