@@ -136,3 +136,18 @@ def test_run_on_a_taken_http_port_says_so(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port} (" in result.stderr
     assert "choose another port with --port or EVENTSVC_HTTP_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_with_an_unwritable_data_dir_says_so(tmp_path: Path) -> None:
+    import os
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the data directory should be made
+    env = {**os.environ, "EVENTSVC_GITHUB_WEBHOOK_SECRET": "s"}
+    result = run("run", "--host", "127.0.0.1", "--port", "0", "--nats-port", "0",
+                 "--data-dir", str(blocker / "data"), "--components", "gateway",
+                 "--log-format", "json", env=env)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"the embedded NATS store '{blocker}/data/nats' cannot be created (" in result.stderr
+    assert "point --data-dir or EVENTSVC_DATA_DIR at a writable directory" in result.stderr
+    assert "Traceback" not in result.stderr
