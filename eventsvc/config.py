@@ -216,6 +216,7 @@ def load_config(
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top")
         tree = loaded
+    _check_keys(tree, path)
     values: dict[str, Any] = {}
     for s in SETTINGS:
         for origin, raw in ((f"{path}: {s.key}", _lookup(tree, s.key)), (s.env, env.get(s.env))):
@@ -236,6 +237,41 @@ def load_config(
     config = Config(**values)
     _check(config)
     return config
+
+
+# top-level sections read by parts with `Config.section`; other names close to these or to
+# our own keys are typos (a name far from all may be a newer part's and is let through)
+PART_SECTIONS = ("github", "kubernetes", "promotion")
+
+
+def _check_keys(tree: Mapping[str, Any], path: Any) -> None:
+    """A misspelt key in the config file is an error, not a setting silently left default."""
+    own = {s.key for s in SETTINGS}
+    groups = {k.rsplit(".", i)[0] for k in own for i in range(1, k.count(".") + 1)}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key in node:
+            full = f"{prefix}{key}"
+            if full in own or full in PART_SECTIONS:  # a part's section: its own keys
+                continue
+            siblings = [k[len(prefix):].split(".")[0] for k in own | groups
+                        if k.startswith(prefix)]  # fmt: skip
+            if full in groups:
+                if not isinstance(node[key], Mapping):
+                    raise ConfigError(f"config file {str(path)!r}: '{full}' must be a mapping "
+                                      f"of settings, got {node[key]!r}")  # fmt: skip
+                walk(node[key], full + ".")
+                continue
+            if not prefix and (not difflib.get_close_matches(
+                    key, siblings + list(PART_SECTIONS), n=1, cutoff=0.75)):  # fmt: skip
+                continue
+            close = difflib.get_close_matches(key, siblings + (
+                list(PART_SECTIONS) if not prefix else []), n=1, cutoff=0.6)  # fmt: skip
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else (
+                f"known here: {', '.join(sorted(set(siblings)))}")  # fmt: skip
+            raise ConfigError(f"config file {str(path)!r}: unknown key '{full}'; {hint}")
+
+    walk(tree, "")
 
 
 # GitHub's webhook event names (X-GitHub-Event); a name close to one of these is a typo,
