@@ -24,7 +24,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the service (gateways, sensors, cron)")
     p.add_argument("--config", help="YAML config file (or EVENTSVC_CONFIG)")
     p.add_argument("--nats-url", help="NATS server(s); none starts an embedded nats-server")
-    p.add_argument("--nats-port", type=int, help="embedded NATS port (default 4222)")
+    p.add_argument("--nats-port", type=int,
+                   help="embedded NATS port (default 4222, or a free one when taken; 0: any)")
     p.add_argument("--data-dir", help="embedded NATS store and local state (default .eventsvc)")
     p.add_argument("--sensors", help="directory of sensor files (default sensors/)")
     p.add_argument("--components", help=f"comma-separated subset of: {','.join(COMPONENTS)}")
@@ -32,8 +33,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, help="HTTP port (default 12000)")
     p.add_argument("--insecure-no-signature", action="store_true", default=None,
                    help="accept GitHub webhooks without a signature (trusted networks only)")
-    p.add_argument("--log-format", choices=["auto", "json", "console"])
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["auto", "json", "console"],
+                   help="auto (default): readable on a terminal, JSON lines otherwise")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="default info; debug also shows why events were filtered out")
     p.set_defaults(func=cmd_run)
 
 
@@ -99,10 +102,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def _data_arg(value: str | None) -> Any:
     if value is None:
         return None
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or e
+            raise ConfigError(f"--data: cannot read {value[1:]!r} ({why})") from None
+    else:
+        text = value
     try:
         return json.loads(text)
-    except ValueError:
+    except ValueError as e:
+        if text.lstrip()[:1] in ("{", "["):  # meant as JSON: a typo must not go out as text
+            raise ConfigError(f"--data is not valid JSON ({e}); fix it, or send a file "
+                              "with --data @file.json") from None  # fmt: skip
         return text
 
 
@@ -189,12 +202,16 @@ def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="eventsvc", description="Event automation for GitOps teams."
-    )
+        prog="eventsvc", description="Event automation for GitOps teams.",
+        epilog="Exit codes: 0 ok, 1 findings or failures, 2 usage or configuration errors.",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"eventsvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
-    p = sub.add_parser("lint", help="validate sensor and schedule files")
+    p = sub.add_parser("lint", help="validate sensor and schedule files",
+                       description="Check Sensor and Schedule files; every problem as "
+                       "file:line: field: message. Exit 1 on findings, 2 when no YAML "
+                       "file is found.")  # fmt: skip
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.set_defaults(func=cmd_lint)
     p = sub.add_parser("schema", help="print the Sensor JSON Schema")
@@ -204,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="CloudEvents source, e.g. https://ci.example")
     p.add_argument("--subject", help="CloudEvents subject")
     p.add_argument("--id", help="event id (default: a new UUID)")
-    p.add_argument("--data", help="JSON data, or @file.json")
+    p.add_argument("--data", help="JSON data, or @file.json (other text is sent as text/plain)")
     p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)
@@ -226,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eventsvc: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        return EXIT_FINDINGS
+    except BrokenPipeError:  # e.g. `eventsvc test ... | head`: the reader left, say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FINDINGS
 
 

@@ -7,6 +7,7 @@ never logged: `Config.redacted()` is what start-up prints.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -215,6 +216,7 @@ def load_config(
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top")
         tree = loaded
+    _check_keys(tree, path)
     values: dict[str, Any] = {}
     for s in SETTINGS:
         for origin, raw in ((f"{path}: {s.key}", _lookup(tree, s.key)), (s.env, env.get(s.env))):
@@ -237,6 +239,63 @@ def load_config(
     return config
 
 
+# top-level sections read by parts with `Config.section`; other names close to these or to
+# our own keys are typos (a name far from all may be a newer part's and is let through)
+PART_SECTIONS = ("github", "kubernetes", "promotion")
+
+
+def _check_keys(tree: Mapping[str, Any], path: Any) -> None:
+    """A misspelt key in the config file is an error, not a setting silently left default."""
+    own = {s.key for s in SETTINGS}
+    groups = {k.rsplit(".", i)[0] for k in own for i in range(1, k.count(".") + 1)}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key in node:
+            full = f"{prefix}{key}"
+            if full in own or full in PART_SECTIONS:  # a part's section: its own keys
+                continue
+            siblings = [k[len(prefix):].split(".")[0] for k in own | groups
+                        if k.startswith(prefix)]  # fmt: skip
+            if full in groups:
+                if not isinstance(node[key], Mapping):
+                    raise ConfigError(f"config file {str(path)!r}: '{full}' must be a mapping "
+                                      f"of settings, got {node[key]!r}")  # fmt: skip
+                walk(node[key], full + ".")
+                continue
+            if not prefix and (not difflib.get_close_matches(
+                    key, siblings + list(PART_SECTIONS), n=1, cutoff=0.75)):  # fmt: skip
+                continue
+            close = difflib.get_close_matches(key, siblings + (
+                list(PART_SECTIONS) if not prefix else []), n=1, cutoff=0.6)  # fmt: skip
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else (
+                f"known here: {', '.join(sorted(set(siblings)))}")  # fmt: skip
+            raise ConfigError(f"config file {str(path)!r}: unknown key '{full}'; {hint}")
+
+    walk(tree, "")
+
+
+# GitHub's webhook event names (X-GitHub-Event); a name close to one of these is a typo,
+# one far from all of them may be newer than this list and is let through
+GITHUB_EVENTS = (
+    "branch_protection_configuration", "branch_protection_rule", "check_run", "check_suite",
+    "code_scanning_alert", "commit_comment", "create", "custom_property",
+    "custom_property_values", "delete", "dependabot_alert", "deploy_key", "deployment",
+    "deployment_protection_rule", "deployment_review", "deployment_status", "discussion",
+    "discussion_comment", "fork", "github_app_authorization", "gollum", "installation",
+    "installation_repositories", "installation_target", "issue_comment", "issues", "label",
+    "marketplace_purchase", "member", "membership", "merge_group", "meta", "milestone",
+    "org_block", "organization", "package", "page_build", "personal_access_token_request",
+    "ping", "project", "project_card", "project_column", "projects_v2", "projects_v2_item",
+    "public", "pull_request", "pull_request_review", "pull_request_review_comment",
+    "pull_request_review_thread", "push", "registry_package", "release", "repository",
+    "repository_advisory", "repository_dispatch", "repository_import", "repository_ruleset",
+    "repository_vulnerability_alert", "secret_scanning_alert",
+    "secret_scanning_alert_location", "security_advisory", "security_and_analysis",
+    "sponsorship", "star", "status", "team", "team_add", "watch", "workflow_dispatch",
+    "workflow_job", "workflow_run",
+)
+
+
 def _check(config: Config) -> None:
     unknown = [c for c in config.components if c not in COMPONENTS]
     if unknown:
@@ -246,6 +305,13 @@ def _check(config: Config) -> None:
         )
     if config.max_deliveries < 1:
         raise ConfigError("Config 'sensors.maxDeliveries' must be at least 1.")
+    for name in config.github_allowed_events:  # a typo here drops every such webhook
+        close = difflib.get_close_matches(name, GITHUB_EVENTS, n=1, cutoff=0.8)
+        if name not in GITHUB_EVENTS and close:
+            raise ConfigError(
+                f"Config 'github.allowedEvents' has {name!r}, which is not a GitHub webhook "
+                f"event; did you mean {close[0]!r}?"
+            )
     if config.log_format not in ("auto", "json", "console"):
         raise ConfigError(
             f"Config 'log.format' has value {config.log_format!r}. Use auto, json or console."

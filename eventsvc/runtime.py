@@ -19,7 +19,7 @@ from eventsvc import bus as bus_mod
 from eventsvc import logs, schedules, specs
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import Config
-from eventsvc.errors import SpecError
+from eventsvc.errors import ConfigError, SpecError
 from eventsvc.gateways.app import build_app
 from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
@@ -129,7 +129,13 @@ class Service:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http_host, self.config.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:  # most often: the port is taken by another process
+            raise ConfigError(
+                f"cannot listen on {self.config.http_host}:{self.config.http_port} "
+                f"({e.strerror or e}); choose another port with --port or EVENTSVC_HTTP_PORT"
+            ) from e
         sockets = getattr(site._server, "sockets", None) or []
         self.state.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
         log.info("http listening", host=self.config.http_host, port=self.state.http_port)

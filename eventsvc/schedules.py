@@ -26,7 +26,9 @@ import collections
 import difflib
 import functools
 import hashlib
+import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -306,7 +308,29 @@ def _check_spec(
                 out[key] = parse_duration(value)
             except ValueError as e:
                 problems.append(doc.problem(path, str(e)))
+    gap = _shortest_gap(out.get("cron"), out.get("every"))
+    if out.get("jitter") and gap is not None and out["jitter"] >= gap:
+        problems.append(doc.problem((*base, "jitter"), (
+            f"{format_duration(out['jitter'])} is not shorter than the "
+            f"{format_duration(gap)} between ticks: ticks would overlap and arrive out of "
+            f"order; use less than {format_duration(gap)}"
+        )))  # fmt: skip
     return problems
+
+
+def _shortest_gap(cron: str | None, every: float | None) -> float | None:
+    """The shortest time between two ticks, over the first 50 ticks of 2026 on."""
+    if every is not None:
+        return every
+    if cron is None:
+        return None
+    fires = []
+    for t in CronSim(cron, datetime(2026, 1, 1)):
+        fires.append(t)
+        if len(fires) == 50:
+            break
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
+    return min(gaps) if gaps else None
 
 
 def parse_expression(text: str) -> tuple[str | None, float | None]:
@@ -357,12 +381,16 @@ def zone(name: str) -> ZoneInfo:
 def _date(value: Any) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
+    reason = ""
     if isinstance(value, str):
         try:
             return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-12-24")
+        except ValueError as e:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                reason = f" ({e})"  # the right shape, an impossible day: say which part
+    raise ValueError(
+        f"{value!r} is not a date{reason}; write it as YYYY-MM-DD, e.g. 2026-12-24"
+    )
 
 
 # ---------------------------------------------------------------- files

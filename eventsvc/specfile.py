@@ -54,17 +54,27 @@ def field_name(path: FieldPath) -> str:
     return out or "(document)"
 
 
-def _convert(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> Any:
+def _convert(
+    node: yaml.Node,
+    path: FieldPath,
+    lines: dict[FieldPath, int],
+    duplicates: list[tuple[FieldPath, int, int]],
+) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_str = str(_scalar(key_node))
-            lines[(*path, key_str)] = key_node.start_mark.line + 1
-            out[key_str] = _convert(value_node, (*path, key_str), lines)
+            line = key_node.start_mark.line + 1
+            if key_str in out:  # YAML would keep the last one silently
+                duplicates.append(((*path, key_str), lines[(*path, key_str)], line))
+            lines[(*path, key_str)] = line
+            out[key_str] = _convert(value_node, (*path, key_str), lines, duplicates)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), lines) for i, item in enumerate(node.value)]
+        return [
+            _convert(item, (*path, i), lines, duplicates) for i, item in enumerate(node.value)
+        ]  # fmt: skip
     return _scalar(node)
 
 
@@ -74,23 +84,52 @@ _CONSTRUCTOR = yaml.SafeLoader("")
 def _scalar(node: yaml.Node) -> Any:
     try:
         return _CONSTRUCTOR.construct_object(node, deep=True)
-    except ValueError as e:  # e.g. an unquoted impossible date such as 2026-13-01
-        problem = f"{node.value!r} cannot be read: {e}; quote it if it is text"
-        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from e
+    except ValueError:
+        # an unquoted impossible date such as 2026-02-30: keep its text, so the check of
+        # the field names it (and its line) and the rest of the file is still checked
+        return node.value
 
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:
     """Every document in `text`; a YAML syntax error becomes a problem with its line."""
     docs: list[Document] = []
+    problems: list[SpecProblem] = []
     try:
         for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
             lines: dict[FieldPath, int] = {}
-            docs.append(Document(_convert(node, (), lines), file, lines))
+            duplicates: list[tuple[FieldPath, int, int]] = []
+            docs.append(Document(_convert(node, (), lines, duplicates), file, lines))
+            problems += [
+                SpecProblem(file, line, field_name(path), f"given twice (lines {first} and "
+                            f"{line}); YAML would keep only the last: merge them into one")
+                for path, first, line in duplicates
+            ]  # fmt: skip
     except yaml.MarkedYAMLError as e:
-        marks: list[Any] = [m for m in (e.problem_mark, e.context_mark) if m is not None]
-        line = marks[0].line + 1 if marks else 1
-        return docs, [SpecProblem(file, line, "(yaml)", f"{e.problem or e}; fix the YAML syntax")]
-    return docs, []
+        return docs, [_syntax_problem(file, text, e)]
+    return docs, problems
+
+
+def _syntax_problem(file: str, text: str, e: yaml.MarkedYAMLError) -> SpecProblem:
+    marks: list[Any] = [m for m in (e.problem_mark, e.context_mark) if m is not None]
+    line = marks[0].line + 1 if marks else 1
+    message = str(e.problem or e)
+    if e.context and e.context_mark is not None and e.context_mark.line + 1 != line:
+        if "end of stream" in message:  # e.g. an unclosed quote: its start is what to fix
+            line = e.context_mark.line + 1
+        message += f" ({e.context} started on line {e.context_mark.line + 1})"
+    lines = text.splitlines()
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "\\t" in message or "\t" in source:
+        hint = "indent with spaces; YAML does not allow tabs"
+    elif "quoted scalar" in str(e.context):
+        hint = "close the quote that starts on this line"
+    elif "mapping values are not allowed" in message:
+        hint = "quote a value that contains ': ', e.g. message: \"note: deployed\""
+    elif "{{" in source:
+        hint = "quote a value that holds {{ }}, e.g. message: \"#{{ data.number }} opened\""
+    else:
+        hint = "fix the YAML syntax"
+    return SpecProblem(file, line, "(yaml)", f"{message}; {hint}")
 
 
 def read_documents(path: Path) -> tuple[list[Document], list[SpecProblem]]:
@@ -171,11 +210,16 @@ def _schema_errors(doc: Document, error: ValidationError) -> Iterator[SpecProble
             hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
             yield doc.problem((*path, name), f"unknown field; {hint}")
     elif error.validator == "type":
+        templated = (  # `message: {{ x }}` unquoted is a mapping to YAML
+            isinstance(inst, dict) and len(inst) == 1 and str(next(iter(inst))).startswith("{")
+        )  # fmt: skip
         yield doc.problem(
             path,
             f"expected {_expected(error.validator_value)}, got {_TYPE_NAMES[_json_type(inst)]}"
-            + (f" ({inst!r})" if not isinstance(inst, dict | list) else ""),
-        )
+            + (f" ({inst!r})" if not isinstance(inst, dict | list) else "")
+            + ("; quote a value that starts with {{, e.g. \"{{ data.number }}\": YAML reads "
+               "an unquoted { as a mapping" if templated else ""),
+        )  # fmt: skip
     elif error.validator == "enum":
         choices = ", ".join(map(str, cast(list[Any], error.validator_value)))
         yield doc.problem(path, f"{inst!r} is not one of: {choices}")

@@ -74,6 +74,19 @@ def test_send_to_unreachable_bus_says_so() -> None:
     assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ("@/nonexistent/event.json", "cannot read '/nonexistent/event.json'"),
+    ('{"tag": 1.2.3}', "--data is not valid JSON"),
+])  # fmt: skip
+def test_send_refuses_unreadable_or_broken_data_before_connecting(data: str, message: str) -> None:
+    # exit 2 and no traceback; nothing is sent (the bus URL is unreachable on purpose)
+    result = run("send", "--type", "t", "--source", "s", "--data", data,
+                 "--nats-url", "nats://127.0.0.1:1")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_nightly_cleanup_example_sweeps_on_its_tick(tmp_path: Path) -> None:
     import json
 
@@ -93,3 +106,48 @@ def test_nightly_cleanup_example_sweeps_on_its_tick(tmp_path: Path) -> None:
     result = run("test", "sensors/nightly-cleanup.yaml", "--event", str(path),
                  "--nats-subject", "events.cron.nightly-cleanup", "--expect-fire", "sweep-previews")  # fmt: skip
     assert result.returncode == 1
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback() -> None:
+    # as in `eventsvc test ... | head -3`: the pipe closes before the output is written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventsvc", "schema"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_run_on_a_taken_http_port_says_so(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "EVENTSVC_GITHUB_WEBHOOK_SECRET": "s"}
+        result = run("run", "--host", "127.0.0.1", "--port", str(port), "--nats-port", "0",
+                     "--data-dir", str(tmp_path), "--components", "gateway",
+                     "--log-format", "json", env=env)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (" in result.stderr
+    assert "choose another port with --port or EVENTSVC_HTTP_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_an_unwritable_data_dir_says_so(tmp_path: Path) -> None:
+    import os
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the data directory should be made
+    env = {**os.environ, "EVENTSVC_GITHUB_WEBHOOK_SECRET": "s"}
+    result = run("run", "--host", "127.0.0.1", "--port", "0", "--nats-port", "0",
+                 "--data-dir", str(blocker / "data"), "--components", "gateway",
+                 "--log-format", "json", env=env)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"the embedded NATS store '{blocker}/data/nats' cannot be created (" in result.stderr
+    assert "point --data-dir or EVENTSVC_DATA_DIR at a writable directory" in result.stderr
+    assert "Traceback" not in result.stderr

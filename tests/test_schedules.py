@@ -294,3 +294,22 @@ def test_example_schedules_are_valid() -> None:
     assert nightly.timezone == "Europe/Berlin"
     assert nightly.catchup is schedules.CatchupPolicy.LAST
     assert any(s.name == "nightly-cleanup" for s in loaded.sensors)
+
+
+@pytest.mark.parametrize(("expr", "jitter", "gap"), [
+    ("* * * * *", "2h", "60s"),
+    ("@every 10m", "10m", "10m"),
+    ("0 9,17 * * *", "9h", "8h"),
+    ("*/10 * * * *", "30s", None),
+])  # fmt: skip
+def test_jitter_must_be_shorter_than_the_gap_between_ticks(
+    tmp_path: Path, expr: str, jitter: str, gap: str | None
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: s}\n"
+                    f"spec:\n  schedule: '{expr}'\n  jitter: {jitter}\n")  # fmt: skip
+    problems = [str(p) for p in specs.load_paths([path]).problems]
+    assert problems == ([] if gap is None else [
+        f"{path}:6: spec.jitter: {jitter} is not shorter than the {gap} between ticks: ticks "
+        f"would overlap and arrive out of order; use less than {gap}"
+    ])  # fmt: skip

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from eventsvc import logs
-from eventsvc.errors import BusError
+from eventsvc.errors import BusError, ConfigError
 
 log = logs.get("eventsvc.bus.embedded")
 
@@ -77,7 +77,14 @@ class EmbeddedNats:
         return self._proc.pid if self._proc else None
 
     async def start(self, ready_timeout: float = 15.0) -> str:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"the embedded NATS store {str(self.store_dir)!r} cannot be created "
+                f"({e.strerror or e}); point --data-dir or EVENTSVC_DATA_DIR at a writable "
+                "directory"
+            ) from e
         if self.port == 0 or not port_is_free(self.port, self.host):
             taken = self.port
             self.port = free_port(self.host)

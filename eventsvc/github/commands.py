@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 
 from eventsvc.config import load_config
@@ -11,6 +12,8 @@ from eventsvc.durations import format_duration, parse_duration
 from eventsvc.errors import ConfigError, TriggerError
 from eventsvc.github import redeliver
 from eventsvc.github.client import GitHubClient, GitHubSettings
+
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,10 +43,17 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     if args.hook_id is not None and not args.repo:
         print("eventsvc github redeliver: --hook-id needs --repo owner/name", file=sys.stderr)
         return 2
-    settings = GitHubSettings.from_config(load_config(args.config))
+    if args.repo and not _REPO.fullmatch(args.repo):
+        print(f"eventsvc github redeliver: --repo {args.repo!r} is not owner/name, "
+              "e.g. acme/shop", file=sys.stderr)  # fmt: skip
+        return 2
     try:
+        settings = GitHubSettings.from_config(load_config(args.config))
         summary = asyncio.run(_run(settings, args, seconds))
-    except (TriggerError, ConfigError) as e:
+    except ConfigError as e:  # missing credentials: a configuration error, as for every command
+        print(f"eventsvc github redeliver: {e}", file=sys.stderr)
+        return 2
+    except TriggerError as e:
         print(f"eventsvc github redeliver: {e}", file=sys.stderr)
         return 1
     verb = "would redeliver" if args.dry_run else "redelivered"

@@ -116,10 +116,12 @@ class PartialStore:
             if stored:
                 if done is not None:
                     log.info("partial match completed and claimed", sensor=sensor,
-                             trigger=trigger, correlation=correlation, by=done.claimer)  # fmt: skip
+                             trigger=trigger, correlation=correlation, by=done.claimer,
+                             event_id=",".join(sorted(mine)))  # fmt: skip
                 else:
                     log.info("partial match stored", sensor=sensor, trigger=trigger,
-                             correlation=correlation, have=sorted(state))  # fmt: skip
+                             correlation=correlation, have=sorted(state),
+                             event_id=",".join(sorted(mine)))  # fmt: skip
                 return done
         raise BusError(f"partial match {key}: too many concurrent writers, will retry")
 

@@ -1,7 +1,9 @@
 """`eventsvc test SENSOR --event E.json...`: a dry run with no side effects.
 
-Events are taken in order, as if they all arrived within one correlation window:
-a dependency is satisfied by the latest event that passed its filters. For each
+Events are taken in order, as if they all arrived within one correlation window,
+and pair as the engine pairs them: a trigger completes when the events that passed
+its dependencies' filters, with equal `correlate` keys, meet its conditions (the
+events of a completed run are used up). For each
 event, every filter of every dependency is shown with the value seen and the value
 expected; then, per trigger, whether its conditions are met and the body it would
 be given. Nothing is published and no trigger runs.
@@ -59,8 +61,10 @@ def add_parser(sub: Any) -> None:
                         "for GitHub, results.<sensor>.<trigger> for a trigger result, "
                         "else unchecked)")  # fmt: skip
     p.add_argument("--time", help="RFC 3339 time for events that carry none (default: now)")
-    p.add_argument("--expect-fire", action="append", default=[], metavar="TRIGGER")
-    p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER")
+    p.add_argument("--expect-fire", action="append", default=[], metavar="TRIGGER",
+                   help="exit 1 unless this trigger fires; repeat for several")
+    p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER",
+                   help="exit 1 if this trigger fires; repeat for several")
     p.set_defaults(func=main)
 
 
@@ -137,7 +141,10 @@ def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
         "datacontenttype": "application/json",
         "githubevent": name,
     }
-    event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
+    try:
+        event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
+    except events.EventDecodeError as e:  # e.g. --time that is not RFC 3339
+        raise UsageError(f"{origin}: {e}; --time takes e.g. 2026-03-01T09:30:00Z") from e
     subject = args.nats_subject or f"events.github.{events.sanitize_token(name)}"
     return Input(event, subject, origin)
 
@@ -166,6 +173,9 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
     compiled = CompiledSensor(sensor, load_config(environ={}))
     print(f"sensor {sensor.name} ({sensor.file})", file=out)
     satisfied: dict[str, CloudEvent] = {}
+    dep_keys: dict[str, str | None] = {}  # correlation key of each dependency's latest event
+    partial: dict[str, dict[str, dict[str, CloudEvent]]] = {}  # trigger -> key -> dep -> event
+    completed: dict[str, dict[str, CloudEvent]] = {}  # trigger -> the events of its run
     for n, item in enumerate(inputs, 1):
         ev = item.event
         print(f"\nevent {n} ({item.origin}): {ev.get_type()} from {ev.get_source()}"
@@ -179,6 +189,9 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
                 print(f"    {line}", file=out)
             if ok:
                 satisfied[dep.name] = ev
+                keyfn = compiled.correlate.get(dep.name)
+                dep_keys[dep.name] = keyfn(ev) if keyfn else ""
+        _pair(compiled, {d for d, e in satisfied.items() if e is ev}, ev, partial, completed)
     print("\ntriggers:", file=out)
     fired: set[str] = set()
     failed = False
@@ -186,14 +199,18 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
         spec = trig.spec
         cond = spec.conditions or " && ".join(d.name for d in sensor.dependencies)
         states = " ".join(f"{d.name}={'yes' if d.name in satisfied else 'no'}"
+                          + _key_note(d.name, compiled, dep_keys)
                           for d in sensor.dependencies)  # fmt: skip
-        if not trig.condition(set(satisfied)):
+        run = completed.get(spec.name)
+        if run is None:
+            unpaired = trig.condition(set(satisfied))  # met only across different keys
             print(f"  {spec.name} ({spec.kind}): does not fire; conditions {cond!r} "
-                  f"not met ({states})", file=out)  # fmt: skip
+                  f"not met{' by events with equal correlate keys' if unpaired else ''} "
+                  f"({states})", file=out)  # fmt: skip
             continue
         fired.add(spec.name)
         print(f"  {spec.name} ({spec.kind}): FIRES; conditions {cond!r} met ({states})", file=out)
-        by_dep = {name: satisfied[name] for name in sorted(satisfied)}
+        by_dep = {name: run[name] for name in sorted(run)}
         try:
             body = params.render(spec, by_dep)
         except EventsvcError as e:
@@ -202,8 +219,67 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
             continue
         rendered = json.dumps({spec.kind: body}, indent=2, default=str)
         print("\n".join("    " + line for line in rendered.splitlines()), file=out)
+        note = _run_note(spec.kind, body, next(iter(by_dep.values()), None))
+        if note:
+            print(f"    when it runs: {note}", file=out)
     print(file=out)
     return fired, failed
+
+
+def _run_note(kind: str, body: Any, first: CloudEvent | None) -> str | None:
+    """What a kind decides from the event alone before acting (no cluster needed): the
+    environment trigger's gates, so a draft PR shows up as skipped, not just as firing."""
+    if kind != "environment" or first is None or not isinstance(body, dict):
+        return None
+    if body.get("mode", "pr") != "pr":
+        return None
+    from eventsvc.triggers import environment
+
+    when = first.get_attributes().get("time")
+    try:
+        pr = environment.PullRequest.of(first.get_data(), body.get("pullRequest", {}),
+                                        str(when or ""))  # fmt: skip
+    except EventsvcError as e:
+        return f"fails: {e}"
+    verdict, why = environment.decide(pr, body.get("gates", {}))
+    action = {"ensure": "creates or updates", "teardown": "deletes", "skip": "skips"}[verdict]
+    return f"{action} the environment of PR #{pr.number} ({why})"
+
+
+def _pair(
+    compiled: CompiledSensor,
+    matched: set[str],
+    event: CloudEvent,
+    partial: dict[str, dict[str, dict[str, CloudEvent]]],
+    completed: dict[str, dict[str, CloudEvent]],
+) -> None:
+    """The engine's pairing of one event: a trigger it completes alone, or together with
+    earlier events of the same correlation key; otherwise it waits as a partial match."""
+    for trig in compiled.triggers:
+        relevant = matched & trig.names
+        if not relevant:
+            continue
+        name = trig.spec.name
+        if trig.condition(relevant):
+            completed[name] = {dep: event for dep in relevant}
+            continue
+        for dep in sorted(relevant):
+            keyfn = compiled.correlate.get(dep)
+            ckey = keyfn(event) if keyfn else ""
+            if ckey is None:  # no key: the event cannot pair
+                continue
+            waiting = partial.setdefault(name, {}).setdefault(ckey, {})
+            waiting[dep] = event
+            if trig.condition(set(waiting)):
+                completed[name] = dict(waiting)
+                del partial[name][ckey]
+
+
+def _key_note(dep: str, compiled: CompiledSensor, dep_keys: dict[str, str | None]) -> str:
+    if dep not in compiled.correlate or dep not in dep_keys:
+        return ""
+    key = dep_keys[dep]
+    return " (no correlate key)" if key is None else f" (key {_show(key)})"
 
 
 def _explain_dependency(

@@ -108,7 +108,10 @@ def _compile_cel(text: str) -> KeyFn:
     try:
         program = env.program(env.compile(text))
     except Exception as e:  # celpy raises its own parse error types
-        raise KeyExpressionError(f"{text!r}: CEL syntax error: {e}") from e
+        # one line, as every lint problem: celpy's own text spans lines with a caret
+        column = getattr(e, "column", None)
+        where = f" at column {column}" if column else ""
+        raise KeyExpressionError(f"CEL syntax error{where} in {text!r}") from e
 
     def evaluate(ev: CloudEvent) -> str | None:
         attrs = {k: str(v) for k, v in ev.get_attributes().items() if v is not None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,6 +197,36 @@ def _check_dependency(
             except (TypeError, KeyError, AttributeError, ValueError):  # the schema says why
                 found = []
             out.extend(doc.problem((*base, "filters", *p), m) for p, m in found)
+        if isinstance(flt.get("context"), dict):
+            out += _attribute_typos(doc, (*base, "filters", "context"), flt["context"])
+    return out
+
+
+CE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+                 "dataschema", "githubdelivery", "githubhookid", "githubevent")  # fmt: skip
+_DIALECTS = {"exact", "prefix", "suffix", "all", "any", "not"}
+
+
+def _attribute_typos(doc: specfile.Document, path: FieldPath, ctx: Any) -> list[SpecProblem]:
+    """A context key close to a known attribute (`tpye`) is a typo: as an extension name it
+    would be valid, and would never match an event from eventsvc's gateways."""
+    out: list[SpecProblem] = []
+    if isinstance(ctx, list):
+        for i, item in enumerate(ctx):
+            out += _attribute_typos(doc, (*path, i), item)
+        return out
+    if not isinstance(ctx, dict):
+        return out
+    for key, value in ctx.items():
+        if key in _DIALECTS:
+            out += _attribute_typos(doc, (*path, key), value)
+            continue
+        if not isinstance(key, str) or not key.isalnum() or not key.islower():
+            continue  # the schema reports a malformed name
+        close = difflib.get_close_matches(key, CE_ATTRIBUTES, n=1, cutoff=0.75)
+        if key not in CE_ATTRIBUTES and close:
+            out.append(doc.problem((*path, key), f"{key!r} is not a CloudEvents attribute; "
+                                   f"did you mean {close[0]!r}?"))  # fmt: skip
     return out
 
 

@@ -203,9 +203,13 @@ def _load_configuration(section: Mapping[str, Any]) -> k8s_client.Configuration:
                 persist_config=False,
             )
     except (ConfigException, OSError) as e:
-        how = "in-cluster" if in_cluster else f"kubeconfig {section.get('kubeconfig')!r}"
+        how = "in-cluster" if in_cluster else (
+            f"kubeconfig {section['kubeconfig']!r}" if section.get("kubeconfig")
+            else "the default kubeconfig, $KUBECONFIG or ~/.kube/config"
+        )  # fmt: skip
+        reason = str(e).rstrip(". ")
         raise ConfigError(
-            f"Kubernetes access ({how}) cannot be set up: {e}. Set kubernetes.kubeconfig / "
+            f"Kubernetes access ({how}) cannot be set up: {reason}. Set kubernetes.kubeconfig / "
             "EVENTSVC_KUBECONFIG (and kubernetes.context), or kubernetes.inCluster: true"
         ) from e
     return configuration

@@ -82,3 +82,15 @@ async def test_cli_app_hook_dry_run_and_failure_exit(
 def test_hook_id_needs_repo(capsys: pytest.CaptureFixture[str], keep_log_config: None) -> None:
     assert cli.main(["github", "redeliver", "--hook-id", "3"]) == 2
     assert "--hook-id needs --repo" in capsys.readouterr().err
+
+
+def test_usage_and_configuration_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], keep_log_config: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("EVENTSVC_GITHUB_TOKEN", "EVENTSVC_GITHUB_TOKEN_FILE", "EVENTSVC_GITHUB_APP_ID",
+                "EVENTSVC_GITHUB_APP_ID_FILE", "EVENTSVC_CONFIG"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["github", "redeliver", "--repo", "acme"]) == 2
+    assert "--repo 'acme' is not owner/name" in capsys.readouterr().err
+    assert cli.main(["github", "redeliver", "--repo", "acme/shop"]) == 2
+    assert "no GitHub credentials" in capsys.readouterr().err

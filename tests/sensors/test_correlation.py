@@ -143,3 +143,19 @@ def test_cel_key_expressions_when_cel_python_is_installed() -> None:
     assert keys.compile_key("data.pr.missing.x + 'a'")(event) is None
     with pytest.raises(keys.KeyExpressionError, match="CEL syntax error"):
         keys.compile_key("data.(")
+
+
+async def test_partial_match_log_lines_carry_the_event_id(bus: bus_mod.Bus) -> None:
+    from structlog.testing import capture_logs
+
+    ledger = delivery.Ledger(await bus.kv("test-ledger"))
+    store = correlation.PartialStore(await bus.kv("test-partial"), ledger)
+    cond, _ = conditions.parse("a && b")
+    a = make_event({"specversion": "1.0", "id": "a1", "type": "t", "source": "s"}, {})
+    b = make_event({"specversion": "1.0", "id": "b1", "type": "t", "source": "s"}, {})
+    with capture_logs() as logs:
+        await store.merge("s", "t", "k", {"a": a}, cond, 60)
+        await store.merge("s", "t", "k", {"b": b}, cond, 60)
+    assert [(e["event"], e["event_id"]) for e in logs] == [
+        ("partial match stored", "a1"), ("partial match completed and claimed", "b1"),
+    ]  # fmt: skip

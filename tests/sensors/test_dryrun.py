@@ -161,3 +161,51 @@ def test_pr_environment_feedback_on_a_sample_result(
                     "--expect-no-fire", "comment-url", "--expect-no-fire", "status")  # fmt: skip
     assert code == 0, out
     assert "was removed\\n(closed)." in out
+
+
+def test_correlated_events_pair_only_on_equal_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as in the engine: a build for one commit and an approval of another do not pair
+    sensor = str(ROOT / "sensors" / "ship-approved-image.yaml")
+    label = pr_payload(number=8, action="labeled", label={"name": "deploy"})
+    label["pull_request"]["head"]["sha"] = "abc"
+    approved = write(tmp_path, "label.json", label)
+
+    def built(sha: str) -> str:
+        return write(tmp_path, f"built-{sha}.json", {
+            "specversion": "1.0", "id": f"b-{sha}", "source": "https://ci",
+            "type": "com.example.image.built", "data": {"sha": sha}})  # fmt: skip
+
+    code, out = run(capsys, sensor, "--event", built("def"), "--event", approved,
+                    "--github-event", "pull_request", "--expect-no-fire", "deploy")  # fmt: skip
+    assert code == 0, out
+    assert ("deploy (log): does not fire; conditions 'built && approved' not met by events "
+            "with equal correlate keys (built=yes (key \"def\") approved=yes (key \"abc\"))"
+            ) in out  # fmt: skip
+    code, out = run(capsys, sensor, "--event", built("abc"), "--event", approved,
+                    "--github-event", "pull_request", "--expect-fire", "deploy")  # fmt: skip
+    assert code == 0, out
+
+
+def test_bad_time_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = write(tmp_path, "pr.json", pr_payload())
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
+                    "--time", "yesterday")  # fmt: skip
+    assert code == 2
+    assert "time 'yesterday' is not RFC 3339; --time takes e.g. 2026-03-01T09:30:00Z" in out
+
+
+def test_environment_gates_are_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the trigger runs either way; the note says a draft PR's run would skip
+    sensor = str(ROOT / "sensors" / "pr-environments.yaml")
+    draft = pr_payload(action="labeled", label={"name": "preview"})
+    draft["pull_request"].update(draft=True, labels=[{"name": "preview"}])
+    code, out = run(capsys, sensor, "--event", write(tmp_path, "d.json", draft),
+                    "--github-event", "pull_request", "--expect-fire", "preview-environment")
+    assert code == 0, out
+    assert "when it runs: skips the environment of PR #7 (draft pull request)" in out
+    draft["pull_request"]["draft"] = False
+    code, out = run(capsys, sensor, "--event", write(tmp_path, "r.json", draft),
+                    "--github-event", "pull_request")  # fmt: skip
+    assert "when it runs: creates or updates the environment of PR #7 (labeled)" in out

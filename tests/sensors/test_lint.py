@@ -140,6 +140,9 @@ TRIGGER_CASES = [
     ("template undeclared events",
      "    - template: {name: t, log: {message: '{{ events.ci.data }}'}}\n",
      "s.yaml:9: spec.triggers[0].template.log.message: {{ events.ci.data }} reads events.ci"),
+    ("concurrency key syntax, on one line",
+     "    - template: {name: t, log: {}}\n      concurrency: {key: 'data.(', policy: queue}\n",
+     "s.yaml:10: spec.triggers[0].concurrency.key: CEL syntax error at column 6 in 'data.('\n"),
     ("two kinds", "    - template: {name: t, log: {}, nats: {subject: x}}\n",
      "s.yaml:9: spec.triggers[0].template: exactly one trigger kind is required"),
 ]
@@ -154,7 +157,7 @@ def test_trigger_problems(tmp_path: Path, case: str, triggers: str, expected: st
     - name: other
   triggers:
 {triggers}""")
-    assert any(p.startswith(expected) for p in problems), problems
+    assert any((p + "\n").startswith(expected) for p in problems), problems
 
 
 def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
@@ -204,4 +207,28 @@ def test_a_trigger_following_its_own_results_is_refused(tmp_path: Path) -> None:
         "'results.s.*') matches this trigger's own results 'results.s.report', so every run "
         "would fire it again; narrow the eventSubject to the results it follows, e.g. "
         "'results.<sensor>.<trigger>'"
+    ]
+
+
+def test_context_attribute_typos_are_found_at_any_depth(tmp_path: Path) -> None:
+    # a misspelt attribute is a valid extension name that no event carries: never a match
+    problems = lint(tmp_path, """\
+  dependencies:
+    - name: pr
+      filters:
+        context:
+          tpye: com.github.push
+          any:
+            - {sorce: x}
+            - not: {prefix: {subjet: x}}
+          myext: y
+  triggers: [{template: {name: t, log: {}}}]
+""")
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "spec.dependencies[0].filters.context.tpye: 'tpye' is not a CloudEvents attribute; "
+        "did you mean 'type'?",
+        "spec.dependencies[0].filters.context.any[0].sorce: 'sorce' is not a CloudEvents "
+        "attribute; did you mean 'source'?",
+        "spec.dependencies[0].filters.context.any[1].not.prefix.subjet: 'subjet' is not a "
+        "CloudEvents attribute; did you mean 'subject'?",
     ]

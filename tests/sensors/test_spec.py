@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from eventsvc import specs
 from eventsvc.triggers import REGISTRY
 
@@ -89,10 +91,56 @@ def test_every_example_in_sensors_dir_is_valid() -> None:
     assert loaded.sensors
 
 
-def test_impossible_unquoted_date_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+def test_impossible_unquoted_date_is_a_problem_of_its_field(tmp_path: Path) -> None:
+    # the date is reported on its own field, and the rest of the file is still checked
     path = tmp_path / "d.yaml"
     path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: x}\n"
-                    "spec:\n  schedule: '@daily'\n  exclusionDates: [2026-13-01]\n")  # fmt: skip
+                    "spec:\n  schedule: '@daily'\n  exclusionDates: [2026-13-01, 2026-02-30]\n"
+                    "  timezone: Europe/Berln\n")  # fmt: skip
+    problems = specs.load_paths([path]).problems
+    assert [(p.line, p.field) for p in problems] == [
+        (6, "spec.exclusionDates[0]"), (6, "spec.exclusionDates[1]"), (7, "spec.timezone"),
+    ]  # fmt: skip
+    assert "'2026-13-01' is not a date (month must be in 1..12)" in problems[0].message
+    assert "'2026-02-30' is not a date (day is out of range for month)" in problems[1].message
+
+
+def test_a_key_given_twice_is_a_problem(tmp_path: Path) -> None:
+    # YAML keeps the last of two equal keys: the first filter list would vanish silently
+    path = tmp_path / "dup.yaml"
+    path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
+                    "spec:\n  dependencies:\n    - name: pr\n      filters:\n"
+                    "        data: [{path: action, value: [opened]}]\n"
+                    "        data: [{path: number, value: [1]}]\n"
+                    "  triggers: [{template: {name: t, log: {message: hi}}}]\n")  # fmt: skip
     [problem] = specs.load_paths([path]).problems
-    assert (problem.line, problem.field) == (6, "(yaml)")
-    assert "month must be in 1..12" in problem.message
+    assert str(problem) == (
+        f"{path}:9: spec.dependencies[0].filters.data: given twice (lines 8 and 9); "
+        "YAML would keep only the last: merge them into one"
+    )
+
+
+HEAD = ("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
+        "spec:\n  dependencies: [{name: pr}]\n  triggers:\n    - template:\n        name: t\n"
+        "        log:\n")  # fmt: skip
+
+
+@pytest.mark.parametrize(("tail", "expected"), [
+    ("          message: {{ data.number }}\n",
+     ":10: spec.triggers[0].template.log.message: expected a string, got a mapping; quote a "
+     "value that starts with {{, e.g. \"{{ data.number }}\""),
+    ("          message: {{ data.number }} opened\n",
+     ":10: (yaml): expected <block end>, but found '<scalar>'; quote a value that holds {{ }}"),
+    ("          message: pull request: opened\n",
+     ":10: (yaml): mapping values are not allowed here; quote a value that contains ': '"),
+    ("          message: \"opened\n",
+     ":10: (yaml): found unexpected end of stream (while scanning a quoted scalar started on "
+     "line 10); close the quote that starts on this line"),
+    ("\t  message: opened\n",
+     ":10: (yaml): found character '\\t' that cannot start any token; indent with spaces"),
+])  # fmt: skip
+def test_yaml_mistakes_name_the_fix(tmp_path: Path, tail: str, expected: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(HEAD + tail)
+    [problem] = specs.load_paths([path]).problems
+    assert str(problem).startswith(f"{path}{expected}"), problem

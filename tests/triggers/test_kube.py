@@ -164,3 +164,22 @@ def test_label_values_are_valid() -> None:
     assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()
     assert kube.label_value("4242:" + "d" * 80) == v
     assert kube.label_value("-x-") == "x"
+
+
+def test_missing_kubeconfig_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes.config import kube_config
+
+    from eventsvc.errors import ConfigError
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "none"))
+    with pytest.raises(ConfigError) as default:
+        kube._load_configuration({})
+    assert "(the default kubeconfig, $KUBECONFIG or ~/.kube/config) cannot be set up" in str(
+        default.value
+    )
+    assert "None" not in str(default.value) and ".." not in str(default.value)
+    with pytest.raises(ConfigError, match=r"\(kubeconfig '/nowhere/config'\) cannot be set up"):
+        kube._load_configuration({"kubeconfig": "/nowhere/config"})
