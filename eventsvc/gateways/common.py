@@ -10,10 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from eventsvc import metrics
+from eventsvc import logs, metrics
 from eventsvc.bus import Bus, PublishAck
 from eventsvc.errors import BusError, BusUnavailableError
 
+log = logs.get("eventsvc.gateways")
 RETRY_AFTER_SECONDS = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,11 +72,18 @@ def guarded(gateway: str, handler: Handler) -> Handler:
     an application middleware: the middleware chain costs more on the hot path).
     """
 
+    glog = log.bind(gateway=gateway)
+
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
         except Rejection as r:
             metrics.EVENTS_REJECTED.labels(gateway, r.reason).inc()
+            # a wrong secret or a broken sender must show in the log, not only in a metric
+            glog.warning("request refused", status=r.status, reason=r.reason, error=r.message,
+                         event_id=request.headers.get("X-GitHub-Delivery")
+                         or request.headers.get("ce-id"),
+                         remote=request.remote)  # fmt: skip
             return json_response(
                 r.status, {"error": r.message, "reason": r.reason}, headers=r.headers
             )

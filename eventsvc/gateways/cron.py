@@ -450,7 +450,7 @@ class CronGateway:
                 log.error("schedule file invalid; keeping the running schedules", problem=str(p))
             return False
         await self.replace_schedules(found)
-        log.info("schedules reloaded", schedules=sorted(s.name for s in found))
+        log.debug("schedules reloaded", schedules=sorted(s.name for s in found))
         return True
 
 

@@ -241,3 +241,22 @@ def test_format_now_is_rfc3339_utc_with_microseconds() -> None:
     text = events.format_now()
     assert len(text) == len("2026-01-01T00:00:00.000000Z") and text.endswith("Z")
     assert datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo == UTC
+
+
+async def test_refusals_are_logged_with_their_reason(
+    start_service: Any, nats_server: EmbeddedNats, http: aiohttp.ClientSession
+) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as entries:
+        svc = await start_service(nats_url=nats_server.url, components=("gateway",))
+        body = json.dumps(pr_payload()).encode()
+        headers = github_headers("pull_request", body, delivery="wrong-secret")
+        headers["X-Hub-Signature-256"] = sign(body, "not-the-secret")
+        async with http.post(svc.url + "/webhooks/github", data=body, headers=headers) as resp:
+            assert resp.status == 401
+    refused = [e for e in entries if e["event"] == "request refused"]
+    assert len(refused) == 1
+    assert refused[0]["reason"] == "signature_invalid"
+    assert refused[0]["event_id"] == "wrong-secret"
+    assert refused[0]["log_level"] == "warning"
