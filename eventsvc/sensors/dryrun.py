@@ -289,12 +289,12 @@ def _explain_dependency(
     ok = True
     if subject is None:
         lines.append(f"pass  eventSubject  not checked (no NATS subject given); "
-                     f"expected {pattern!r}")  # fmt: skip
+                     f"expected {_show(pattern)}")  # fmt: skip
     else:
         subject_ok = subject_matches(pattern, subject)
         ok = subject_ok
-        lines.append(f"{'pass' if subject_ok else 'FAIL'}  eventSubject  seen {subject!r}  "
-                     f"expected {pattern!r}")  # fmt: skip
+        lines.append(f"{'pass' if subject_ok else 'FAIL'}  eventSubject  seen {_show(subject)}  "
+                     f"expected {_show(pattern)}")  # fmt: skip
     for check in checks:
         if isinstance(check, filters.Node):
             passed, verdicts = check.explain(view)

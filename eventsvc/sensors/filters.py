@@ -17,6 +17,7 @@ lint reports them all; `compile_filters` raises on the first.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from eventsvc import events, logs
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import cel
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
 
 log = logs.get("eventsvc.sensors.filters")
 _MISSING: Any = object()
@@ -178,7 +183,7 @@ class AttrMatch(Node):
     def explain(self, view: EventView) -> tuple[bool, list[Verdict]]:
         ok = self.test(view)
         seen = view.attributes.get(self.attr, MISSING_TEXT)
-        expected = self.value if self.op == "exact" else f"{self.op} {self.value!r}"
+        expected = _json(self.value) if self.op == "exact" else f"{self.op} {_json(self.value)}"
         return ok, [Verdict(ok, self.name, seen, expected)]
 
 
@@ -377,11 +382,12 @@ class DataMatch(Node):
             return "matches " + " or ".join(repr(r.pattern) for r in self.regexes)
         shown = [v if self.type != "number" or not float(v).is_integer() else int(v)
                  for v in self.values]  # fmt: skip
+        # JSON, like the values seen: `true`, not Python's `True`
         if self.comparator == "=":
-            return f"one of {shown}" if len(shown) > 1 else repr(shown[0])
+            return f"one of {_json(shown)}" if len(shown) > 1 else _json(shown[0])
         if self.comparator == "!=":
-            return f"none of {shown}"
-        return f"{self.comparator} " + " or ".join(map(repr, shown))
+            return f"none of {_json(shown)}"
+        return f"{self.comparator} " + " or ".join(map(_json, shown))
 
     def _value_ok(self, seen: Any) -> bool:
         if isinstance(seen, Mapping | list):

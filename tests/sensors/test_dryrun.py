@@ -42,7 +42,7 @@ def test_passing_github_payload(tmp_path: Path, capsys: pytest.CaptureFixture[st
                     "--expect-fire", "log-pr")  # fmt: skip
     assert code == 0, out
     assert "dependency pr: MATCHED" in out
-    assert "pass  data.pull_request.base.ref  seen \"main\"  expected 'main'" in out
+    assert "pass  data.pull_request.base.ref  seen \"main\"  expected \"main\"" in out
     assert "log-pr (log): FIRES" in out
     assert '"message": "pull request #12 to main: Add checkout, by dev"' in out
 
@@ -52,7 +52,7 @@ def test_failing_event_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
                     "--expect-fire", "log-pr")  # fmt: skip
     assert code == 1
-    assert "FAIL  data.pull_request.base.ref  seen \"develop\"  expected 'main'" in out
+    assert "FAIL  data.pull_request.base.ref  seen \"develop\"  expected \"main\"" in out
     assert "log-pr (log): does not fire; conditions 'pr' not met (pr=no)" in out
     assert "EXPECTATION FAILED: trigger 'log-pr' does not fire" in out
     code, _ = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request",
@@ -152,8 +152,8 @@ def test_pr_environment_feedback_on_a_sample_result(
     code, out = run(capsys, sensor, "--event", created, "--expect-fire", "comment-url",
                     "--expect-fire", "status", "--expect-no-fire", "comment-removed")  # fmt: skip
     assert code == 0, out
-    assert ("pass  eventSubject  seen 'results.pr-environments.preview-environment'  expected "
-            "'results.pr-environments.preview-environment'") in out  # from the result's data
+    assert ('pass  eventSubject  seen "results.pr-environments.preview-environment"  expected '
+            '"results.pr-environments.preview-environment"') in out  # from the result's data
     assert '"targetUrl": "https://pr-7.preview.example.com"' in out
     assert '"number": 7,' in out
     deleted = write(tmp_path, "deleted.json", _env_result("deleted"))

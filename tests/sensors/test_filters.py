@@ -219,8 +219,8 @@ def test_explain_says_what_was_seen_and_expected() -> None:
     ok, verdicts = compiled.root.explain(VIEW)
     assert not ok
     assert [(v.filter, v.passed, v.seen, v.expected) for v in verdicts] == [
-        ("context.type", False, "com.github.pull_request.opened", "prefix 'com.github.push'"),
-        ("data.pull_request.base.ref", False, "main", "'release'"),
+        ("context.type", False, "com.github.pull_request.opened", 'prefix "com.github.push"'),
+        ("data.pull_request.base.ref", False, "main", '"release"'),
     ]
 
 
