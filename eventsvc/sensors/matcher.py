@@ -9,9 +9,10 @@ distinct prefix length) and evaluates only the dependencies found there, plus th
 with no indexable constraint. A sensor with a thousand neighbours about other repos
 or other event types costs the event nothing.
 
-The engine keeps one durable consumer per sensor and uses `CompiledSensor.match`;
-this index serves whoever matches in process across sensors (`eventsvc test`, the
-benchmark, a shared consumer).
+The engine keeps one durable consumer per sensor (NATS routes by subject, and each
+sensor judges its copy, on the `ce-*` headers first) and does not use this index;
+today only `bench/match.py` does. It is what a shared consumer per subject would
+need to make the engine's cost independent of the number of sensors on a subject.
 """
 
 from __future__ import annotations
