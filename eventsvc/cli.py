@@ -135,7 +135,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     subject = args.nats_subject or "events.cli." + ".".join(
         events.sanitize_token(t) for t in args.type.split(".")
     )
-    url = args.nats_url or os.environ.get("EVENTSVC_NATS_URL") or "nats://127.0.0.1:4222"
+    url = _nats_url(args)
 
     async def send() -> int:
         bus = await bus_mod.connect(url, load_config(), connect_timeout=3)
@@ -167,7 +167,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from eventsvc.bus.streams import RESULTS
     from eventsvc.sensors import results
 
-    url = args.nats_url or os.environ.get("EVENTSVC_NATS_URL") or "nats://127.0.0.1:4222"
+    url = _nats_url(args)
     subject = f"results.{events.sanitize_token(args.sensor)}.>" if args.sensor else None
     logs.configure("console", "error")  # stdout is the table
 
@@ -196,8 +196,21 @@ def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("results", help="show trigger run results as a table")
     p.add_argument("--sensor", help="only this sensor's results")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new results")
-    p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
+    p.add_argument("--nats-url", help="default: EVENTSVC_NATS_URL, else the embedded server "
+                   "a local `eventsvc run` started (under EVENTSVC_DATA_DIR or .eventsvc), "
+                   "else nats://127.0.0.1:4222")
     p.set_defaults(func=cmd_results)
+
+
+def _nats_url(args: argparse.Namespace) -> str:
+    from eventsvc.bus.embedded import local_url
+
+    return (
+        args.nats_url
+        or os.environ.get("EVENTSVC_NATS_URL")
+        or local_url(os.environ.get("EVENTSVC_DATA_DIR", ".eventsvc"))
+        or "nats://127.0.0.1:4222"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", help="CloudEvents subject")
     p.add_argument("--id", help="event id (default: a new UUID)")
     p.add_argument("--data", help="JSON data, or @file.json (other text is sent as text/plain)")
-    p.add_argument("--nats-url", help="default EVENTSVC_NATS_URL or nats://127.0.0.1:4222")
+    p.add_argument("--nats-url", help="default: EVENTSVC_NATS_URL, else the embedded server "
+                   "a local `eventsvc run` started (under EVENTSVC_DATA_DIR or .eventsvc), "
+                   "else nats://127.0.0.1:4222")
     p.add_argument("--nats-subject", help="default events.cli.<type>")
     p.set_defaults(func=cmd_send)
     _add_test(sub)

