@@ -196,13 +196,19 @@ class KeyValueStore:
 
     async def create(self, key: str, value: bytes) -> bool:
         """Store `value` only when `key` is absent; False when it exists already."""
-        try:
-            await self._kv.create(key, value)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        except (nats.errors.Error, TimeoutError) as e:
-            raise _translate(f"kv create {self.bucket}/{key}", e) from e
-        return True
+        for _ in range(3):
+            try:
+                await self._kv.create(key, value)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return False
+            except nats.js.errors.KeyNotFoundError:
+                # the client found an old entry, then it expired (bucket TTL) before the
+                # client's second look: the key is absent now, so try again
+                continue
+            except (nats.errors.Error, TimeoutError) as e:
+                raise _translate(f"kv create {self.bucket}/{key}", e) from e
+            return True
+        raise BusError(f"kv create {self.bucket}/{key}: the key kept changing; try again")
 
     async def update(self, key: str, value: bytes, last: int) -> bool:
         """Compare-and-set on revision `last`; False when someone else wrote first."""
