@@ -213,3 +213,20 @@ spec:
         http:
           url: {url}
 """
+
+
+def log_sensor(name: str, subject: str = "events.test.>", message: str = "hello") -> str:
+    """A sensor named `name` with one dependency `thing` on `subject` and a `log`
+    trigger `note`: the smallest valid sensor, for tests about loading and running."""
+    return f"""apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {{name: {name}}}
+spec:
+  dependencies:
+    - name: thing
+      eventSubject: {subject}
+  triggers:
+    - template:
+        name: note
+        log: {{message: {message}}}
+"""

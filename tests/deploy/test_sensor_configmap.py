@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsvc.sensors.engine import Engine
+from tests.conftest import log_sensor
 from tests.sensors.conftest import eventually
 
 
@@ -45,23 +46,7 @@ class ConfigMapVolume:
             (self.root / old).rmdir()
 
 
-SENSOR = """\
-apiVersion: eventsvc.dev/v1alpha1
-kind: Sensor
-metadata: {{name: {name}}}
-spec:
-  dependencies:
-    - name: thing
-      eventSubject: {subject}
-  triggers:
-    - template:
-        name: note
-        log: {{message: hello}}
-"""
-
-
-def sensor(name: str, subject: str = "events.test.>") -> str:
-    return SENSOR.format(name=name, subject=subject)
+sensor = log_sensor
 
 
 async def test_configmap_update_reaches_the_running_service(

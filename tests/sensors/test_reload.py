@@ -9,26 +9,10 @@ from typing import Any
 
 from eventsvc.bus.streams import EVENTS
 from eventsvc.sensors.engine import Engine
-from tests.conftest import write_sensor
+from tests.conftest import log_sensor, write_sensor
 from tests.sensors.conftest import eventually
 
-SENSOR = """\
-apiVersion: eventsvc.dev/v1alpha1
-kind: Sensor
-metadata: {{name: {name}}}
-spec:
-  dependencies:
-    - name: thing
-      eventSubject: {subject}
-  triggers:
-    - template:
-        name: note
-        log: {{message: {message}}}
-"""
-
-
-def text(name: str, subject: str = "events.test.>", message: str = "hello") -> str:
-    return SENSOR.format(name=name, subject=subject, message=message)
+text = log_sensor
 
 
 async def test_add_change_remove_and_reject_invalid(

@@ -10,21 +10,8 @@ import structlog
 
 from eventsvc import bus as bus_mod
 from eventsvc import cli
+from tests.conftest import log_sensor
 from tests.sensors.conftest import EngineFactory, eventually, load_sensor, results_of, send
-
-SENSOR = """\
-apiVersion: eventsvc.dev/v1alpha1
-kind: Sensor
-metadata: {{name: {name}}}
-spec:
-  dependencies:
-    - name: thing
-      eventSubject: events.test.>
-  triggers:
-    - template:
-        name: note
-        log: {{message: seen}}
-"""
 
 
 async def test_results_table_by_sensor(
@@ -33,8 +20,8 @@ async def test_results_table_by_sensor(
     start_engine: EngineFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    one = load_sensor(tmp_path, SENSOR.format(name="one"), "one")
-    two = load_sensor(tmp_path, SENSOR.format(name="two"), "two")
+    one = load_sensor(tmp_path, log_sensor("one", message="seen"), "one")
+    two = load_sensor(tmp_path, log_sensor("two", message="seen"), "two")
     await start_engine([one, two])
     event_id = await send(bus, "com.example.thing", {"n": 1})
     await eventually(lambda: results_of(bus, "two"), "a result for sensor two")
@@ -76,7 +63,7 @@ async def test_a_kind_that_had_nothing_to_do_is_recorded_as_skipped(
             return TriggerResult(outcome="skipped", detail={"why": "draft"})
 
     monkeypatch.setitem(REGISTRY, "log", Gated)
-    sensor = load_sensor(tmp_path, SENSOR.format(name="gated"), "gated")
+    sensor = load_sensor(tmp_path, log_sensor("gated", message="seen"), "gated")
     await start_engine([sensor])
     await send(bus, "com.example.thing", {"n": 1})
     [result] = await eventually(lambda: results_of(bus, "gated"), "a result for sensor gated")
