@@ -433,25 +433,7 @@ class Bus:
 
     async def stream_messages(self, stream: str, subject: str | None = None) -> list[Delivery]:
         """Every message currently in `stream` (optionally one subject), for tools and tests."""
-        sub = await _guard(
-            f"read {stream}",
-            self._js.pull_subscribe(
-                subject or ">",
-                stream=stream,
-                config=api.ConsumerConfig(
-                    ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL
-                ),
-            ),
-        )
-        out: list[Delivery] = []
-        try:
-            while True:
-                batch = await PullConsumer(sub, stream).fetch(256, timeout=0.5)
-                if not batch:
-                    return out
-                out.extend(batch)
-        finally:
-            await PullConsumer(sub, stream).close()
+        return [item async for item in self.read_stream(stream, subject)]
 
     async def read_stream(
         self, stream: str, subject: str | None = None, follow: bool = False
