@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,22 +137,32 @@ def cmd_send(args: argparse.Namespace) -> int:
     )
     url = _nats_url(args)
 
-    async def send() -> int:
-        bus = await bus_mod.connect(url, load_config(), connect_timeout=3)
-        try:
-            headers, body = events.to_binary(event)
-            ack = await bus.publish(subject, body, headers,
-                                    msg_id=f"{event.get_source()}:{event.get_id()}")  # fmt: skip
-        finally:
-            await bus.close()
+    async def send(bus: bus_mod.Bus) -> int:
+        headers, body = events.to_binary(event)
+        ack = await bus.publish(subject, body, headers,
+                                msg_id=f"{event.get_source()}:{event.get_id()}")  # fmt: skip
         state = "duplicate of" if ack.duplicate else "stored as"
         print(f"sent {event.get_id()} to {subject}: {state} {ack.stream} #{ack.seq}")
         return EXIT_OK
 
+    return _on_bus("send", url, send)
+
+
+def _on_bus(command: str, url: str, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Connect, run `work(bus)`, close; a bus failure is one line on stderr and exit 1."""
+    from eventsvc import bus as bus_mod
+
+    async def main() -> int:
+        bus = await bus_mod.connect(url, load_config(), connect_timeout=3)
+        try:
+            return await work(bus)
+        finally:
+            await bus.close()
+
     try:
-        return asyncio.run(send())
+        return asyncio.run(main())
     except BusError as e:
-        print(f"eventsvc send: {e}", file=sys.stderr)
+        print(f"eventsvc {command}: {e}", file=sys.stderr)
         return EXIT_FINDINGS
 
 
@@ -171,25 +181,17 @@ def cmd_results(args: argparse.Namespace) -> int:
     subject = f"results.{events.sanitize_token(args.sensor)}.>" if args.sensor else None
     logs.configure("console", "error")  # stdout is the table
 
-    async def show() -> int:
-        bus = await bus_mod.connect(url, load_config(), connect_timeout=3)
-        try:
-            print(results.header(), flush=True)
-            async for msg in bus.read_stream(RESULTS, subject, follow=args.follow):
-                try:
-                    event = events.from_nats(msg.headers, msg.data)
-                except events.EventDecodeError:
-                    continue
-                print(results.row(event), flush=True)
-        finally:
-            await bus.close()
+    async def show(bus: bus_mod.Bus) -> int:
+        print(results.header(), flush=True)
+        async for msg in bus.read_stream(RESULTS, subject, follow=args.follow):
+            try:
+                event = events.from_nats(msg.headers, msg.data)
+            except events.EventDecodeError:
+                continue
+            print(results.row(event), flush=True)
         return EXIT_OK
 
-    try:
-        return asyncio.run(show())
-    except BusError as e:
-        print(f"eventsvc results: {e}", file=sys.stderr)
-        return EXIT_FINDINGS
+    return _on_bus("results", url, show)
 
 
 def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
