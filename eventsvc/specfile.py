@@ -155,6 +155,21 @@ def spec_files(paths: Sequence[str | Path]) -> Iterator[Path]:
             yield p
 
 
+
+Stamp = tuple[int, int]  # mtime_ns, size
+
+
+def file_stamps(directory: Path) -> dict[Path, Stamp]:
+    """Modification stamp of every spec file under `directory`: what hot reload compares."""
+    out: dict[Path, Stamp] = {}
+    for path in spec_files([directory]) if directory.is_dir() else ():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out[path] = (st.st_mtime_ns, st.st_size)
+    return out
+
 _TYPE_NAMES = {
     "string": "a string",
     "object": "a mapping",

@@ -185,7 +185,7 @@ class CronGateway:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_tasks: list[asyncio.Task[None]] = []
-        self._files_seen: tuple[tuple[str, int, int], ...] | None = None
+        self._files_seen: dict[Path, specfile.Stamp] | None = None
 
     @property
     def schedules(self) -> list[Schedule]:
@@ -198,7 +198,7 @@ class CronGateway:
             for i in range(self._publishers)
         ]
         if self._sensors_dir is not None:
-            self._files_seen = _file_signature(self._sensors_dir)
+            self._files_seen = specfile.file_stamps(self._sensors_dir)
         await self.replace_schedules(initial)
         self._tasks = [asyncio.create_task(self._schedule_loop(), name="cron-scheduler"),
                        asyncio.create_task(self._flush_loop(), name="cron-kv")]  # fmt: skip
@@ -433,7 +433,7 @@ class CronGateway:
         assert self._sensors_dir is not None
         while True:
             await asyncio.sleep(self._poll_interval)
-            seen = await asyncio.to_thread(_file_signature, self._sensors_dir)
+            seen = await asyncio.to_thread(specfile.file_stamps, self._sensors_dir)
             if seen == self._files_seen:
                 continue
             self._files_seen = seen
@@ -452,15 +452,6 @@ class CronGateway:
         await self.replace_schedules(found)
         log.debug("schedules reloaded", schedules=sorted(s.name for s in found))
         return True
-
-
-def _file_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    out = []
-    for path in specfile.spec_files([directory]):
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            out.append((str(path), st.st_mtime_ns, st.st_size))
-    return tuple(out)
 
 
 def vars_of(stats: CronStats) -> dict[str, int]:

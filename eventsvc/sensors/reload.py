@@ -20,18 +20,8 @@ from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.spec import SensorSpec
 
 log = logs.get("eventsvc.sensors.reload")
-Stamp = tuple[int, int]  # mtime_ns, size
-
-
-def _stamps(directory: Path) -> dict[Path, Stamp]:
-    out: dict[Path, Stamp] = {}
-    for path in specfile.spec_files([directory]) if directory.is_dir() else ():
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        out[path] = (st.st_mtime_ns, st.st_size)
-    return out
+Stamp = specfile.Stamp
+_stamps = specfile.file_stamps
 
 
 class SensorReloader:
