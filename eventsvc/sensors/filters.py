@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from eventsvc import events, logs
+from eventsvc import events, logs, paths
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import cel
 
@@ -33,7 +33,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 log = logs.get("eventsvc.sensors.filters")
-_MISSING: Any = object()
+_MISSING: Any = paths.MISSING
 MISSING_TEXT = "(missing)"
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
 Problem = tuple[tuple[str | int, ...], str]
@@ -219,13 +219,7 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
-def _step(node: Any, part: str) -> Any:
-    if isinstance(node, Mapping):
-        return node.get(part, _MISSING)
-    if isinstance(node, list) and part.lstrip("-").isdigit():
-        idx = int(part)
-        return node[idx] if -len(node) <= idx < len(node) else _MISSING
-    return _MISSING
+_step = paths.step
 
 
 def resolve(data: Any, parts: Sequence[str]) -> list[Any]:
