@@ -6,22 +6,9 @@ import json
 from typing import Any
 
 import aiohttp
-import pytest
 
 from eventsvc import events
 from eventsvc.bus import Bus
-from eventsvc.bus.embedded import EmbeddedNats
-
-
-@pytest.fixture
-async def svc(start_service: Any, nats_server: EmbeddedNats) -> Any:
-    return await start_service(nats_url=nats_server.url, components=("gateway",))
-
-
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def ce(i: int = 1, **extra: Any) -> dict[str, Any]:

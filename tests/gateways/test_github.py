@@ -15,17 +15,6 @@ from eventsvc.bus.embedded import EmbeddedNats
 from tests.conftest import github_headers, post_github, pr_payload, sign
 
 
-@pytest.fixture
-async def svc(start_service: Any, nats_server: EmbeddedNats) -> Any:
-    return await start_service(nats_url=nats_server.url, components=("gateway",))
-
-
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def stored(bus: Bus, subject: str = "events.github.>") -> list[events.CloudEvent]:
     return [events.from_nats(m.headers, m.data) for m in await bus.stream_messages("EVENTS", subject)]
 
