@@ -22,7 +22,7 @@ from eventsvc.config import load_config
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
 from eventsvc.sensors import filters
-from eventsvc.sensors.engine import CompiledSensor
+from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.matcher import Matcher
 from eventsvc.sensors.spec import parse_sensor
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from eventsvc import __version__, events, logs, specs
+from eventsvc import __version__, events, logs, specs, subjects
 from eventsvc.config import COMPONENTS, Config, load_config
 from eventsvc.errors import BusError, ConfigError, SpecError
 
@@ -133,7 +133,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     }
     event = events.make_event({k: v for k, v in attributes.items() if v is not None}, data)
     subject = args.nats_subject or "events.cli." + ".".join(
-        events.sanitize_token(t) for t in args.type.split(".")
+        subjects.token(t) for t in args.type.split(".")
     )
     url = _nats_url(args)
 
@@ -178,7 +178,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from eventsvc.sensors import results
 
     url = _nats_url(args)
-    subject = f"results.{events.sanitize_token(args.sensor)}.>" if args.sensor else None
+    subject = f"results.{subjects.token(args.sensor)}.>" if args.sensor else None
     logs.configure("console", "error")  # stdout is the table
 
     async def show(bus: bus_mod.Bus) -> int:

@@ -209,10 +209,6 @@ def to_dict(event: CloudEvent) -> dict[str, Any]:
     return doc
 
 
-def sanitize_token(text: str) -> str:
-    """A NATS subject token from free text: no dots, spaces, wildcards or empties."""
-    token = re.sub(r"[^A-Za-z0-9_\-]", "_", text)
-    return token or "_"
 
 
 def binary_attributes(headers: Mapping[str, str] | None) -> dict[str, Any] | None:

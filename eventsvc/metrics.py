@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 EVENTS_RECEIVED = Counter(
     "eventsvc_events_received_total", "Events received by a gateway.", ["gateway"]
@@ -28,6 +28,19 @@ PUBLISH_SECONDS = Histogram(
 )
 EVENTS_MATCHED = Counter(
     "eventsvc_sensor_events_matched_total", "Events that matched a sensor.", ["sensor"]
+)
+EVENTS_DISPATCHED = Counter(
+    "eventsvc_dispatch_events_total", "Events the dispatcher read and routed.", ["stream"]
+)
+DISPATCH_PENDING = Gauge(
+    "eventsvc_dispatch_pending",
+    "Events stored and not yet routed by the dispatcher, as last seen by this replica.",
+    ["stream"],
+)
+SENSOR_PENDING = Gauge(
+    "eventsvc_sensor_pending",
+    "Events handed off to a sensor and not yet finished, as last seen by this replica.",
+    ["sensor"],
 )
 TRIGGER_RUNS = Counter(
     "eventsvc_trigger_runs_total", "Trigger runs by outcome.", ["sensor", "trigger", "outcome"]
@@ -49,6 +62,11 @@ TRIGGER_SECONDS = Histogram(
 def published(gateway: str, duplicate: bool) -> Counter:
     """The labelled child, looked up once: `.labels()` costs more than `.inc()` on a hot path."""
     return EVENTS_PUBLISHED.labels(gateway, str(duplicate).lower())
+
+
+@functools.cache
+def matched(sensor: str) -> Counter:
+    return EVENTS_MATCHED.labels(sensor)
 
 
 @functools.cache

@@ -25,6 +25,7 @@ from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
 from eventsvc.gateways.cron import CronGateway
 from eventsvc.gateways.github import GitHubGateway
+from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.reload import SensorReloader
 from eventsvc.sensors.spec import SensorSpec
@@ -91,8 +92,10 @@ class Service:
         self.state.nats_url = url
         await self._start_http(routes)
         bus = await bus_mod.connect(url, config)
-        self.state.bus_ref.bus = bus
         await bus.ensure_streams(bus_mod.default_streams(config))
+        # before any gateway may accept: an accepted event is then always dispatched
+        await dispatch.ensure_consumers(bus, config)
+        self.state.bus_ref.bus = bus
         self._services = Services(config, bus)
         if "sensors" in config.components:
             self.state.engine = Engine(bus, self._services, config)

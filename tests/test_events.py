@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventsvc import events
+from eventsvc import events, subjects
 
 
 def _event(**extra: object) -> events.CloudEvent:
@@ -57,6 +57,6 @@ def test_non_cloudevent_message_is_refused_with_the_reason() -> None:
         events.from_nats({}, b"hello")
 
 
-def test_sanitize_token() -> None:
-    assert events.sanitize_token("a.b c*>") == "a_b_c__"
-    assert events.sanitize_token("") == "_"
+def test_token() -> None:
+    assert subjects.token("a.b c*>") == "a_b_c__"
+    assert subjects.token("") == "_"

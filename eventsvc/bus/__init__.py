@@ -1,15 +1,32 @@
 """The bus: NATS JetStream behind a small interface. Only this package imports `nats`."""
 
-from eventsvc.bus.client import Bus, Delivery, KeyValueStore, PublishAck, PullConsumer, connect
+from eventsvc.bus.client import (
+    START_ALL,
+    START_NEW,
+    Bus,
+    ConsumerState,
+    Delivery,
+    KeyValueStore,
+    PublishAck,
+    PullConsumer,
+    StartAt,
+    StreamState,
+    connect,
+)
 from eventsvc.bus.streams import StreamSpec, default_streams
 
 __all__ = [
+    "START_ALL",
+    "START_NEW",
     "Bus",
+    "ConsumerState",
     "Delivery",
     "KeyValueStore",
     "PublishAck",
     "PullConsumer",
+    "StartAt",
     "StreamSpec",
+    "StreamState",
     "connect",
     "default_streams",
 ]

@@ -93,6 +93,26 @@ def _expire(future: asyncio.Future[Msg]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamState:
+    messages: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerState:
+    name: str
+    ack_floor: int  # every stream sequence up to this one is acknowledged
+    pending: int  # not yet delivered plus delivered and not acknowledged
+
+
+START_NEW = "new"
+START_ALL = "all"
+StartAt = str | int
+"""Where a consumer created now starts: `START_NEW`, `START_ALL` or a stream sequence."""
+
+
+@dataclass(frozen=True, slots=True)
 class PublishAck:
     stream: str
     seq: int
@@ -126,6 +146,11 @@ class Delivery:
     @property
     def stream_seq(self) -> int:
         return int(self._msg.metadata.sequence.stream)
+
+    @property
+    def num_pending(self) -> int:
+        """Messages the consumer still had to deliver when it handed out this one."""
+        return int(self._msg.metadata.num_pending or 0)
 
     async def ack(self) -> None:
         await _guard("ack", self._msg.ack_sync(timeout=5))
@@ -285,6 +310,8 @@ class Bus:
             duplicate_window=spec.duplicate_window,
             num_replicas=spec.replicas,
         )
+        if spec.work_queue:
+            config.retention = api.RetentionPolicy.WORK_QUEUE
         what = f"reconcile stream {spec.name}"
         try:
             await self._js.stream_info(spec.name)
@@ -379,8 +406,29 @@ class Bus:
         ack_wait: float,
         max_deliver: int,
         max_ack_pending: int = 1000,
+        start: StartAt = START_NEW,
     ) -> PullConsumer:
         """Create or update the durable consumer `durable` and bind a pull subscription."""
+        await self.ensure_consumer(stream, durable, filter_subjects, ack_wait=ack_wait,
+                                   max_deliver=max_deliver, max_ack_pending=max_ack_pending,
+                                   start=start)  # fmt: skip
+        what = f"consumer {stream}/{durable}"
+        sub = await _guard(what, self._js.pull_subscribe_bind(durable=durable, stream=stream))
+        return PullConsumer(sub, durable)
+
+    async def ensure_consumer(
+        self,
+        stream: str,
+        durable: str,
+        filter_subjects: tuple[str, ...],
+        *,
+        ack_wait: float,
+        max_deliver: int,
+        max_ack_pending: int = 1000,
+        start: StartAt = START_NEW,
+    ) -> bool:
+        """Create the durable consumer `durable`, starting at `start`, or update one that
+        exists (where it is in the stream does not change). True when it was created."""
         config = api.ConsumerConfig(
             durable_name=durable,
             name=durable,
@@ -390,6 +438,11 @@ class Bus:
             max_deliver=max_deliver,
             max_ack_pending=max_ack_pending,
         )
+        if start == START_ALL:
+            config.deliver_policy = api.DeliverPolicy.ALL
+        elif isinstance(start, int):
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start
         if len(filter_subjects) == 1:
             config.filter_subject = filter_subjects[0]
         else:
@@ -399,14 +452,14 @@ class Bus:
             info = await self._js.consumer_info(stream, durable)
         except nats.js.errors.NotFoundError:
             await _guard(what, self._js.add_consumer(stream, config))
+            return True
         except (nats.errors.Error, TimeoutError) as e:
             raise _translate(what, e) from e
-        else:
-            # deliver policy cannot change on an existing consumer: keep what it has
-            config.deliver_policy = info.config.deliver_policy
-            await _guard(what, self._js.add_consumer(stream, config))
-        sub = await _guard(what, self._js.pull_subscribe_bind(durable=durable, stream=stream))
-        return PullConsumer(sub, durable)
+        # where it starts cannot change on an existing consumer: keep what it has
+        config.deliver_policy = info.config.deliver_policy
+        config.opt_start_seq = info.config.opt_start_seq
+        await _guard(what, self._js.add_consumer(stream, config))
+        return False
 
     async def delete_consumer(self, stream: str, durable: str) -> None:
         try:
@@ -467,6 +520,41 @@ class Bus:
         info = await _guard(what, self._js.consumer_info(stream, durable))
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
+    async def consumer_states(self, stream: str) -> list[ConsumerState]:
+        """Every consumer on `stream`, with how far it got."""
+        out: list[ConsumerState] = []
+        while True:  # the server answers 256 at a time
+            page = await _guard(f"list consumers of {stream}",
+                                self._js.consumers_info(stream, offset=len(out)))  # fmt: skip
+            out += [_consumer_state(info) for info in page]
+            if not page:
+                return out
+
+    async def stream_state(self, stream: str) -> StreamState:
+        info = await _guard(f"stream {stream}", self._js.stream_info(stream))
+        state = info.state
+        return StreamState(int(state.messages), int(state.first_seq), int(state.last_seq))
+
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message on `subject` from `stream`."""
+        await _guard(f"purge {subject} from {stream}",
+                     self._js.purge_stream(stream, subject=subject))  # fmt: skip
+
+    async def get_message(self, stream: str, seq: int) -> tuple[Mapping[str, str], bytes] | None:
+        """The headers and body of the message at `seq` in `stream`; None when it is gone."""
+        try:
+            raw = await self._js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"get message {seq} of {stream}", e) from e
+        return dict(raw.headers or {}), raw.data or b""
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message (headers included) the server takes."""
+        return int(self._nc.max_payload)
+
     async def consumer_exists(self, stream: str, durable: str) -> bool:
         try:
             await self._js.consumer_info(stream, durable)
@@ -484,6 +572,12 @@ class Bus:
         except (nats.errors.Error, TimeoutError) as e:
             log.debug("drain failed, closing", error=str(e))
             await self._nc.close()
+
+
+def _consumer_state(info: api.ConsumerInfo) -> ConsumerState:
+    floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+    pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    return ConsumerState(str(info.name), int(floor or 0), pending)
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:

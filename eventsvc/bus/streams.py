@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventsvc.config import Config
+from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
 
-EVENTS = "EVENTS"
-RESULTS = "RESULTS"
-DLQ = "DLQ"
+__all__ = ["DLQ", "EVENTS", "RESULTS", "WORK", "StreamSpec", "default_streams"]
+
+WORK_DUPLICATE_WINDOW = 300.0
+"""A hand-off repeated within this window (a dispatcher's ack lost, its event redelivered
+after the dispatch ack wait) is dropped by JetStream; a later repeat is recognised by the
+run ledger. Short, because the server keeps every message id of the window in memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,7 @@ class StreamSpec:
     max_msgs: int = -1
     duplicate_window: float = 120.0
     replicas: int = 1
+    work_queue: bool = False  # a message is removed once acknowledged
 
 
 def default_streams(config: Config) -> tuple[StreamSpec, ...]:
@@ -35,4 +40,12 @@ def default_streams(config: Config) -> tuple[StreamSpec, ...]:
         ),
         StreamSpec(RESULTS, ("results.>",), max_age=7 * 86400, replicas=config.stream_replicas),
         StreamSpec(DLQ, ("dlq.>",), max_age=30 * 86400, replicas=config.stream_replicas),
+        StreamSpec(
+            WORK,
+            ("work.>",),
+            max_age=config.events_max_age,
+            duplicate_window=WORK_DUPLICATE_WINDOW,
+            replicas=config.stream_replicas,
+            work_queue=True,
+        ),
     )

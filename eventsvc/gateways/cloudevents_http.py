@@ -10,7 +10,7 @@ import json
 
 from aiohttp import web
 
-from eventsvc import events, logs, metrics
+from eventsvc import events, logs, metrics, subjects
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
 from eventsvc.gateways.common import (
@@ -27,7 +27,7 @@ GATEWAY = "cloudevents"
 
 
 def subject_for(event: CloudEvent) -> str:
-    tokens = [events.sanitize_token(t) for t in event.get_type().split(".")]
+    tokens = [subjects.token(t) for t in event.get_type().split(".")]
     return "events.http." + ".".join(tokens)
 
 

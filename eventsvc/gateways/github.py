@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from eventsvc import events, logs, metrics
+from eventsvc import events, logs, metrics, subjects
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError
 from eventsvc.gateways.common import (
@@ -200,7 +200,7 @@ class GitHubGateway:
         return accepted_response(delivery)
 
     def _subject(self, event: str) -> str:
-        subject = f"events.github.{events.sanitize_token(event)}"
+        subject = subjects.github(event)
         if len(self._subjects) < 1000:  # GitHub has a few dozen event names; bounded anyway
             self._subjects[event] = subject
         return subject

@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from eventsvc import events, specs
+from eventsvc import events, specs, subjects
 from eventsvc.config import load_config
 from eventsvc.errors import EventsvcError
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
 from eventsvc.sensors import filters, params, results
-from eventsvc.sensors.engine import CompiledSensor, subject_matches
+from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.spec import SensorSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -123,7 +123,7 @@ def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
         except events.EventDecodeError as e:
             raise UsageError(f"{origin}: {e}") from e
         gh = doc.get("githubevent")
-        subject = args.nats_subject or (f"events.github.{gh}" if gh else _result_subject(doc))
+        subject = args.nats_subject or (subjects.github(str(gh)) if gh else _result_subject(doc))
         return Input(event, subject, origin)
     if not args.github_event:
         raise UsageError(f"{origin}: not a CloudEvent (no specversion); for a raw GitHub "
@@ -145,7 +145,7 @@ def _input(doc: Any, origin: str, args: argparse.Namespace) -> Input:
         event = events.make_event({k: v for k, v in attributes.items() if v is not None}, doc)
     except events.EventDecodeError as e:  # e.g. --time that is not RFC 3339
         raise UsageError(f"{origin}: {e}; --time takes e.g. 2026-03-01T09:30:00Z") from e
-    subject = args.nats_subject or f"events.github.{events.sanitize_token(name)}"
+    subject = args.nats_subject or subjects.github(name)
     return Input(event, subject, origin)
 
 
@@ -291,7 +291,7 @@ def _explain_dependency(
         lines.append(f"pass  eventSubject  not checked (no NATS subject given); "
                      f"expected {_show(pattern)}")  # fmt: skip
     else:
-        subject_ok = subject_matches(pattern, subject)
+        subject_ok = subjects.matches(pattern, subject)
         ok = subject_ok
         lines.append(f"{'pass' if subject_ok else 'FAIL'}  eventSubject  seen {_show(subject)}  "
                      f"expected {_show(pattern)}")  # fmt: skip

@@ -1,18 +1,20 @@
-"""Matching one event against many sensors, indexed so cost follows the relevant sensors only.
+"""The index over every loaded sensor: one event in, the dependencies it satisfies out, at
+a cost that follows the relevant sensors only.
 
-Each dependency is filed under one of the constraints its filters require of every
-event: an exact attribute value (`type`, `source`, `subject`, an extension, or an
-`any` of exact values) or an attribute prefix (`type: {prefix: com.github.}`). Of its
-constraints, the one shared with the fewest other dependencies is chosen. An event
-then looks up its own attribute values (one dict probe per exact attribute, one per
-distinct prefix length) and evaluates only the dependencies found there, plus those
-with no indexable constraint. A sensor with a thousand neighbours about other repos
-or other event types costs the event nothing.
+Each dependency is filed under one of the constraints its subject and filters require
+of every event: its `eventSubject` when it names one subject, or the literal part before
+a wildcard as a prefix; an exact attribute value (`type`, `source`, `subject`, an
+extension, or an `any` of exact values) or an attribute prefix (`type: {prefix:
+com.github.}`). Of its constraints, the one shared with the fewest other dependencies
+is chosen. An event then looks up its own subject and attribute values (one dict probe
+per exact attribute, one per distinct prefix length) and evaluates only the dependencies
+found there. A sensor with a thousand neighbours about other repositories or other
+event types costs the event nothing.
 
-The engine keeps one durable consumer per sensor (NATS routes by subject, and each
-sensor judges its copy, on the `ce-*` headers first) and does not use this index;
-today only `bench/match.py` does. It is what a shared consumer per subject would
-need to make the engine's cost independent of the number of sensors on a subject.
+`candidates` reads attributes only; `gated` applies the `context` filters, still on
+attributes, so an event's body is decoded only when some dependency may match it;
+`match` runs the whole filters (data, CEL) of what is left. The dispatcher routes every
+event with it; `bench/match.py` measures it alone.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from eventsvc import subjects
 from eventsvc.sensors import filters
-from eventsvc.sensors.engine import CompiledSensor, CompiledTrigger, subject_matches
+from eventsvc.sensors.compiled import CompiledSensor, CompiledTrigger
 
+SUBJECT = "$subject"  # the index's name for the NATS subject, beside attribute names
 Key = tuple[str, str, str]  # (attribute, "exact" | "prefix", value)
 
 
@@ -33,6 +37,16 @@ class Entry:
     dependency: str
     event_subject: str
     node: filters.Node
+    gate: filters.Node | None  # the attribute-only part every match passes
+
+
+def _subject_key(pattern: str) -> list[list[Key]]:
+    """The subject as an index option, unless it is a whole stream (`events.>`): every event
+    there would find it, which is no index at all."""
+    text, exact = subjects.literal_prefix(pattern)
+    if not exact and text.count(".") < 2:
+        return []
+    return [[(SUBJECT, "exact" if exact else "prefix", text)]]
 
 
 def _required(node: filters.Node) -> list[list[Key]]:
@@ -60,7 +74,9 @@ class Matcher:
         for i, sensor in enumerate(self.sensors):
             for dep, checks in sensor.deps:
                 node = _root(checks)
-                found.append((Entry(i, dep.name, dep.event_subject, node), _required(node)))
+                _, gate = filters.compile_gated(dep.filters)
+                entry = Entry(i, dep.name, dep.event_subject, node, gate)
+                found.append((entry, _subject_key(dep.event_subject) + _required(node)))
         counts = Counter(key for _, options in found for opt in options for key in opt)
         self.exact: dict[str, dict[str, list[Entry]]] = {}
         self.prefix: dict[str, dict[str, list[Entry]]] = {}
@@ -79,16 +95,16 @@ class Matcher:
             self.prefix_lengths[attr] = sorted({len(p) for p in by_prefix})
         self._subjects: dict[tuple[str, str], bool] = {}
 
-    def candidates(self, view: filters.EventView) -> list[Entry]:
+    def candidates(self, subject: str | None, view: filters.EventView) -> list[Entry]:
         """The dependencies this event could satisfy, by the index."""
         attrs = view.attributes
         out: list[Entry] = list(self.unindexed)
         for attr, by_value in self.exact.items():
-            value = attrs.get(attr)
+            value = subject if attr == SUBJECT else attrs.get(attr)
             if value is not None:
                 out.extend(by_value.get(value, ()))
         for attr, by_prefix in self.prefix.items():
-            value = attrs.get(attr)
+            value = subject if attr == SUBJECT else attrs.get(attr)
             if value is None:
                 continue
             for length in self.prefix_lengths[attr]:
@@ -103,14 +119,26 @@ class Matcher:
         key = (pattern, subject)
         ok = self._subjects.get(key)
         if ok is None:
-            ok = self._subjects[key] = subject_matches(pattern, subject)
+            if len(self._subjects) > 65536:  # subjects are chosen by publishers: bounded
+                self._subjects.clear()
+            ok = self._subjects[key] = subjects.matches(pattern, subject)
         return ok
 
-    def match(self, subject: str | None, view: filters.EventView) -> dict[int, set[str]]:
-        """Sensor index -> names of the dependencies the event satisfies (matches only)."""
+    def gated(self, subject: str | None, view: filters.EventView) -> list[Entry]:
+        """Candidates whose subject and `context` filters pass: decided on attributes only."""
+        return [
+            e for e in self.candidates(subject, view)
+            if self._subject_ok(e.event_subject, subject) and (e.gate is None or e.gate.test(view))
+        ]  # fmt: skip
+
+    def match(
+        self, subject: str | None, view: filters.EventView, entries: Iterable[Entry] | None = None
+    ) -> dict[int, set[str]]:
+        """Sensor index -> names of the dependencies the event satisfies (matches only).
+        `entries`: the result of `gated` for the same event, to skip looking again."""
         hits: dict[int, set[str]] = {}
-        for entry in self.candidates(view):
-            if self._subject_ok(entry.event_subject, subject) and entry.node.test(view):
+        for entry in self.gated(subject, view) if entries is None else entries:
+            if entry.node.test(view):
                 hits.setdefault(entry.sensor, set()).add(entry.dependency)
         return hits
 

@@ -1,5 +1,5 @@
 """Hot reload of the sensors directory: poll file stamps, reload what changed, and
-reconcile the engine's runners.
+reconcile the engine's workers.
 
 Each file is judged on its own: a file that fails lint is rejected with its
 `file:line` problems logged, and the sensors it declared before keep running as

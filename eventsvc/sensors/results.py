@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsvc import events, logs
+from eventsvc import events, logs, subjects
 from eventsvc.bus import Bus
 from eventsvc.errors import BusError
 from eventsvc.events import CloudEvent
@@ -141,7 +141,7 @@ class RunResult:
 
 
 def subject(sensor: str, trigger: str) -> str:
-    return f"results.{events.sanitize_token(sensor)}.{events.sanitize_token(trigger)}"
+    return subjects.result(sensor, trigger)
 
 
 def to_event(result: RunResult) -> CloudEvent:

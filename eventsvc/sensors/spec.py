@@ -11,7 +11,7 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
-from eventsvc import events, specfile
+from eventsvc import specfile, subjects
 from eventsvc.durations import parse_duration
 from eventsvc.errors import SpecProblem
 from eventsvc.sensors import conditions, filters, keys, params, schema
@@ -112,7 +112,7 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
         return []
     out: list[SpecProblem] = []
     dep_names: set[str] = set()
-    subjects: dict[str, str] = {}
+    dep_subjects: dict[str, str] = {}
     for i, dep in enumerate(_items(spec, "dependencies")):
         if not isinstance(dep, dict) or not isinstance(dep.get("name"), str):
             continue
@@ -121,7 +121,7 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
             out.append(doc.problem((*base, "name"), f"duplicate dependency name {dep['name']!r}"))
         dep_names.add(dep["name"])
         if isinstance(dep.get("eventSubject"), str):
-            subjects[dep["name"]] = dep["eventSubject"]
+            dep_subjects[dep["name"]] = dep["eventSubject"]
         out.extend(_check_dependency(doc, base, dep))
     declared = frozenset(dep_names)
     trig_names: set[str] = set()
@@ -138,7 +138,7 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
             trig_names.add(name)
         out.extend(_check_trigger(doc, base, item, tpl, declared))
         if isinstance(name, str):
-            out.extend(_check_own_results(doc, base, name, tpl, declared, subjects))
+            out.extend(_check_own_results(doc, base, name, tpl, declared, dep_subjects))
     return sorted(out, key=lambda p: (p.line, p.field))
 
 
@@ -148,34 +148,23 @@ def _check_own_results(
     trigger: str,
     tpl: Mapping[str, Any],
     declared: frozenset[str],
-    subjects: Mapping[str, str],
+    dep_subjects: Mapping[str, str],
 ) -> list[SpecProblem]:
     """A trigger that fires on its own results would fire forever."""
     meta = doc.value.get("metadata") if isinstance(doc.value, dict) else None
     sensor = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(sensor, str):
         return []
-    own = f"results.{events.sanitize_token(sensor)}.{events.sanitize_token(trigger)}"
+    own = subjects.result(sensor, trigger)
     where = (*base, "template", "conditions" if "conditions" in tpl else "name")
     loops = [d for d in sorted(_available(tpl, declared))
-             if d in subjects and subject_matches(subjects[d], own)]  # fmt: skip
+             if d in dep_subjects and subjects.matches(dep_subjects[d], own)]  # fmt: skip
     fix = "narrow the eventSubject to the results it follows, e.g. 'results.<sensor>.<trigger>'"
     return [
-        doc.problem(where, f"dependency {dep!r} (eventSubject {subjects[dep]!r}) matches this "
+        doc.problem(where, f"dependency {dep!r} (eventSubject {dep_subjects[dep]!r}) matches this "
                     f"trigger's own results {own!r}, so every run would fire it again; {fix}")
         for dep in loops
     ]
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard match: `*` one token, `>` the rest."""
-    pat, sub = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(pat):
-        if tok == ">":
-            return len(sub) > i
-        if i >= len(sub) or (tok != "*" and tok != sub[i]):
-            return False
-    return len(pat) == len(sub)
 
 
 def _check_dependency(
@@ -238,20 +227,11 @@ def _subject_problem(subject: str) -> str | None:
         return f"{subject!r}: '>' may only be a whole last token, as in 'events.github.>'"
     if any(t != "*" and "*" in t for t in tokens):
         return f"{subject!r}: '*' must be a whole token, as in 'events.*.push'"
-    if tokens[0] not in STREAM_ROOTS or len(tokens) < 2:
+    if tokens[0] not in subjects.ROOTS or len(tokens) < 2:
         return (f"{subject!r} is in no stream a sensor reads: start it with 'events.' "
                 "(stream EVENTS, e.g. 'events.github.>') or 'results.' (stream RESULTS, "
                 "trigger results, e.g. 'results.<sensor>.<trigger>')")  # fmt: skip
     return None
-
-
-STREAM_ROOTS = {"events": "EVENTS", "results": "RESULTS"}
-"""The first token of an `eventSubject` → the stream a sensor's consumer reads it from."""
-
-
-def stream_of(subject: str) -> str:
-    """The stream holding `subject` (a validated `eventSubject`)."""
-    return STREAM_ROOTS[subject.split(".", 1)[0]]
 
 
 def _check_trigger(

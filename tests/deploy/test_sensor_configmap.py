@@ -56,17 +56,17 @@ async def test_configmap_update_reaches_the_running_service(
     volume.write({"a.yaml": sensor("a")})
     svc = await start_service(components=("sensors",), nats_port=0)
     engine: Engine = svc.service.state.engine
-    assert sorted(engine.runners) == ["a"], "each sensor once, not again under ..data"
+    assert sorted(engine.workers) == ["a"], "each sensor once, not again under ..data"
 
     async def names(expected: list[str]) -> bool:
-        return sorted(engine.runners) == expected
+        return sorted(engine.workers) == expected
 
     # a merge adds a sensor and changes another: one atomic swap
-    before = engine.runners["a"]
+    before = engine.workers["a"]
     volume.write({"a.yaml": sensor("a", "events.other.>"), "b.yaml": sensor("b")})
     await eventually(lambda: names(["a", "b"]), "the added sensor to start")
     await eventually(lambda: _changed(engine, "a", before), "the changed sensor to restart")
-    assert engine.runners["a"].sensor.subjects == ("events.other.>",)
+    assert engine.workers["a"].sensor.subjects == ("events.other.>",)
 
     # a merge removes a sensor file
     volume.write({"b.yaml": sensor("b")})
@@ -75,5 +75,5 @@ async def test_configmap_update_reaches_the_running_service(
 
 
 async def _changed(engine: Engine, name: str, before: object) -> bool:
-    current = engine.runners.get(name)
+    current = engine.workers.get(name)
     return current is not None and current is not before

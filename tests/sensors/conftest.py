@@ -16,8 +16,9 @@ from aiohttp import web
 
 from eventsvc import bus as bus_mod
 from eventsvc import events, specs
-from eventsvc.bus.streams import DLQ, RESULTS
+from eventsvc.bus.streams import DLQ, EVENTS, RESULTS, WORK
 from eventsvc.config import Config
+from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.spec import SensorSpec
 from eventsvc.triggers import Services
@@ -59,6 +60,14 @@ async def results_of(bus: bus_mod.Bus, sensor: str) -> list[dict[str, Any]]:
 
 async def dlq_records(bus: bus_mod.Bus, sensor: str) -> list[dict[str, Any]]:
     return [json.loads(m.data) for m in await bus.stream_messages(DLQ, f"dlq.{sensor}")]
+
+
+async def idle(bus: bus_mod.Bus) -> bool:
+    """Nothing left to dispatch, and nothing handed off left unfinished."""
+    for stream in (EVENTS, RESULTS):
+        if await bus.consumer_backlog(stream, dispatch.DURABLE):
+            return False
+    return all(c.pending == 0 for c in await bus.consumer_states(WORK))
 
 
 async def eventually(

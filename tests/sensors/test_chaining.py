@@ -7,11 +7,11 @@ from typing import Any
 
 from eventsvc import bus as bus_mod
 from eventsvc import events
-from eventsvc.bus.streams import EVENTS, RESULTS
+from eventsvc.bus.streams import EVENTS, RESULTS, WORK
 from eventsvc.sensors import results
-from eventsvc.sensors.engine import CompiledSensor
+from eventsvc.sensors.compiled import CompiledSensor
 from tests.conftest import pr_payload
-from tests.sensors.conftest import EngineFactory, eventually, load_sensor, results_of, send
+from tests.sensors.conftest import EngineFactory, eventually, idle, load_sensor, results_of, send
 
 FIRST = """\
 apiVersion: eventsvc.dev/v1alpha1
@@ -72,9 +72,10 @@ async def test_a_sensor_fires_on_another_sensors_result(
     first = load_sensor(tmp_path, FIRST, "first")
     follow = load_sensor(tmp_path, FOLLOW, "follow")
     await start_engine([first, follow])
-    assert await bus.consumer_exists(RESULTS, "sensor-follow")
-    assert await bus.consumer_exists(EVENTS, "sensor-follow")
-    assert not await bus.consumer_exists(RESULTS, "sensor-first")
+    # one dispatch consumer per stream reads results and events for every sensor
+    assert await bus.consumer_exists(RESULTS, "dispatch")
+    assert await bus.consumer_exists(EVENTS, "dispatch")
+    assert not await bus.consumer_exists(RESULTS, "sensor-follow")
     event_id = await send(bus, "com.github.pull_request.opened", pr_payload(), subject="events.test.pr")
 
     [done] = await eventually(lambda: results_of(bus, "first"), "first's result")
@@ -90,17 +91,22 @@ async def test_a_sensor_fires_on_another_sensors_result(
     assert report["events"]["done"]["data"]["events"]["pr"]["id"] == event_id
 
 
-async def test_removing_a_results_dependency_deletes_that_consumer(
+async def test_a_sensor_that_stops_following_results_no_longer_gets_them(
     tmp_path: Path, bus: bus_mod.Bus, start_engine: EngineFactory
 ) -> None:
     engine = await start_engine([load_sensor(tmp_path, FOLLOW, "follow")])
-    assert await bus.consumer_exists(RESULTS, "sensor-follow")
+    assert await bus.consumer_exists(WORK, "work-follow")
     events_only = FOLLOW.replace("eventSubject: results.first.work", "eventSubject: events.x.y")
     await engine.apply([load_sensor(tmp_path, events_only, "follow")])
-    assert not await bus.consumer_exists(RESULTS, "sensor-follow")
-    assert await bus.consumer_exists(EVENTS, "sensor-follow")
+    await send(bus, results.RESULT_TYPE, {"outcome": "success", "depth": 1},
+               subject="results.first.work", id="old-interest")  # fmt: skip
+    await send(bus, results.RESULT_TYPE, {"outcome": "success", "depth": 1},
+               subject="events.x.y", id="new-interest")  # fmt: skip
+    await eventually(lambda: results_of(bus, "follow"), "follow's result")
+    await eventually(lambda: idle(bus), "every event dispatched and handled")
+    assert {i for r in await results_of(bus, "follow") for i in r["eventIds"]} == {"new-interest"}
     await engine.apply([])
-    assert not await bus.consumer_exists(EVENTS, "sensor-follow")
+    assert not await bus.consumer_exists(WORK, "work-follow")
 
 
 async def test_a_too_deep_chain_of_results_does_not_fire(

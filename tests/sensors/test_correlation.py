@@ -95,7 +95,7 @@ def _pr(sha: str) -> dict[str, object]:
 
 
 async def _partial_stored(engine: object) -> bool:
-    partials = engine._partials  # type: ignore[attr-defined]
+    partials = engine.stores.partials  # type: ignore[attr-defined]
     return bool(await partials.kv.keys())
 
 

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from eventsvc import bus as bus_mod
 from eventsvc.sensors import delivery
-from eventsvc.sensors.engine import SensorRunner
 from eventsvc.sensors.spec import ConcurrencyPolicy, RetryStrategy
+from eventsvc.sensors.worker import SensorWorker
 from tests.sensors.conftest import (
     EngineFactory,
     Recorder,
@@ -115,11 +115,11 @@ async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
     spec = load_sensor(tmp_path, sensor_text("crashy", recorder.url))
     settled = asyncio.Event()
 
-    async def crash_before_ack(self: SensorRunner, *args: Any) -> None:
+    async def crash_before_ack(self: SensorWorker, *args: Any) -> None:
         settled.set()
         await asyncio.Event().wait()  # the process "dies" here: no ack, no nak
 
-    monkeypatch.setattr(SensorRunner, "_settle", crash_before_ack)
+    monkeypatch.setattr(SensorWorker, "_settle", crash_before_ack)
     first = await start_engine([spec])
     event_id = await send(bus, "com.example.thing", {"n": 1})
     await asyncio.wait_for(settled.wait(), 30)

@@ -1,4 +1,4 @@
-"""The engine's fast path: a binary-mode event is judged on its headers first, and one no
+"""The dispatcher's fast path: a binary-mode event is judged on its headers first, and one no
 dependency can match is acknowledged without its body being decoded."""
 
 from __future__ import annotations
@@ -8,9 +8,15 @@ from pathlib import Path
 
 from eventsvc import events
 from eventsvc.bus import Bus
-from eventsvc.bus.streams import EVENTS
 from eventsvc.sensors import filters
-from tests.sensors.conftest import EngineFactory, dlq_records, eventually, load_sensor, results_of
+from tests.sensors.conftest import (
+    EngineFactory,
+    dlq_records,
+    eventually,
+    idle,
+    load_sensor,
+    results_of,
+)
 
 SENSOR = """apiVersion: eventsvc.dev/v1alpha1
 kind: Sensor
@@ -76,9 +82,6 @@ async def test_filtered_out_by_headers_is_acked_and_a_bad_body_that_passes_goes_
 
     assert await eventually(fired, "two runs") == ["match-ok", "structured-ok"]
 
-    async def drained() -> bool:
-        return await bus.consumer_backlog(EVENTS, "sensor-fast") == 0
-
-    await eventually(drained, "every event acknowledged")
+    await eventually(lambda: idle(bus), "every event acknowledged")
     records = await dlq_records(bus, "fast")
     assert [(r["reason"], r["raw"]) for r in records] == [("decode", "{not json")]

@@ -7,7 +7,7 @@ import itertools
 from eventsvc import specfile
 from eventsvc.config import load_config
 from eventsvc.sensors import filters
-from eventsvc.sensors.engine import CompiledSensor
+from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.matcher import Matcher
 from eventsvc.sensors.spec import SensorSpec, parse_sensor
 
@@ -102,10 +102,28 @@ def test_index_only_evaluates_relevant_sensors() -> None:
         {},
     )
     names = sorted(f"{matcher.sensors[e.sensor].name}.{e.dependency}"
-                   for e in matcher.candidates(view))  # fmt: skip
+                   for e in matcher.candidates("events.github.pull_request", view))  # fmt: skip
     # filed by repository (rarer than the action here), the prefix sensor, the unindexables
     assert names == ["any-pr.pr", "either.pr", "shop-closed.pr", "shop-labeled.pr",
                      "shop-opened.pr", "unfiltered.any"]  # fmt: skip
+
+
+def test_a_dependency_with_only_a_subject_is_filed_by_its_subject() -> None:
+    compiled = [
+        sensor("pushes", "    - {name: push, eventSubject: events.github.push}"),
+        sensor("github", "    - {name: gh, eventSubject: events.github.>}"),
+        sensor("anything", "    - {name: any}"),
+    ]
+    matcher = Matcher([CompiledSensor(s, load_config(environ={})) for s in compiled])
+    view = filters.EventView({"id": "1", "type": "t", "source": "s"}, {})
+
+    def names(subject: str) -> list[str]:
+        return sorted(matcher.sensors[e.sensor].name for e in matcher.candidates(subject, view))
+
+    assert names("events.github.push") == ["anything", "github", "pushes"]
+    assert names("events.github.pull_request") == ["anything", "github"]
+    assert names("events.ci.build") == ["anything"]
+    assert [matcher.sensors[e.sensor].name for e in matcher.unindexed] == ["anything"]
 
 
 def test_firing_lists_sensors_and_triggers() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from eventsvc.bus.streams import EVENTS
+from eventsvc.bus.streams import WORK
 from eventsvc.sensors.engine import Engine
 from tests.conftest import log_sensor, write_sensor
 from tests.sensors.conftest import eventually
@@ -24,38 +24,38 @@ async def test_add_change_remove_and_reject_invalid(
     engine: Engine = svc.service.state.engine
     reloader = svc.service._reloader
     bus = svc.service.state.bus_ref.bus
-    assert sorted(engine.runners) == ["keep"]
+    assert sorted(engine.workers) == ["keep"]
 
     added = write_sensor(sensors, "added", text("added"))
     await eventually(lambda: _names(engine, ["added", "keep"]), "the new sensor to start")
-    assert await bus.consumer_exists(EVENTS, "sensor-added")
+    assert await bus.consumer_exists(WORK, "work-added")
 
-    before = engine.runners["added"]
+    before = engine.workers["added"]
     added.write_text(text("added", subject="events.other.>", message="changed"))
     await eventually(lambda: _replaced(engine, "added", before), "the changed sensor to restart")
-    assert engine.runners["added"].sensor.subjects == ("events.other.>",)
+    assert engine.workers["added"].sensor.subjects == ("events.other.>",)
 
-    running = engine.runners["added"]
+    running = engine.workers["added"]
     generation = reloader.generation
     added.write_text(text("added").replace("eventSubject", "eventSubjekt") + "  bogus: 1\n")
     await eventually(lambda: _after(reloader, generation), "the invalid change to be seen")
     problems = [str(p) for p in reloader.problems[added]]
     assert any(p.startswith(f"{added}:7: spec.dependencies[0].eventSubjekt:") for p in problems)
     assert any(f"{added}:12: spec.bogus:" in p for p in problems)
-    assert engine.runners["added"] is running  # the running version is kept
+    assert engine.workers["added"] is running  # the running version is kept
 
     added.unlink()
     await eventually(lambda: _names(engine, ["keep"]), "the removed sensor to stop")
-    assert not await bus.consumer_exists(EVENTS, "sensor-added")
+    assert not await bus.consumer_exists(WORK, "work-added")
     assert svc.service.state.readiness(svc.service.config)["sensors_loaded"]
 
 
 async def _names(engine: Engine, names: list[str]) -> bool:
-    return sorted(engine.runners) == names
+    return sorted(engine.workers) == names
 
 
 async def _replaced(engine: Engine, name: str, before: object) -> bool:
-    current = engine.runners.get(name)
+    current = engine.workers.get(name)
     return current is not None and current is not before
 
 

@@ -97,7 +97,7 @@ async def test_two_replicas_completing_one_partial_match_fire_once(
     spec = load_sensor(tmp_path, PAIR)
     engines = [await replica([spec]), await replica([spec])]
     for engine in engines:
-        _slow_reads(engine._partials.kv, 0.2)  # type: ignore[union-attr]
+        _slow_reads(engine.stores.partials.kv, 0.2)  # type: ignore[union-attr]
     shas = [f"sha{n}" for n in range(20)]
     builds = {sha: await send(bus, "com.example.image.built", {"sha": sha},
                               subject="events.ci.image") for sha in shas}  # fmt: skip
@@ -273,7 +273,7 @@ async def _has(recorder: Recorder, event_id: str) -> bool:
 
 
 async def _inflight(a: Engine, b: Engine, want: int) -> bool:
-    return sum(len(r._inflight) for e in (a, b) for r in e.runners.values()) >= want
+    return sum(len(r._inflight) for e in (a, b) for r in e.workers.values()) >= want
 
 
 async def _outcome(bus: bus_mod.Bus, sensor: str, outcome: str) -> list[dict[str, Any]]:
