@@ -1,176 +1,339 @@
-"""The real sensor engine end to end, on an embedded nats-server: sensors sharing a subject.
+"""The real sensor engine end to end, on an embedded nats-server: many sensors, one subject.
 
-Run: `python -m bench.engine [--sizes 10,100,300] [--events N]`.
+Run: `python -m bench.engine [--sizes 10,100,1000] [--parts throughput,variant,latency,
+isolation,replicas] [--profile]`.
 
-Every sensor reads `events.github.pull_request` through its own durable consumer (as
-the engine requires), with context filters (`type` prefix, the `source` of one of ten
-repositories: a tenth of the sensors pass an event's context filters) and data filters
-(a preview on pull requests to main, a clean-up on merge, a label-triggered deploy), and
-a `log` trigger at log level warning. The events are full-size binary-mode GitHub
-pull_request CloudEvents (headers built as the GitHub gateway builds them, bodies of
-~15 KB with three repository objects).
+N sensors all read `events.github.pull_request`; each is scoped to one repository by its
+context filters (`type` prefix, `source`) and has data filters (pull requests to main),
+as a GitOps organisation writes them. The events are full-size binary-mode GitHub
+pull_request CloudEvents (headers as the GitHub gateway builds them, bodies of ~15 KB).
 
-Per size: the engine starts once to create its consumers and stops; N events are
-published; then the clock starts with a new engine on those consumers and stops when
-every consumer has acknowledged every event (consumer info: nothing pending, nothing
-awaiting an ack). Figures: events/s fully processed, engine (this process) CPU per
-event and per delivery (one delivery per event per sensor), nats-server CPU per event.
+- throughput: every event matches exactly one sensor (N repositories). `count` events are
+  stored first; the clock runs from the engine's start until every event is dispatched
+  and every hand-off finished (the dispatch consumer has nothing pending and the WORK
+  stream, a work queue, is empty). Log triggers (below the log level). Figures: events/s,
+  this process's CPU and nats-server's CPU per event.
+- variant: the same with one sensor in ten matching each event (10 repositories).
+- latency: 1000 sensors with http triggers to a local receiver; events published at
+  200/s; publish → trigger request received, p50/p99.
+- isolation: the same, plus one sensor matching every event whose trigger takes 2 s:
+  the other sensors' p99 with and without it.
+- replicas: two engines (two connections, same process) share the dispatch and worker
+  consumers: how the events split between them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import json
+import pstats
 import random
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds
+from aiohttp import web
+
+from bench.common import cpu_seconds, percentile
 from bench.match import payload
 from eventsvc import bus as bus_mod
 from eventsvc import events, logs, specfile
 from eventsvc.bus.embedded import EmbeddedNats
-from eventsvc.bus.streams import EVENTS, RESULTS
-from eventsvc.config import load_config
+from eventsvc.bus.streams import EVENTS, WORK
+from eventsvc.config import Config, load_config
 from eventsvc.gateways import github
+from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.spec import SensorSpec, parse_sensor
 from eventsvc.triggers import Services
 
 ORG = "acme"
-REPOS = [f"repo-{i:02d}" for i in range(10)]
 SUBJECT = "events.github.pull_request"
-TEMPLATES = [
-    ("preview", """
+FILTERS = """
         context: {{type: {{prefix: com.github.pull_request.}}, source: "{url}"}}
-        data:
-          - {{path: pull_request.base.ref, value: [main]}}
-          - {{path: action, value: [opened, reopened, synchronize]}}"""),
-    ("cleanup", """
-        context: {{type: {{prefix: com.github.pull_request.}}, source: "{url}"}}
-        data: [{{path: action, value: closed}}, {{path: pull_request.merged, value: true}}]"""),
-    ("label-deploy", """
-        context: {{type: {{prefix: com.github.pull_request.}}, source: "{url}"}}
-        data: [{{path: label.name, regex: "^deploy(/.*)?$"}}]"""),
-]
+        data: [{{path: pull_request.base.ref, value: [main]}}]"""
 
 
-def build_sensors(n: int) -> list[SensorSpec]:
-    out = []
-    for i in range(n):
-        repo = REPOS[i % len(REPOS)]
-        kind, body = TEMPLATES[(i // len(REPOS)) % len(TEMPLATES)]
-        text = f"""apiVersion: eventsvc.dev/v1alpha1
+def repos(count: int) -> list[str]:
+    return [f"repo-{i:04d}" for i in range(count)]
+
+
+def build_sensors(n: int, repo_count: int, trigger: str) -> list[SensorSpec]:
+    names = repos(repo_count)
+    return [
+        sensor(f"s{i:04d}", names[i % repo_count], trigger) for i in range(n)
+    ]
+
+
+def sensor(name: str, repo: str | None, trigger: str) -> SensorSpec:
+    url = f"https://github.com/{ORG}/{repo}"
+    body = FILTERS.format(url=url) if repo else " {}"
+    text = f"""apiVersion: eventsvc.dev/v1alpha1
 kind: Sensor
-metadata: {{name: s{i:03d}-{repo}-{kind}}}
+metadata: {{name: {name}}}
 spec:
   dependencies:
     - name: pr
       eventSubject: {SUBJECT}
-      filters:{body.format(url=f"https://github.com/{ORG}/{repo}")}
+      filters:{body}
   triggers:
-    - template: {{name: t, log: {{message: "{{{{ event.type }}}}"}}}}
+    - template: {{name: t, {trigger}}}
 """
-        docs, _ = specfile.parse_documents(text, f"s{i}.yaml")
-        spec, problems = parse_sensor(docs[0])
-        assert spec is not None, problems
-        out.append(spec)
-    return out
+    docs, _ = specfile.parse_documents(text, f"{name}.yaml")
+    spec, problems = parse_sensor(docs[0])
+    assert spec is not None, problems
+    return spec
 
 
-def build_messages(count: int) -> list[tuple[dict[str, str], bytes]]:
-    """Binary-mode messages as the GitHub gateway publishes them."""
+def build_message(i: int, repo: str, rng: random.Random) -> tuple[dict[str, str], bytes]:
+    """A binary-mode pull_request event to main, as the GitHub gateway publishes it."""
+    name, doc = payload("pull_request", repo, rng)
+    doc["pull_request"]["base"]["ref"] = "main"
+    delivery = f"bench-{i}"
+    attributes: dict[str, Any] = {
+        "specversion": "1.0", "id": delivery, "source": github.event_source(doc),
+        "type": github.event_type(name, doc), "subject": github.event_subject(name, doc),
+        "time": datetime.now(UTC), "datacontenttype": "application/json",
+        "githubdelivery": delivery, "githubhookid": "1", "githubevent": name,
+    }  # fmt: skip
+    return events.binary_headers(attributes), json.dumps(doc).encode()
+
+
+def build_messages(count: int, repo_count: int) -> list[tuple[dict[str, str], bytes]]:
     rng = random.Random(7)
-    out = []
-    for i in range(count):
-        name, doc = payload("pull_request", rng.choice(REPOS), rng)
-        delivery = f"bench-{i}"
-        attributes: dict[str, Any] = {
-            "specversion": "1.0", "id": delivery, "source": github.event_source(doc),
-            "type": github.event_type(name, doc), "subject": github.event_subject(name, doc),
-            "time": datetime.now(UTC), "datacontenttype": "application/json",
-            "githubdelivery": delivery, "githubhookid": "1", "githubevent": name,
-        }  # fmt: skip
-        out.append((events.binary_headers(attributes), json.dumps(doc).encode()))
-    return out
+    names = repos(repo_count)
+    return [build_message(i, rng.choice(names), rng) for i in range(count)]
 
 
-async def caught_up(bus: bus_mod.Bus, durables: list[str]) -> None:
-    """Wait until every consumer has acked everything (the first one polled alone first)."""
-    while True:
-        if await bus.consumer_backlog(EVENTS, durables[0]):
-            await asyncio.sleep(0.1)
-            continue
-        backlog = 0
-        for d in durables:
-            backlog += await bus.consumer_backlog(EVENTS, d)
-            if backlog:
-                break
-        if not backlog:
-            return
-        await asyncio.sleep(0.1)
+@dataclass
+class Env:
+    server: EmbeddedNats
+    config: Config
+    bus: bus_mod.Bus
+
+    def server_cpu(self) -> float:
+        assert self.server.pid is not None
+        return cpu_seconds(self.server.pid, False)
 
 
-async def measure(n: int, count: int) -> dict[str, float]:
+@asynccontextmanager
+async def environment(**settings: Any) -> AsyncIterator[Env]:
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedNats(Path(tmp) / "nats", port=0)
         await server.start()
-        config = load_config(environ={}, nats_url=server.url, data_dir=tmp)
+        config = load_config(environ={}, nats_url=server.url, data_dir=tmp, **settings)
         bus = await bus_mod.connect(server.url, config)
         try:
             await bus.ensure_streams(bus_mod.default_streams(config))
-            sensors = build_sensors(n)
-            services = Services(config, bus)
-            setup = Engine(bus, services, config)
-            await setup.start(sensors)  # creates the durable consumers
-            await setup.stop(asyncio.get_running_loop().time() + 5)
-            messages = build_messages(count)
-            size = sum(len(b) for _, b in messages) / count
-            for i, (headers, body) in enumerate(messages):
-                await bus.publish(SUBJECT, body, headers, msg_id=f"m{i}")
-            assert server.pid is not None
-            srv0, cpu0, t0 = cpu_seconds(server.pid, False), time.process_time(), time.perf_counter()
-            engine = Engine(bus, services, config)
-            await engine.start(sensors)
-            started = time.perf_counter() - t0
-            await caught_up(bus, [f"sensor-{s.name}" for s in sensors])
-            wall = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
-            srv = cpu_seconds(server.pid, False) - srv0
-            await engine.stop(asyncio.get_running_loop().time() + 5)
-            await services.close()
-            runs = len(await bus.stream_messages(RESULTS))
+            await dispatch.ensure_consumers(bus, config)
+            yield Env(server, config, bus)
         finally:
             await bus.close()
             await server.stop()
+
+
+@asynccontextmanager
+async def engine_on(env: Env, sensors: list[SensorSpec], bus: bus_mod.Bus | None = None
+                    ) -> AsyncIterator[Engine]:  # fmt: skip
+    bus = bus or env.bus
+    services = Services(env.config, bus)
+    engine = Engine(bus, services, env.config)
+    await engine.start(sensors)
+    try:
+        yield engine
+    finally:
+        await engine.stop(asyncio.get_running_loop().time() + 5)
+        await services.close()
+
+
+async def finished(bus: bus_mod.Bus) -> None:
+    """Every stored event dispatched, every hand-off finished (WORK is a work queue)."""
+    while True:
+        if not await bus.consumer_backlog(EVENTS, dispatch.DURABLE):
+            if (await bus.stream_state(WORK)).messages == 0:
+                return
+        await asyncio.sleep(0.05)
+
+
+async def throughput(n: int, count: int, repo_count: int, profile: bool) -> dict[str, float]:
+    async with environment() as env:
+        sensors = build_sensors(n, repo_count, 'log: {message: "{{ event.type }}"}')
+        messages = build_messages(count, repo_count)
+        size = sum(len(b) for _, b in messages) / count
+        for i, (headers, body) in enumerate(messages):
+            await env.bus.publish(SUBJECT, body, headers, msg_id=f"m{i}")
+        srv0, cpu0, t0 = env.server_cpu(), time.process_time(), time.perf_counter()
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        async with engine_on(env, sensors):
+            started = time.perf_counter() - t0
+            await finished(env.bus)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            srv = env.server_cpu() - srv0
+        if profiler:
+            profiler.disable()
+            print(f"-- profile, {n} sensors (tottime, top 25) --")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        handoffs = (await env.bus.stream_state(WORK)).last_seq
+    work = wall - started
     return {"sensors": n, "events": count, "size": size, "wall": wall, "start": started,
-            "rate": count / wall, "cpu_event": cpu / count * 1e3,
-            "cpu_delivery": cpu / (count * n) * 1e6, "srv_event": srv / count * 1e3, "runs": runs}  # fmt: skip
+            "rate": count / work, "handoffs": handoffs / count,
+            "cpu_event": cpu / count * 1e3, "srv_event": srv / count * 1e3}  # fmt: skip
+
+
+class Receiver:
+    """Records when each event's trigger request arrives; `/slow` takes 2 s to answer."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.slow = 0
+        self._more = asyncio.Event()
+
+    async def hit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.arrived.setdefault(body["id"], time.perf_counter())
+        self._more.set()
+        return web.json_response({"ok": True})
+
+    async def all_in(self, count: int) -> None:
+        while len(self.arrived) < count:
+            self._more.clear()
+            await self._more.wait()
+
+    async def slow_hit(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(2.0)
+        self.slow += 1
+        return web.json_response({"ok": True})
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        app = web.Application()
+        app.router.add_post("/hit", self.hit)
+        app.router.add_post("/slow", self.slow_hit)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()
+
+
+async def offer(bus: bus_mod.Bus, messages: list[tuple[dict[str, str], bytes]], rate: float
+                ) -> dict[str, float]:  # fmt: skip
+    """Publish at `rate` per second; the time each event's publish began, by id."""
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    pending: set[asyncio.Task[Any]] = set()
+    for i, (headers, body) in enumerate(messages):
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        event_id = headers["ce-id"]
+        sent[event_id] = time.perf_counter()
+        task = asyncio.create_task(bus.publish(SUBJECT, body, headers, msg_id=event_id))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    return sent
+
+
+async def latency(n: int, seconds: float, rate: float, slow: bool) -> dict[str, float]:
+    receiver = Receiver()
+    async with receiver.serving() as url, environment() as env:
+        sensors = build_sensors(n, n, f'http: {{url: "{url}/hit"}}')
+        if slow:
+            sensors.append(sensor("slow", None, f'http: {{url: "{url}/slow", timeout: 10s}}'))
+        messages = build_messages(int(seconds * rate), n)
+        async with engine_on(env, sensors):
+            await asyncio.sleep(1.0)  # consumers bound, pull requests waiting
+            sent = await offer(env.bus, messages, rate)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(receiver.all_in(len(sent)), 30)
+        took = [(receiver.arrived[i] - t) * 1e3 for i, t in sent.items() if i in receiver.arrived]
+    return {"p50": percentile(took, 50), "p99": percentile(took, 99), "max": max(took),
+            "got": len(took), "sent": len(sent), "slow_done": receiver.slow}  # fmt: skip
+
+
+async def replicas(n: int, count: int) -> dict[str, Any]:
+    async with environment() as env:
+        sensors = build_sensors(n, n, 'log: {message: "{{ event.type }}"}')
+        second_bus = await bus_mod.connect(env.server.url, env.config)
+        try:
+            async with engine_on(env, sensors) as a, engine_on(env, sensors, second_bus) as b:
+                messages = build_messages(count, n)
+                await offer(env.bus, messages, 500)
+                await finished(env.bus)
+                runs = [sum(w.handled for w in e.workers.values()) for e in (a, b)]
+                return {"dispatched": [a.dispatcher.handled, b.dispatcher.handled],
+                        "runs": runs}  # fmt: skip
+        finally:
+            await second_bus.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.engine")
-    parser.add_argument("--sizes", default="10,100,300", help="sensor counts (comma-separated)")
-    parser.add_argument("--events", type=int, default=0,
-                        help="events per size (default: 60,000 deliveries in all, 100 to 2000 events)")
+    parser.add_argument("--sizes", default="10,100,1000", help="sensor counts (comma-separated)")
+    parser.add_argument("--events", type=int, default=3000, help="events per size (throughput)")
+    parser.add_argument("--parts", default="throughput,variant,latency,isolation,replicas")
+    parser.add_argument("--profile", action="store_true", help="profile the largest size")
     args = parser.parse_args()
     logs.configure("json", "warning")
     sizes = [int(s) for s in args.sizes.split(",")]
-    print("bench.engine: real engine, embedded nats-server, every sensor on "
-          f"{SUBJECT}, ~1 in 10 sensors passes an event's context filters")  # fmt: skip
-    print(f"{'sensors':>7} {'events':>6} {'body KB':>7} {'events/s':>9} {'wall s':>7} "
-          f"{'start s':>7} {'engine CPU ms/event':>19} {'us/delivery':>11} "
-          f"{'nats CPU ms/event':>17} {'runs':>5}")  # fmt: skip
-    for n in sizes:
-        count = args.events or max(100, min(2000, 60_000 // n))
-        r = asyncio.run(measure(n, count))
-        print(f"{n:>7} {count:>6} {r['size'] / 1024:>7.1f} {r['rate']:>9.0f} {r['wall']:>7.2f} "
-              f"{r['start']:>7.2f} {r['cpu_event']:>19.2f} {r['cpu_delivery']:>11.0f} "
-              f"{r['srv_event']:>17.2f} {r['runs']:>5.0f}", flush=True)  # fmt: skip
+    parts = set(args.parts.split(","))
+    run: Callable[[Awaitable[Any]], Any] = asyncio.run
+
+    print(f"bench.engine: real engine, embedded nats-server, every sensor on {SUBJECT}")
+    header = (f"{'sensors':>7} {'events':>6} {'body KB':>7} {'hand-offs/ev':>12} {'events/s':>9} "
+              f"{'start s':>7} {'engine CPU ms/ev':>16} {'nats CPU ms/ev':>14}")  # fmt: skip
+    rates: dict[str, dict[int, float]] = {}
+    for part, repo_of in (("throughput", lambda n: n), ("variant", lambda n: 10)):
+        if part not in parts:
+            continue
+        what = "one sensor" if part == "throughput" else "one sensor in ten"
+        print(f"\n{part}: each event matches {what}; log triggers")
+        print(header)
+        rates[part] = {}
+        for n in sizes:
+            count = args.events if part == "throughput" else max(200, args.events * 10 // n)
+            count = min(count, args.events)
+            prof = args.profile and n == sizes[-1] and part == "throughput"
+            r = run(throughput(n, count, repo_of(n), prof))
+            rates[part][n] = r["rate"]
+            print(f"{n:>7} {count:>6} {r['size'] / 1024:>7.1f} {r['handoffs']:>12.1f} "
+                  f"{r['rate']:>9.0f} {r['start']:>7.2f} {r['cpu_event']:>16.2f} "
+                  f"{r['srv_event']:>14.2f}", flush=True)  # fmt: skip
+        if len(sizes) > 1:
+            lo, hi = sizes[0], sizes[-1]
+            print(f"events/s at {hi} vs {lo} sensors: {rates[part][hi] / rates[part][lo]:.2f}x")
+    top = sizes[-1]
+    if "latency" in parts or "isolation" in parts:
+        print(f"\nlatency: {top} sensors, http triggers, 200 events/s offered for 10 s, "
+              "publish -> trigger request received")
+        base = run(latency(top, 10, 200, slow=False))
+        print(f"  p50 {base['p50']:.1f} ms  p99 {base['p99']:.1f} ms  max {base['max']:.1f} ms  "
+              f"({base['got']}/{base['sent']} fired)", flush=True)  # fmt: skip
+        if "isolation" in parts:
+            slow = run(latency(top, 10, 200, slow=True))
+            print(f"  with one more sensor taking 2 s on every event: p50 {slow['p50']:.1f} ms  "
+                  f"p99 {slow['p99']:.1f} ms  max {slow['max']:.1f} ms  ({slow['got']}/"
+                  f"{slow['sent']} fired; the slow one finished {slow['slow_done']})")  # fmt: skip
+            print(f"  p99 moved by {slow['p99'] - base['p99']:+.1f} ms")
+    if "replicas" in parts:
+        r = run(replicas(min(top, 100), 2000))
+        d, w = r["dispatched"], r["runs"]
+        print(f"\nreplicas: two engines, {min(top, 100)} sensors, 2000 events at 500/s")
+        print(f"  dispatched: {d[0]} / {d[1]}   trigger runs: {w[0]} / {w[1]}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def to_structured(event: CloudEvent) -> bytes:
     return _FORMAT.write(event)
 
 
-def _decode_data(body: bytes, datacontenttype: str | None) -> Any:
+def decode_data(body: bytes, datacontenttype: str | None) -> Any:
+    """A binary-mode body as its `datacontenttype` says (JSON decoded)."""
     if not body:
         return None
     if _JSON_TYPE.match(datacontenttype or "application/json"):
@@ -148,7 +149,7 @@ def from_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
             attributes[lower[len(CE_PREFIX) :]] = unquote(value)
         elif lower == "content-type":
             attributes["datacontenttype"] = value
-    return make_event(attributes, _decode_data(body, attributes.get("datacontenttype")))
+    return make_event(attributes, decode_data(body, attributes.get("datacontenttype")))
 
 
 def from_structured(body: bytes) -> CloudEvent:

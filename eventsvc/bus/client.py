@@ -170,22 +170,72 @@ class Delivery:
         await _guard("in_progress", self._msg.in_progress())
 
 
+_PULL_INTERNALS = ("_nc", "_sub", "_nms", "_deliver")
+_PULL_DONE = {"404", "408", "409"}  # this pull request delivers nothing more
+
+
 class PullConsumer:
+    """A bound pull consumer. `fetch` keeps one pull request standing for the messages the
+    caller can take, and returns as soon as any arrived: an idle consumer costs the server
+    one request per `timeout`, a busy one a request per `batch` messages, and a message is
+    never held back waiting for a batch to fill (what nats-py's `fetch` does)."""
+
     def __init__(self, sub: JetStreamContext.PullSubscription, name: str) -> None:
         self._sub = sub
         self.name = name
+        self._fast = all(hasattr(sub, a) for a in _PULL_INTERNALS) and hasattr(
+            getattr(sub, "_sub", None), "_pending_queue"
+        )
+        self._credit = 0  # messages the standing request may still deliver
+        self._until = 0.0  # loop time its server-side expiry ends
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to `batch` messages; an empty list when none arrived within `timeout`."""
         try:
-            msgs = await self._sub.fetch(batch=batch, timeout=timeout)
+            if self._fast:
+                msgs = await self._pull(batch, timeout)
+            else:
+                msgs = await self._sub.fetch(batch=batch, timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):
             return []
         except _UNAVAILABLE as e:
+            self._credit = 0
             raise BusUnavailableError(f"fetch from {self.name}: NATS unavailable: {e}") from e
         except nats.errors.Error as e:
+            self._credit = 0
             raise BusError(f"fetch from {self.name}: {type(e).__name__}: {e}") from e
         return [Delivery(m) for m in msgs]
+
+    async def _pull(self, batch: int, timeout: float) -> list[Msg]:
+        sub: Any = self._sub
+        inbox = sub._sub
+        if inbox._conn.is_closed:
+            raise nats.errors.ConnectionClosedError
+        loop = asyncio.get_running_loop()
+        if self._credit <= 0 or loop.time() >= self._until:
+            expires = max(0.05, timeout - 0.05)  # the server's 408 comes before we give up
+            request = json.dumps({"batch": batch, "expires": int(expires * 1e9)}).encode()
+            await sub._nc.publish(sub._nms, request, reply=sub._deliver)
+            self._credit, self._until = batch, loop.time() + expires
+        queue: asyncio.Queue[Msg] = inbox._pending_queue
+        msgs: list[Msg] = []
+        async with asyncio.timeout(timeout):
+            while not msgs and self._credit > 0:
+                self._take(inbox, await queue.get(), msgs)
+        while len(msgs) < batch and self._credit > 0 and not queue.empty():
+            self._take(inbox, queue.get_nowait(), msgs)
+        return msgs
+
+    def _take(self, inbox: Any, msg: Msg, into: list[Msg]) -> None:
+        inbox._pending_size -= len(msg.data)
+        inbox._pending_queue.task_done()
+        status = msg.headers.get(api.Header.STATUS) if msg.headers and not msg.data else None
+        if status is None:
+            self._credit -= 1
+            into.append(msg)
+        elif status in _PULL_DONE:
+            self._credit = 0
+        # anything else (100: idle heartbeat) says nothing about this request
 
     async def close(self) -> None:
         try:

@@ -28,6 +28,7 @@ from eventsvc import events, logs, metrics
 from eventsvc.bus import START_ALL, START_NEW, Bus, Delivery, PullConsumer, StartAt
 from eventsvc.config import Config
 from eventsvc.errors import BusError, BusUnavailableError
+from eventsvc.events import CloudEvent
 from eventsvc.sensors import deadletter, filters, handoff, results
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.matcher import Entry, Matcher
@@ -127,6 +128,7 @@ class Dispatcher:
         self.floors: dict[tuple[str, str], int] = {}
         self._consumers: dict[str, PullConsumer] = {}
         self._stopping = asyncio.Event()
+        self.handled = 0  # events this replica routed
         self._pending = {s: metrics.DISPATCH_PENDING.labels(s) for s in STREAMS}
         self._dispatched = {s: metrics.EVENTS_DISPATCHED.labels(s) for s in STREAMS}
 
@@ -198,6 +200,7 @@ class Dispatcher:
             for i, msg in enumerate(batch):
                 await self._settle(msg, i not in failed)
             self._dispatched[stream].inc(len(batch))
+            self.handled += len(batch)
         finally:
             routing.users -= 1
             if not routing.users:
@@ -215,8 +218,11 @@ class Dispatcher:
 
     def _route(self, stream: str, msg: Delivery, matcher: Matcher) -> list[Awaitable[bool]]:
         """The stores this event needs: a hand-off per matching sensor, or dead letters."""
+        if stream not in matcher.streams:
+            return []  # no sensor reads this stream: not even the headers are decoded
         subject, headers, body = msg.subject, msg.headers, msg.data
         entries: list[Entry] | None = None
+        event: CloudEvent | None = None
         attributes = events.binary_attributes(headers)
         if attributes is not None:
             try:
@@ -228,7 +234,11 @@ class Dispatcher:
                 if not entries:
                     return []
         try:
-            event = events.from_nats(headers, body)
+            if attributes is not None:  # the attributes are checked: only the data is left
+                data = events.decode_data(body, attributes.get("datacontenttype"))
+                event = events.make_event(attributes, data)
+            else:
+                event = events.from_nats(headers, body)
         except events.EventDecodeError as e:
             names = {matcher.sensors[x.sensor].name for x in entries or ()}
             log.warning("not a CloudEvent, sent to DLQ", subject=subject, seq=msg.stream_seq,

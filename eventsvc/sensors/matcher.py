@@ -77,6 +77,8 @@ class Matcher:
                 _, gate = filters.compile_gated(dep.filters)
                 entry = Entry(i, dep.name, dep.event_subject, node, gate)
                 found.append((entry, _subject_key(dep.event_subject) + _required(node)))
+        self.streams = frozenset(subjects.stream_of(e.event_subject) for e, _ in found)
+        """The streams some dependency reads: events of the others concern no sensor."""
         counts = Counter(key for _, options in found for opt in options for key in opt)
         self.exact: dict[str, dict[str, list[Entry]]] = {}
         self.prefix: dict[str, dict[str, list[Entry]]] = {}

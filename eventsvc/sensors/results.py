@@ -67,14 +67,34 @@ def _merge(into: dict[str, Any], part: Mapping[str, Any]) -> None:
             into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
+def _surely_larger(node: Any, budget: int) -> int:
+    """`budget` less a lower bound of `node`'s size as JSON, stopping once it is spent
+    (a 20 KB webhook body is not serialised whole to learn that it is large)."""
+    stack = [node]
+    while stack and budget >= 0:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item) + 2
+        elif isinstance(item, Mapping):
+            budget -= 2 + sum(len(str(k)) + 4 for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            budget -= 2 + len(item)
+            stack.extend(item)
+        else:
+            budget -= 1
+    return budget
+
+
 def trim(data: Any) -> tuple[Any, bool]:
     """(`data`, False) when small, else (a trimmed view, True); see the module doc."""
-    try:
-        size = len(json.dumps(data, default=str))
-    except (TypeError, ValueError):
-        return None, True
-    if size <= KEEP_WHOLE_BYTES:
-        return data, False
+    if _surely_larger(data, KEEP_WHOLE_BYTES) >= 0:
+        try:
+            size = len(json.dumps(data, default=str))
+        except (TypeError, ValueError):
+            return None, True
+        if size <= KEEP_WHOLE_BYTES:
+            return data, False
     if not isinstance(data, Mapping):
         return None, True
     view: dict[str, Any] = {k: v for k, v in data.items()

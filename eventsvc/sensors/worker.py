@@ -44,6 +44,7 @@ class SensorWorker:
         self.consumer: PullConsumer | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.handled = 0  # events this replica finished for the sensor
         self._pending = metrics.SENSOR_PENDING.labels(sensor.name)
         self.log = log.bind(sensor=sensor.name)
 
@@ -232,6 +233,7 @@ class SensorWorker:
         pending = [d for d in dues if d is not None]
         if not pending:
             await self._ack(msg)
+            self.handled += 1
             return
         delay = max(0.05, min(pending) - time.time())
         elog.info("event will be redelivered", attempt=msg.num_delivered, delay=round(delay, 3))
