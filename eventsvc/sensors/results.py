@@ -143,6 +143,9 @@ class RunResult:
     dlq: bool = False  # this run is the DLQ trigger of `trigger`
     events: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # see `cause`
     depth: int = 1
+    event_id: str = ""
+    """Set for a run's final outcome: the same for every publication of it, so a result
+    published again (after a crash) is dropped by JetStream or recognised by its id."""
 
     def data(self) -> dict[str, Any]:
         return {
@@ -168,7 +171,7 @@ def to_event(result: RunResult) -> CloudEvent:
     return events.make_event(
         {
             "specversion": "1.0",
-            "id": str(uuid.uuid4()),
+            "id": result.event_id or str(uuid.uuid4()),
             "type": RESULT_TYPE,
             "source": f"eventsvc/sensors/{result.sensor}",
             "subject": result.trigger,
@@ -183,7 +186,8 @@ async def publish(bus: Bus, result: RunResult) -> None:
     """Publish; a failure is logged, never raised (a result must not fail the run)."""
     headers, body = events.to_binary(to_event(result))
     try:
-        await bus.publish(subject(result.sensor, result.trigger), body, headers)
+        await bus.publish(subject(result.sensor, result.trigger), body, headers,
+                          msg_id=result.event_id or None)  # fmt: skip
     except BusError as e:
         log.warning("result not published", sensor=result.sensor, trigger=result.trigger,
                     outcome=result.outcome, error=str(e))  # fmt: skip

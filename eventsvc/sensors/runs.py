@@ -84,6 +84,9 @@ class Runs:
         if state is not None and state.final:
             elog.info("trigger already finished for these events; not running again",
                       trigger=name, outcome=state.outcome)  # fmt: skip
+            # the final result again, under its own id: a no-op unless a crash lost it
+            await self.result(name, plan.by_dep, Outcome(state.outcome), state.attempts, 0.0,
+                              error=state.error, key=key)  # fmt: skip
             await self.result(name, plan.by_dep, Outcome.DUPLICATE, state.attempts, 0.0)
             await self.consume(plan)
             return None
@@ -99,7 +102,7 @@ class Runs:
                 elog.info("superseded by a newer event", trigger=name, key=gkey)
                 await stores.ledger.put(key, RunState(Outcome.SUPERSEDED, attempt - 1))
                 await self.result(name, plan.by_dep, Outcome.SUPERSEDED, attempt - 1, 0.0,
-                                  detail={"concurrencyKey": gkey})  # fmt: skip
+                                  detail={"concurrencyKey": gkey}, key=key)  # fmt: skip
                 await self.consume(plan)
                 return None
         try:
@@ -114,7 +117,7 @@ class Runs:
             done = Outcome.SKIPPED if result and result.outcome == "skipped" else Outcome.SUCCESS
             await stores.ledger.put(key, RunState(done, attempt))
             detail = result.detail if result is not None else {}
-            await self.result(name, plan.by_dep, done, attempt, took, detail=detail)
+            await self.result(name, plan.by_dep, done, attempt, took, detail=detail, key=key)
             await self.consume(plan)
             return None
         return await self._failed(plan, got, key, attempt, error, took, last, elog)
@@ -150,7 +153,7 @@ class Runs:
         if not await deadletter.send(stores.bus, letter):
             return time.time() + stores.config.redelivery_delay
         await self.result(name, plan.by_dep, Outcome.FAILED, attempt, took,
-                          error=f"{reason}: {error}")  # fmt: skip
+                          error=f"{reason}: {error}", key=key)  # fmt: skip
         await self.fire_dlq(trig, plan.by_dep, error, attempt)
         await stores.ledger.put(key, RunState(Outcome.FAILED, attempt, error=str(error)))
         await self.consume(plan)
@@ -227,12 +230,14 @@ class Runs:
         error: str = "",
         detail: Mapping[str, object] | None = None,
         dlq: bool = False,
+        key: str = "",
     ) -> None:
+        """Publish a run's result; `key` (the run's ledger key) marks its final outcome."""
         ids = [e.get_id() for e in by_dep.values()]
         depth = 1 + max((results.depth_of(e) for e in by_dep.values()), default=0)
         run = results.RunResult(self.sensor.name, trigger, ids, outcome.value, attempt, took,
                                 error, dict(detail or {}), dlq, results.cause(by_dep),
-                                depth)  # fmt: skip
+                                depth, event_id=key)  # fmt: skip
         await results.publish(self.stores.bus, run)
 
     def _record(self, trigger: str, outcome: str, started: float) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from eventsvc import bus as bus_mod
 from eventsvc.sensors import delivery
+from eventsvc.sensors.runs import Runs
 from eventsvc.sensors.spec import ConcurrencyPolicy, RetryStrategy
 from eventsvc.sensors.worker import SensorWorker
 from tests.sensors.conftest import (
@@ -133,6 +134,41 @@ async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
     )
     assert outcomes == [("call", "success", 1), ("call", "duplicate", 1)]
     assert recorder.ids("/call") == [event_id]  # fired once
+
+
+async def test_a_result_lost_in_a_crash_after_the_ledger_is_published_on_redelivery(
+    tmp_path: Path,
+    bus: bus_mod.Bus,
+    recorder: Recorder,
+    start_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ledger says the run succeeded, but the process died before its result was
+    stored: the redelivered event publishes that result (under the run's own id, so it
+    could never be there twice), and a follower of results still hears of the success."""
+    spec = load_sensor(tmp_path, sensor_text("lossy", recorder.url))
+    died = asyncio.Event()
+    publish = Runs.result
+
+    async def die_before_the_result(self: Runs, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("key") and args[2] is delivery.Outcome.SUCCESS:
+            died.set()
+            await asyncio.Event().wait()
+        await publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(Runs, "result", die_before_the_result)
+    first = await start_engine([spec])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+    await asyncio.wait_for(died.wait(), 30)
+    await first.stop(asyncio.get_running_loop().time())
+    monkeypatch.undo()
+
+    await start_engine([spec])
+    outcomes = await eventually(
+        lambda: _outcomes(bus, "lossy", want=2), "the redelivered event to be settled"
+    )
+    assert outcomes == [("call", "success", 1), ("call", "duplicate", 1)]
+    assert recorder.ids("/call") == [event_id]
 
 
 async def test_replace_concurrency_drops_the_superseded_event(
