@@ -47,7 +47,7 @@ from bench.match import payload
 from eventsvc import bus as bus_mod
 from eventsvc import events, logs, specfile
 from eventsvc.bus.embedded import EmbeddedNats
-from eventsvc.bus.streams import EVENTS, WORK
+from eventsvc.bus.streams import EVENTS, RESULTS, WORK
 from eventsvc.config import Config, load_config
 from eventsvc.gateways import github
 from eventsvc.sensors import dispatch
@@ -154,11 +154,11 @@ async def engine_on(env: Env, sensors: list[SensorSpec], bus: bus_mod.Bus | None
         await services.close()
 
 
-async def finished(bus: bus_mod.Bus) -> None:
-    """Every stored event dispatched, every hand-off finished (WORK is a work queue)."""
+async def finished(bus: bus_mod.Bus, runs: int) -> None:
+    """Every stored event dispatched and every hand-off run: `runs` results stored."""
     while True:
         if not await bus.consumer_backlog(EVENTS, dispatch.DURABLE):
-            if (await bus.stream_state(WORK)).messages == 0:
+            if (await bus.stream_state(RESULTS)).messages >= runs:
                 return
         await asyncio.sleep(0.05)
 
@@ -178,8 +178,9 @@ async def throughput(n: int, count: int, repo_count: int, profile: bool) -> dict
         srv0, cpu0, t0 = env.server_cpu(), time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
+        expected = len(messages) * (n // repo_count)  # one result per hand-off
         try:
-            await finished(env.bus)
+            await finished(env.bus, expected)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
             srv = env.server_cpu() - srv0
@@ -280,7 +281,7 @@ async def replicas(n: int, count: int) -> dict[str, Any]:
             async with engine_on(env, sensors) as a, engine_on(env, sensors, second_bus) as b:
                 messages = build_messages(count, n)
                 await offer(env.bus, messages, 500)
-                await finished(env.bus)
+                await finished(env.bus, len(messages))
                 runs = [sum(w.handled for w in e.workers.values()) for e in (a, b)]
                 return {"dispatched": [a.dispatcher.handled, b.dispatcher.handled],
                         "runs": runs}  # fmt: skip

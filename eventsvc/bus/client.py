@@ -188,6 +188,7 @@ class PullConsumer:
         )
         self._credit = 0  # messages the standing request may still deliver
         self._until = 0.0  # loop time its server-side expiry ends
+        self._session = -1  # the connection it was made on: a reconnect loses it
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to `batch` messages; an empty list when none arrived within `timeout`."""
@@ -212,11 +213,12 @@ class PullConsumer:
         if inbox._conn.is_closed:
             raise nats.errors.ConnectionClosedError
         loop = asyncio.get_running_loop()
-        if self._credit <= 0 or loop.time() >= self._until:
+        session = sub._nc.stats.get("reconnects", 0)
+        if self._credit <= 0 or loop.time() >= self._until or session != self._session:
             expires = max(0.05, timeout - 0.05)  # the server's 408 comes before we give up
             request = json.dumps({"batch": batch, "expires": int(expires * 1e9)}).encode()
             await sub._nc.publish(sub._nms, request, reply=sub._deliver)
-            self._credit, self._until = batch, loop.time() + expires
+            self._credit, self._until, self._session = batch, loop.time() + expires, session
         queue: asyncio.Queue[Msg] = inbox._pending_queue
         msgs: list[Msg] = []
         async with asyncio.timeout(timeout):
@@ -526,8 +528,8 @@ class Bus:
         except nats.js.errors.BucketNotFoundError:
             kv = await _guard(
                 f"create kv {bucket}",
-                self._js.create_key_value(
-                    bucket=bucket, ttl=ttl, history=history, replicas=self.replicas
+                self._js.create_key_value(  # direct: reads skip the JSON/base64 API
+                    bucket=bucket, ttl=ttl, history=history, replicas=self.replicas, direct=True
                 ),
             )
         except (nats.errors.Error, TimeoutError) as e:

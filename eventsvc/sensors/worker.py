@@ -29,7 +29,7 @@ from eventsvc.sensors.runs import Delivered, Runs, Stores
 from eventsvc.subjects import WORK
 
 log = logs.get("eventsvc.sensors")
-FETCH_WAIT = 10.0  # a long poll: an idle sensor costs the server one request per wait
+FETCH_WAIT = 30.0  # a long poll: an idle sensor costs the server one request per wait
 
 
 def durable(sensor: str) -> str:
@@ -240,8 +240,10 @@ class SensorWorker:
         await self._nak(msg, delay, elog)
 
     async def _ack(self, msg: Delivery) -> None:
+        """Acknowledge without waiting for the server's confirmation: should the ack be lost,
+        the event comes back after the ack wait and the run ledger recognises it."""
         try:
-            await msg.ack()
+            await msg.ack_nowait()
         except BusError as e:  # redelivered after ack wait; the run ledger knows it ran
             self.log.warning("ack failed; the event will come back and be recognised",
                              seq=msg.stream_seq, error=str(e))  # fmt: skip
