@@ -41,6 +41,8 @@ MAX_ACK_WAIT = 30.0  # a dispatcher that died holding events: another replica ha
 BATCH = 256
 FETCH_WAIT = 2.0
 MAX_ACK_PENDING = 4 * BATCH
+MAX_STORES = 512  # hand-offs and dead letters in flight at once: a fan-out to hundreds of
+# sensors must not flood the connection (publishes then time out all together)
 LEGACY_PREFIX = "sensor-"  # per-sensor consumers of earlier versions
 FLOOR_BUCKET = "eventsvc-dispatch"  # how far each legacy consumer had acknowledged
 
@@ -129,6 +131,7 @@ class Dispatcher:
         self._consumers: dict[str, PullConsumer] = {}
         self._stopping = asyncio.Event()
         self.handled = 0  # events this replica routed
+        self._window = asyncio.Semaphore(MAX_STORES)
         self._pending = {s: metrics.DISPATCH_PENDING.labels(s) for s in STREAMS}
         self._dispatched = {s: metrics.EVENTS_DISPATCHED.labels(s) for s in STREAMS}
 
@@ -197,6 +200,11 @@ class Dispatcher:
                     sends.append(_Send(i, self._letter(msg, deadletter.DISPATCH, "dispatch", e)))
             stored = await asyncio.gather(*(s.op for s in sends), return_exceptions=True)
             failed = {s.event for s, ok in zip(sends, stored, strict=True) if ok is not True}
+            errors = [e for e in stored if isinstance(e, BaseException)]
+            if errors:  # one line per batch, not one per hand-off
+                log.warning("hand-offs failed; their events will be dispatched again",
+                            failed=len(errors), events=len(failed), stream=stream,
+                            error=f"{type(errors[0]).__name__}: {errors[0]}")  # fmt: skip
             for i, msg in enumerate(batch):
                 await self._settle(msg, i not in failed)
             self._dispatched[stream].inc(len(batch))
@@ -269,18 +277,16 @@ class Dispatcher:
     async def _hand_off(
         self, hand: handoff.HandOff, headers: Mapping[str, str], body: bytes
     ) -> bool:
+        """Store the hand-off; a BusError is left to `dispatch`, which logs once per batch."""
         hdrs, data, hand = hand.message(headers, body, self.bus.max_payload)
-        try:
+        async with self._window:
             await self.bus.publish(hand.work_subject, data, hdrs, msg_id=hand.msg_id)
-        except BusError as e:
-            log.warning("hand-off failed; the event will be dispatched again",
-                        sensor=hand.sensor, seq=hand.seq, error=str(e))  # fmt: skip
-            return False
         metrics.matched(hand.sensor).inc()
         return True
 
     async def _letter(self, msg: Delivery, sensor: str, reason: str, error: Exception) -> bool:
         letter = deadletter.Letter(sensor, reason, str(error), msg.subject, msg.stream_seq,
                                    msg.num_delivered, raw=msg.data)  # fmt: skip
-        return await deadletter.send(self.bus, letter)
+        async with self._window:
+            return await deadletter.send(self.bus, letter)
 

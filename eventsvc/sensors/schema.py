@@ -280,7 +280,10 @@ def delivery_properties(template: dict[str, Any]) -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "required": ["template"],
-            "properties": {"template": template},
+            "properties": {
+                "template": template,
+                "parameters": {"type": "array", "items": _parameter()},
+            },
         },
         "concurrency": {
             "type": "object",

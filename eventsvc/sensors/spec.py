@@ -379,9 +379,11 @@ def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
             message = (f"{expr!r} is not a 5-field cron schedule (minute hour day month "
                        "weekday), e.g. '0 23 * * *'")  # fmt: skip
             out.append(doc.problem(("spec", "correlation", "conditionsReset", i), message))
+    declared = frozenset(d["name"] for d in _list_at(spec, "dependencies")
+                         if isinstance(d, dict) and isinstance(d.get("name"), str))  # fmt: skip
     for i, item in enumerate(_list_at(spec, "triggers")):
         if isinstance(item, dict):
-            out += _check_trigger_delivery(doc, ("spec", "triggers", i), item)
+            out += _check_trigger_delivery(doc, ("spec", "triggers", i), item, declared)
     return out
 
 
@@ -401,7 +403,10 @@ def _list_at(spec: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _check_trigger_delivery(
-    doc: specfile.Document, base: specfile.FieldPath, item: Mapping[str, Any]
+    doc: specfile.Document,
+    base: specfile.FieldPath,
+    item: Mapping[str, Any],
+    declared: frozenset[str],
 ) -> list[SpecProblem]:
     out: list[SpecProblem] = []
     retry = item.get("retryStrategy")
@@ -441,23 +446,9 @@ def _check_trigger_delivery(
         out += _check_key(doc, (*base, "concurrency", "key"), conc["key"])
     dlq = item.get("dlqTrigger")
     tpl = dlq.get("template") if isinstance(dlq, dict) else None
-    if isinstance(tpl, dict):
-        out += _check_kind(doc, (*base, "dlqTrigger", "template"), tpl)
+    if isinstance(dlq, dict) and isinstance(tpl, dict):  # checked as any trigger is
+        out += _check_trigger(doc, (*base, "dlqTrigger"), dlq, tpl, declared)
     return out
-
-
-def _check_kind(
-    doc: specfile.Document, base: specfile.FieldPath, tpl: Mapping[str, Any]
-) -> list[SpecProblem]:
-    kinds = [k for k in tpl if k in REGISTRY]
-    if len(kinds) != 1:
-        found = ", ".join(kinds) if kinds else "none"
-        return [doc.problem(base, f"exactly one trigger kind is required "
-                                  f"({', '.join(REGISTRY)}); found {found}")]  # fmt: skip
-    kind = kinds[0]
-    if not isinstance(tpl[kind], dict):
-        return []
-    return [doc.problem((*base, kind, *sub), msg) for sub, msg in REGISTRY[kind].check(tpl[kind])]
 
 
 def _check_duration(

@@ -85,6 +85,33 @@ async def test_retries_then_dlq_with_dlq_trigger(
     ]  # fmt: skip
 
 
+async def test_the_dlq_trigger_is_rendered_with_its_event(
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
+) -> None:
+    """`{{ }}` and `parameters` of a dlqTrigger are rendered like any trigger's."""
+    recorder.handlers["/call"] = fail
+    headers: list[str] = []
+
+    async def alert(request: web.Request, body: dict[str, Any]) -> web.Response:
+        headers.append(request.headers.get("X-Team", ""))
+        return web.json_response({})
+
+    recorder.handlers["/dlq/7"] = alert
+    extra = f"""      retryStrategy: {{steps: 1, duration: 0.1s}}
+      dlqTrigger:
+        template:
+          name: alert
+          http: {{url: "{recorder.url}/dlq/{{{{ data.n }}}}", headers: {{X-Team: none}}}}
+        parameters:
+          - src: {{dependencyName: thing, dataKey: team}}
+            dest: headers.X-Team
+"""
+    await start_engine([load_sensor(tmp_path, sensor_text("alerting", recorder.url, extra))])
+    event_id = await send(bus, "com.example.thing", {"n": 7, "team": "payments"})
+    await eventually(lambda: _has(recorder, "/dlq/7", event_id), "the rendered DLQ trigger")
+    assert headers == ["payments"]
+
+
 async def test_a_retrying_event_does_not_block_others(
     tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
 ) -> None:
