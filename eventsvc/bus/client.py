@@ -364,6 +364,8 @@ class Bus:
         )
         if spec.work_queue:
             config.retention = api.RetentionPolicy.WORK_QUEUE
+        if spec.max_consumers:
+            config.max_consumers = spec.max_consumers
         what = f"reconcile stream {spec.name}"
         try:
             await self._js.stream_info(spec.name)

@@ -9,6 +9,9 @@ from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
 
 __all__ = ["DLQ", "EVENTS", "RESULTS", "WORK", "StreamSpec", "default_streams"]
 
+MAX_SENSORS = 4_000
+"""WORK holds a consumer per sensor: the stream says how many it may have (nats-server
+2.15 allows 1000 per stream unless the stream sets its own limit)."""
 WORK_DUPLICATE_WINDOW = 300.0
 """A hand-off repeated within this window (a dispatcher's ack lost, its event redelivered
 after the dispatch ack wait) is dropped by JetStream; a later repeat is recognised by the
@@ -25,6 +28,7 @@ class StreamSpec:
     duplicate_window: float = 120.0
     replicas: int = 1
     work_queue: bool = False  # a message is removed once acknowledged
+    max_consumers: int = 0  # 0: the server's default (1000 per stream since nats-server 2.15)
 
 
 def default_streams(config: Config) -> tuple[StreamSpec, ...]:
@@ -47,5 +51,6 @@ def default_streams(config: Config) -> tuple[StreamSpec, ...]:
             duplicate_window=WORK_DUPLICATE_WINDOW,
             replicas=config.stream_replicas,
             work_queue=True,
+            max_consumers=MAX_SENSORS,
         ),
     )

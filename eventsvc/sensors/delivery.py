@@ -94,18 +94,15 @@ class RunState:
 
 
 class Ledger:
-    """Run states in KV. Failures to read count as 'unknown' (the run goes ahead: at
-    least once); failures to write are logged and leave redelivery to do its job."""
+    """Run states in KV. A failure to read raises (BusError): the run waits for a
+    redelivery rather than running blind; failures to write are logged and leave
+    redelivery to do its job."""
 
     def __init__(self, kv: KeyValueStore) -> None:
         self.kv = kv
 
     async def get(self, key: str) -> RunState | None:
-        try:
-            entry = await self.kv.get(key)
-        except BusError as e:
-            log.warning("run ledger unreadable; running anyway", key=key, error=str(e))
-            return None
+        entry = await self.kv.get(key)
         if entry is None:
             return None
         try:

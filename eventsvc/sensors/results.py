@@ -12,6 +12,7 @@ engine does not fire on a result deeper than `MAX_DEPTH`, so a loop across senso
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -182,15 +183,27 @@ def to_event(result: RunResult) -> CloudEvent:
     )
 
 
-async def publish(bus: Bus, result: RunResult) -> None:
-    """Publish; a failure is logged, never raised (a result must not fail the run)."""
+RETRY_PAUSES = (0.2, 0.5, 1.0)  # then the caller leaves the event for redelivery
+
+
+async def publish(bus: Bus, result: RunResult) -> bool:
+    """Publish, retrying a few times; False (logged, never raised) when it was not stored.
+    A run whose final result was not stored leaves its event for redelivery, which
+    publishes it again under the same id (see `RunResult.event_id`)."""
     headers, body = events.to_binary(to_event(result))
-    try:
-        await bus.publish(subject(result.sensor, result.trigger), body, headers,
-                          msg_id=result.event_id or None)  # fmt: skip
-    except BusError as e:
-        log.warning("result not published", sensor=result.sensor, trigger=result.trigger,
-                    outcome=result.outcome, error=str(e))  # fmt: skip
+    for pause in (*RETRY_PAUSES, None):
+        try:
+            await bus.publish(subject(result.sensor, result.trigger), body, headers,
+                              msg_id=result.event_id or None)  # fmt: skip
+            return True
+        except BusError as e:
+            if pause is None:
+                log.warning("result not published; the event will come back to publish it",
+                            sensor=result.sensor, trigger=result.trigger,
+                            outcome=result.outcome, error=str(e))  # fmt: skip
+                return False
+            await asyncio.sleep(pause)
+    return False
 
 
 # --- the `eventsvc results` table ---

@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 from eventsvc import logs, metrics
 from eventsvc.bus import Bus
 from eventsvc.config import Config
-from eventsvc.errors import EventsvcError, TemporaryTriggerError
+from eventsvc.errors import BusError, EventsvcError, TemporaryTriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import correlation, deadletter, delivery, keys, params, results
 from eventsvc.sensors.compiled import CompiledSensor, CompiledTrigger, Plan
@@ -80,13 +80,19 @@ class Runs:
         time its next attempt is due."""
         trig, name, stores = plan.trig, plan.trig.spec.name, self.stores
         key = delivery.run_key(self.sensor.name, name, [e.get_id() for e in plan.by_dep.values()])
-        state = await stores.ledger.get(key)
+        try:
+            state = await stores.ledger.get(key)
+        except BusError as e:  # not knowing whether it ran, it does not run: it waits
+            elog.warning("run ledger unreadable; the event will come back", trigger=name,
+                         error=str(e))  # fmt: skip
+            return self._again()
         if state is not None and state.final:
             elog.info("trigger already finished for these events; not running again",
                       trigger=name, outcome=state.outcome)  # fmt: skip
             # the final result again, under its own id: a no-op unless a crash lost it
-            await self.result(name, plan.by_dep, Outcome(state.outcome), state.attempts, 0.0,
-                              error=state.error, key=key)  # fmt: skip
+            if not await self.result(name, plan.by_dep, Outcome(state.outcome), state.attempts,
+                                     0.0, error=state.error, key=key):  # fmt: skip
+                return self._again()
             await self.result(name, plan.by_dep, Outcome.DUPLICATE, state.attempts, 0.0)
             await self.consume(plan)
             return None
@@ -101,15 +107,16 @@ class Runs:
             if lease is None:
                 elog.info("superseded by a newer event", trigger=name, key=gkey)
                 await stores.ledger.put(key, RunState(Outcome.SUPERSEDED, attempt - 1))
-                await self.result(name, plan.by_dep, Outcome.SUPERSEDED, attempt - 1, 0.0,
-                                  detail={"concurrencyKey": gkey}, key=key)  # fmt: skip
+                published = await self.result(name, plan.by_dep, Outcome.SUPERSEDED,
+                                              attempt - 1, 0.0, detail={"concurrencyKey": gkey},
+                                              key=key)  # fmt: skip
                 await self.consume(plan)
-                return None
+                return None if published else self._again()
         try:
             rate = trig.spec.delivery.rate_limit
             if trig.limiter is not None and rate is not None:
                 await stores.coordinator.rate(self._scope(name), rate, trig.limiter)
-            result, error, took = await self.fire(trig, plan.by_dep, attempt)
+            result, error, took = await self.fire(trig, plan.by_dep, attempt, key)
         finally:
             if lease is not None:
                 await stores.coordinator.release(lease)
@@ -117,7 +124,9 @@ class Runs:
             done = Outcome.SKIPPED if result and result.outcome == "skipped" else Outcome.SUCCESS
             await stores.ledger.put(key, RunState(done, attempt))
             detail = result.detail if result is not None else {}
-            await self.result(name, plan.by_dep, done, attempt, took, detail=detail, key=key)
+            if not await self.result(name, plan.by_dep, done, attempt, took, detail=detail,
+                                     key=key):  # fmt: skip
+                return self._again()  # the redelivery publishes it
             await self.consume(plan)
             return None
         return await self._failed(plan, got, key, attempt, error, took, last, elog)
@@ -151,24 +160,28 @@ class Runs:
                                    got.num_delivered, trigger=name, attempts=attempt,
                                    by_dep=plan.by_dep, event=got.event)  # fmt: skip
         if not await deadletter.send(stores.bus, letter):
-            return time.time() + stores.config.redelivery_delay
-        await self.result(name, plan.by_dep, Outcome.FAILED, attempt, took,
-                          error=f"{reason}: {error}", key=key)  # fmt: skip
-        await self.fire_dlq(trig, plan.by_dep, error, attempt)
+            return self._again()
+        published = await self.result(name, plan.by_dep, Outcome.FAILED, attempt, took,
+                                      error=f"{reason}: {error}", key=key)  # fmt: skip
+        await self.fire_dlq(trig, plan.by_dep, error, attempt, key)
         await stores.ledger.put(key, RunState(Outcome.FAILED, attempt, error=str(error)))
         await self.consume(plan)
-        return None
+        return None if published else self._again()
+
+    def _again(self) -> float:
+        """When an event left for redelivery is due again."""
+        return time.time() + self.stores.config.redelivery_delay
 
     def _scope(self, trigger: str) -> str:
         return f"{self.sensor.name}.{trigger}"
 
     async def fire(
-        self, trig: CompiledTrigger, by_dep: Mapping[str, CloudEvent], attempt: int
+        self, trig: CompiledTrigger, by_dep: Mapping[str, CloudEvent], attempt: int, key: str
     ) -> tuple[TriggerResult | None, EventsvcError | None, float]:
         """Execute the trigger once: (result, error, seconds)."""
         spec = trig.spec
         event_ids = ",".join(sorted({e.get_id() for e in by_dep.values()}))
-        ctx = TriggerContext(self.sensor.name, spec.name, by_dep, attempt=attempt)
+        ctx = TriggerContext(self.sensor.name, spec.name, by_dep, attempt=attempt, run_key=key)
         started = time.perf_counter()
         try:
             section = params.render(spec, by_dep)
@@ -194,12 +207,14 @@ class Runs:
         by_dep: Mapping[str, CloudEvent],
         error: EventsvcError,
         attempts: int,
+        key: str,
     ) -> None:
         """Run the trigger's `dlqTrigger` once (no retries); its outcome is a result."""
         dlq = trig.spec.delivery.dlq
         if dlq is None:
             return
-        ctx = TriggerContext(self.sensor.name, dlq.name, by_dep, attempt=attempts)
+        ctx = TriggerContext(self.sensor.name, dlq.name, by_dep, attempt=attempts,
+                             run_key=f"{key}.dlq")  # fmt: skip
         started = time.perf_counter()
         try:
             section = params.render(dlq, by_dep)
@@ -231,14 +246,15 @@ class Runs:
         detail: Mapping[str, object] | None = None,
         dlq: bool = False,
         key: str = "",
-    ) -> None:
-        """Publish a run's result; `key` (the run's ledger key) marks its final outcome."""
+    ) -> bool:
+        """Publish a run's result; `key` (the run's ledger key) marks its final outcome.
+        False when it could not be stored (after retries)."""
         ids = [e.get_id() for e in by_dep.values()]
         depth = 1 + max((results.depth_of(e) for e in by_dep.values()), default=0)
         run = results.RunResult(self.sensor.name, trigger, ids, outcome.value, attempt, took,
                                 error, dict(detail or {}), dlq, results.cause(by_dep),
                                 depth, event_id=key)  # fmt: skip
-        await results.publish(self.stores.bus, run)
+        return await results.publish(self.stores.bus, run)
 
     def _record(self, trigger: str, outcome: str, started: float) -> None:
         metrics.TRIGGER_RUNS.labels(self.sensor.name, trigger, outcome).inc()

@@ -21,6 +21,7 @@ from structlog.typing import FilteringBoundLogger
 
 from eventsvc import events, logs, metrics, subjects
 from eventsvc.bus import START_ALL, Delivery, PullConsumer
+from eventsvc.bus.streams import MAX_SENSORS
 from eventsvc.errors import BusError, BusUnavailableError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import deadletter, delivery, filters, handoff
@@ -54,11 +55,20 @@ class SensorWorker:
 
     async def open(self) -> None:
         config = self.stores.config
-        self.consumer = await self.stores.bus.pull_consumer(
-            WORK, self.durable, (subjects.work(self.sensor.name),),
-            ack_wait=config.ack_wait, max_deliver=self.sensor.max_deliver,
-            max_ack_pending=max(1000, config.sensor_concurrency * 4), start=START_ALL,
-        )  # fmt: skip
+        try:
+            self.consumer = await self.stores.bus.pull_consumer(
+                WORK, self.durable, (subjects.work(self.sensor.name),),
+                ack_wait=config.ack_wait, max_deliver=self.sensor.max_deliver,
+                max_ack_pending=max(1000, config.sensor_concurrency * 4), start=START_ALL,
+            )  # fmt: skip
+        except BusError as e:
+            if "maximum consumers" not in str(e):
+                raise
+            raise BusError(
+                f"sensor {self.sensor.name}: NATS refused its consumer ({e}); every sensor has "
+                f"one on stream WORK, which allows {MAX_SENSORS}: raise max_consumers of the "
+                "NATS account (deploy/nats/nats-server.conf) or run fewer sensors"
+            ) from e
 
     async def run(self) -> None:
         assert self.consumer is not None

@@ -58,6 +58,9 @@ class TriggerContext:
     events: Mapping[str, CloudEvent]
     attempt: int = 1
     dry_run: bool = False
+    run_key: str = ""
+    """The same for every attempt and redelivery of one run (sensor, trigger, events): what a
+    receiver deduplicates on (`Idempotency-Key` of the http trigger)."""
 
     @property
     def event_ids(self) -> list[str]:

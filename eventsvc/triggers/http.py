@@ -53,6 +53,8 @@ class HttpTrigger:
         url = str(spec["url"])
         method = str(spec.get("method", "POST"))
         headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE, **spec.get("headers", {})}
+        if ctx.run_key and not any(k.lower() == "idempotency-key" for k in headers):
+            headers["Idempotency-Key"] = ctx.run_key  # the same on every attempt of this run
         body = events.to_structured(ctx.first)
         timeout = aiohttp.ClientTimeout(total=parse_duration(spec.get("timeout", "30s")))
         try:

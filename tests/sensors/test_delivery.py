@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc.sensors import delivery
+from eventsvc.errors import BusUnavailableError
+from eventsvc.sensors import delivery, results
 from eventsvc.sensors.runs import Runs
 from eventsvc.sensors.spec import ConcurrencyPolicy, RetryStrategy
 from eventsvc.sensors.worker import SensorWorker
@@ -194,6 +195,79 @@ async def test_a_result_lost_in_a_crash_after_the_ledger_is_published_on_redeliv
     outcomes = await eventually(
         lambda: _outcomes(bus, "lossy", want=2), "the redelivered event to be settled"
     )
+    assert outcomes == [("call", "success", 1), ("call", "duplicate", 1)]
+    assert recorder.ids("/call") == [event_id]
+
+
+async def test_every_attempt_of_a_run_carries_the_same_idempotency_key(
+    tmp_path: Path, bus: bus_mod.Bus, recorder: Recorder, start_engine: EngineFactory
+) -> None:
+    keys: list[str] = []
+
+    async def twice_down(request: web.Request, body: dict[str, Any]) -> web.Response:
+        keys.append(request.headers.get("Idempotency-Key", ""))
+        return web.Response(status=503 if len(keys) <= 2 else 200)
+
+    recorder.handlers["/call"] = twice_down
+    extra = "      retryStrategy: {steps: 3, duration: 0.1s, factor: 1}\n"
+    await start_engine([load_sensor(tmp_path, sensor_text("keyed", recorder.url, extra))])
+    first = await send(bus, "com.example.thing", {"n": 1})
+    await eventually(lambda: _with_outcome(bus, "keyed", "success"), "the third attempt")
+    second = await send(bus, "com.example.thing", {"n": 2})
+    await eventually(lambda: _has(recorder, "/call", second), "the second event")
+    assert recorder.ids("/call") == [first] * 3 + [second]
+    assert len(set(keys[:3])) == 1 and keys[0].startswith("run.keyed.call.")
+    assert keys[3] != keys[0], "another run, another key"
+
+
+async def test_an_unreadable_run_ledger_makes_the_run_wait_not_run_blind(
+    tmp_path: Path,
+    bus: bus_mod.Bus,
+    recorder: Recorder,
+    start_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read = delivery.Ledger.get
+    failures = 0
+
+    async def flaky_read(self: delivery.Ledger, key: str) -> delivery.RunState | None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise BusUnavailableError("kv get: NATS unavailable (test)")
+        return await read(self, key)
+
+    monkeypatch.setattr(delivery.Ledger, "get", flaky_read)
+    await start_engine([load_sensor(tmp_path, sensor_text("careful", recorder.url))])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+    [run] = await eventually(lambda: _with_outcome(bus, "careful", "success"), "the run")
+    assert failures == 2 and recorder.ids("/call") == [event_id]
+    assert run["attempt"] == 1
+
+
+async def test_a_result_that_cannot_be_stored_is_stored_by_the_redelivery(
+    tmp_path: Path,
+    bus: bus_mod.Bus,
+    recorder: Recorder,
+    start_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RESULTS refuses for longer than the publish retries: the event is not acknowledged,
+    comes back, finds its run done and publishes the final result then."""
+    publish = bus_mod.Bus.publish
+    refused = 0
+
+    async def results_down(self: bus_mod.Bus, subject: str, *args: Any, **kw: Any) -> Any:
+        nonlocal refused
+        if subject.startswith("results.") and refused < len(results.RETRY_PAUSES) + 1:
+            refused += 1
+            raise BusUnavailableError(f"publish to {subject}: NATS unavailable (test)")
+        return await publish(self, subject, *args, **kw)
+
+    monkeypatch.setattr(bus_mod.Bus, "publish", results_down)
+    await start_engine([load_sensor(tmp_path, sensor_text("stubborn", recorder.url))])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+    outcomes = await eventually(lambda: _outcomes(bus, "stubborn", want=2), "the results")
     assert outcomes == [("call", "success", 1), ("call", "duplicate", 1)]
     assert recorder.ids("/call") == [event_id]
 
