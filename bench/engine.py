@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import cProfile
 import json
+import multiprocessing
 import pstats
 import random
 import tempfile
@@ -46,7 +47,7 @@ from bench.common import cpu_seconds, percentile
 from bench.match import payload
 from eventsvc import bus as bus_mod
 from eventsvc import events, logs, specfile
-from eventsvc.bus.embedded import EmbeddedNats
+from eventsvc.bus.embedded import EmbeddedNats, free_port
 from eventsvc.bus.streams import EVENTS, RESULTS, WORK
 from eventsvc.config import Config, load_config
 from eventsvc.gateways import github
@@ -224,13 +225,13 @@ class Receiver:
         return web.json_response({"ok": True})
 
     @asynccontextmanager
-    async def serving(self) -> AsyncIterator[str]:
+    async def serving(self, port: int = 0) -> AsyncIterator[str]:
         app = web.Application()
         app.router.add_post("/hit", self.hit)
         app.router.add_post("/slow", self.slow_hit)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         try:
             yield f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -256,21 +257,59 @@ async def offer(bus: bus_mod.Bus, messages: list[tuple[dict[str, str], bytes]], 
     return sent
 
 
-async def latency(n: int, seconds: float, rate: float, slow: bool) -> dict[str, float]:
-    receiver = Receiver()
-    async with receiver.serving() as url, environment() as env:
-        sensors = build_sensors(n, n, f'http: {{url: "{url}/hit"}}')
-        if slow:
-            sensors.append(sensor("slow", None, f'http: {{url: "{url}/slow", timeout: 10s}}'))
-        messages = build_messages(int(seconds * rate), n)
-        async with engine_on(env, sensors):
-            await asyncio.sleep(1.0)  # consumers bound, pull requests waiting
-            sent = await offer(env.bus, messages, rate)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(receiver.all_in(len(sent)), 30)
+def load_process(nats_url: str, port: int, n: int, seconds: float, rate: float,
+                 go: Any, out: Any) -> None:  # fmt: skip
+    """The outside world, in a process of its own: a gateway publishing at `rate` and the
+    receiver of the http triggers. Times are CLOCK_MONOTONIC, shared by both processes."""
+
+    async def main() -> dict[str, Any]:
+        receiver = Receiver()
+        config = load_config(environ={}, nats_url=nats_url)
+        bus = await bus_mod.connect(nats_url, config)
+        try:
+            async with receiver.serving(port):
+                messages = build_messages(int(seconds * rate), n)
+                out.put("ready")
+                await asyncio.get_running_loop().run_in_executor(None, go.wait)
+                sent = await offer(bus, messages, rate)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(receiver.all_in(len(sent)), 30)
+                await asyncio.sleep(1.0)  # what the slow sensor still finishes
+        finally:
+            await bus.close()
         took = [(receiver.arrived[i] - t) * 1e3 for i, t in sent.items() if i in receiver.arrived]
-    return {"p50": percentile(took, 50), "p99": percentile(took, 99), "max": max(took),
-            "got": len(took), "sent": len(sent), "slow_done": receiver.slow}  # fmt: skip
+        return {"p50": percentile(took, 50), "p99": percentile(took, 99), "max": max(took),
+                "got": len(took), "sent": len(sent), "slow_done": receiver.slow}  # fmt: skip
+
+    logs.configure("json", "warning")
+    out.put(asyncio.run(main()))
+
+
+async def latency(n: int, seconds: float, rate: float, slow: bool) -> dict[str, Any]:
+    """Engine here; the publisher and the trigger receiver in another process."""
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with environment() as env:
+        child = ctx.Process(target=load_process,
+                            args=(env.server.url, port, n, seconds, rate, go, out))  # fmt: skip
+        child.start()
+        loop = asyncio.get_running_loop()
+        try:
+            assert await loop.run_in_executor(None, out.get) == "ready"
+            sensors = build_sensors(n, n, f'http: {{url: "{url}/hit"}}')
+            if slow:
+                sensors.append(sensor("slow", None, f'http: {{url: "{url}/slow", timeout: 10s}}'))
+            async with engine_on(env, sensors):
+                await asyncio.sleep(1.0)  # consumers bound, pull requests waiting
+                go.set()
+                result: dict[str, Any] = await loop.run_in_executor(None, out.get)
+        finally:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+    return result
 
 
 async def replicas(n: int, count: int) -> dict[str, Any]:
@@ -295,6 +334,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000, help="events per size (throughput)")
     parser.add_argument("--parts", default="throughput,variant,latency,isolation,replicas")
     parser.add_argument("--profile", action="store_true", help="profile the largest size")
+    parser.add_argument("--rates", default="50,100,200",
+                        help="events/s offered for latency (isolation uses the first)")
     args = parser.parse_args()
     logs.configure("json", "warning")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -325,18 +366,25 @@ def main() -> None:
             lo, hi = sizes[0], sizes[-1]
             print(f"events/s at {hi} vs {lo} sensors: {rates[part][hi] / rates[part][lo]:.2f}x")
     top = sizes[-1]
-    if "latency" in parts or "isolation" in parts:
-        print(f"\nlatency: {top} sensors, http triggers, 200 events/s offered for 10 s, "
-              "publish -> trigger request received")
-        base = run(latency(top, 10, 200, slow=False))
-        print(f"  p50 {base['p50']:.1f} ms  p99 {base['p99']:.1f} ms  max {base['max']:.1f} ms  "
-              f"({base['got']}/{base['sent']} fired)", flush=True)  # fmt: skip
-        if "isolation" in parts:
-            slow = run(latency(top, 10, 200, slow=True))
-            print(f"  with one more sensor taking 2 s on every event: p50 {slow['p50']:.1f} ms  "
-                  f"p99 {slow['p99']:.1f} ms  max {slow['max']:.1f} ms  ({slow['got']}/"
-                  f"{slow['sent']} fired; the slow one finished {slow['slow_done']})")  # fmt: skip
-            print(f"  p99 moved by {slow['p99'] - base['p99']:+.1f} ms")
+    rates_offered = [float(r) for r in args.rates.split(",")]
+    if "latency" in parts:
+        print(f"\nlatency: {top} sensors, http triggers, publisher and receiver in another "
+              "process, 10 s per rate, publish -> trigger request received")
+        for rate in rates_offered:
+            r = run(latency(top, 10, rate, slow=False))
+            print(f"  {rate:>5.0f} events/s: p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
+                  f"max {r['max']:.1f} ms  ({r['got']}/{r['sent']} fired)", flush=True)  # fmt: skip
+    if "isolation" in parts:
+        rate = rates_offered[0]
+        print(f"\nisolation: {top} sensors at {rate:.0f} events/s, without and with one more "
+              "sensor taking 2 s on every event")
+        base = run(latency(top, 10, rate, slow=False))
+        slow = run(latency(top, 10, rate, slow=True))
+        for label, r in (("without", base), ("with", slow)):
+            print(f"  {label:>7}: p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  max "
+                  f"{r['max']:.1f} ms  ({r['got']}/{r['sent']} fired; slow runs finished "
+                  f"{r['slow_done']})")  # fmt: skip
+        print(f"  p99 moved by {slow['p99'] - base['p99']:+.1f} ms")
     if "replicas" in parts:
         r = run(replicas(min(top, 100), 2000))
         d, w = r["dispatched"], r["runs"]

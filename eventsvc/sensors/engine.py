@@ -20,6 +20,7 @@ results and dead letters).
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 
 from eventsvc import logs, subjects
@@ -89,6 +90,9 @@ class Engine:
             await self.dispatcher.route(kept)
             for name in removed:
                 await self._retire(name)
+            if changed or removed:
+                _freeze_heap()
+
 
     async def _replace(self, name: str, compiled: CompiledSensor) -> None:
         assert self.stores is not None
@@ -139,3 +143,13 @@ class Engine:
             if task.done() and not task.cancelled() and task.exception():
                 return task.exception()
         return None
+
+
+def _freeze_heap() -> None:
+    """Keep what the sensors compiled to (and everything else alive now) out of the cyclic
+    garbage collector's full passes: with 1000 sensors a full pass took 260 ms in the middle
+    of the event path (the webhook -> trigger p99). Collected once here, at start and on a
+    reload, where a pause costs nothing."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
