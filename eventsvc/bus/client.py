@@ -113,6 +113,19 @@ StartAt = str | int
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A durable pull consumer with explicit acks."""
+
+    stream: str
+    durable: str
+    subjects: tuple[str, ...]
+    ack_wait: float
+    max_deliver: int
+    max_ack_pending: int = 1000
+    start: StartAt = START_NEW
+
+
+@dataclass(frozen=True, slots=True)
 class PublishAck:
     stream: str
     seq: int
@@ -451,46 +464,28 @@ class Bus:
             raise nats.js.errors.APIError.from_error(resp["error"])
         return PublishAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate")))
 
-    async def pull_consumer(
-        self,
-        stream: str,
-        durable: str,
-        filter_subjects: tuple[str, ...],
-        *,
-        ack_wait: float,
-        max_deliver: int,
-        max_ack_pending: int = 1000,
-        start: StartAt = START_NEW,
-    ) -> PullConsumer:
-        """Create or update the durable consumer `durable` and bind a pull subscription."""
-        await self.ensure_consumer(stream, durable, filter_subjects, ack_wait=ack_wait,
-                                   max_deliver=max_deliver, max_ack_pending=max_ack_pending,
-                                   start=start)  # fmt: skip
-        what = f"consumer {stream}/{durable}"
-        sub = await _guard(what, self._js.pull_subscribe_bind(durable=durable, stream=stream))
-        return PullConsumer(sub, durable)
+    async def pull_consumer(self, spec: ConsumerSpec) -> PullConsumer:
+        """Create or update the durable consumer `spec` and bind a pull subscription."""
+        await self.ensure_consumer(spec)
+        what = f"consumer {spec.stream}/{spec.durable}"
+        sub = await _guard(
+            what, self._js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        )
+        return PullConsumer(sub, spec.durable)
 
-    async def ensure_consumer(
-        self,
-        stream: str,
-        durable: str,
-        filter_subjects: tuple[str, ...],
-        *,
-        ack_wait: float,
-        max_deliver: int,
-        max_ack_pending: int = 1000,
-        start: StartAt = START_NEW,
-    ) -> bool:
-        """Create the durable consumer `durable`, starting at `start`, or update one that
-        exists (where it is in the stream does not change). True when it was created."""
+    async def ensure_consumer(self, spec: ConsumerSpec) -> bool:
+        """Create the durable consumer, starting at `spec.start`, or update one that exists
+        (where it is in the stream does not change). True when it was created."""
+        stream, durable, start, filter_subjects = (spec.stream, spec.durable, spec.start,
+                                                   spec.subjects)  # fmt: skip
         config = api.ConsumerConfig(
             durable_name=durable,
             name=durable,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.NEW,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            max_ack_pending=max_ack_pending,
+            ack_wait=spec.ack_wait,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=spec.max_ack_pending,
         )
         if start == START_ALL:
             config.deliver_policy = api.DeliverPolicy.ALL

@@ -25,7 +25,15 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from eventsvc import events, logs, metrics
-from eventsvc.bus import START_ALL, START_NEW, Bus, Delivery, PullConsumer, StartAt
+from eventsvc.bus import (
+    START_ALL,
+    START_NEW,
+    Bus,
+    ConsumerSpec,
+    Delivery,
+    PullConsumer,
+    StartAt,
+)
 from eventsvc.config import Config
 from eventsvc.errors import BusError, BusUnavailableError
 from eventsvc.events import CloudEvent
@@ -47,8 +55,10 @@ LEGACY_PREFIX = "sensor-"  # per-sensor consumers of earlier versions
 FLOOR_BUCKET = "eventsvc-dispatch"  # how far each legacy consumer had acknowledged
 
 
-def ack_wait(config: Config) -> float:
-    return min(config.ack_wait, MAX_ACK_WAIT)
+def consumer(stream: str, config: Config, start: StartAt = START_NEW) -> ConsumerSpec:
+    """The dispatch consumer of `stream`: every subject, never given up on."""
+    return ConsumerSpec(stream, DURABLE, (">",), ack_wait=min(config.ack_wait, MAX_ACK_WAIT),
+                        max_deliver=-1, max_ack_pending=MAX_ACK_PENDING, start=start)  # fmt: skip
 
 
 async def ensure_consumers(bus: Bus, config: Config) -> None:
@@ -57,9 +67,7 @@ async def ensure_consumers(bus: Bus, config: Config) -> None:
         start: StartAt = START_NEW
         if not await bus.consumer_exists(stream, DURABLE):
             start = await _start_of(bus, stream)
-        created = await bus.ensure_consumer(stream, DURABLE, (">",), ack_wait=ack_wait(config),
-                                            max_deliver=-1, max_ack_pending=MAX_ACK_PENDING,
-                                            start=start)  # fmt: skip
+        created = await bus.ensure_consumer(consumer(stream, config, start))
         if created:
             log.info("dispatch consumer created", stream=stream, start=start)
         await _retire_legacy(bus, stream)
@@ -139,10 +147,7 @@ class Dispatcher:
         await ensure_consumers(self.bus, self.config)
         self.floors = await load_floors(self.bus)
         for stream in STREAMS:
-            self._consumers[stream] = await self.bus.pull_consumer(
-                stream, DURABLE, (">",), ack_wait=ack_wait(self.config), max_deliver=-1,
-                max_ack_pending=MAX_ACK_PENDING,
-            )  # fmt: skip
+            self._consumers[stream] = await self.bus.pull_consumer(consumer(stream, self.config))
 
     async def route(self, sensors: Iterable[CompiledSensor]) -> None:
         """Route by these sensors from now on; returns once no batch uses the old index."""

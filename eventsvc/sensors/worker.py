@@ -20,7 +20,7 @@ import time
 from structlog.typing import FilteringBoundLogger
 
 from eventsvc import events, logs, metrics, subjects
-from eventsvc.bus import START_ALL, Delivery, PullConsumer
+from eventsvc.bus import START_ALL, ConsumerSpec, Delivery, PullConsumer
 from eventsvc.bus.streams import MAX_SENSORS
 from eventsvc.errors import BusError, BusUnavailableError
 from eventsvc.events import CloudEvent
@@ -56,11 +56,11 @@ class SensorWorker:
     async def open(self) -> None:
         config = self.stores.config
         try:
-            self.consumer = await self.stores.bus.pull_consumer(
+            self.consumer = await self.stores.bus.pull_consumer(ConsumerSpec(
                 WORK, self.durable, (subjects.work(self.sensor.name),),
                 ack_wait=config.ack_wait, max_deliver=self.sensor.max_deliver,
                 max_ack_pending=max(1000, config.sensor_concurrency * 4), start=START_ALL,
-            )  # fmt: skip
+            ))  # fmt: skip
         except BusError as e:
             if "maximum consumers" not in str(e):
                 raise

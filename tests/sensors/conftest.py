@@ -26,6 +26,48 @@ from eventsvc.triggers import Services
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 
+HTTP_SENSOR = """\
+apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {{name: {name}}}
+spec:
+  dependencies:
+    - name: thing
+      eventSubject: events.test.>
+      filters:
+        context: {{type: com.example.thing}}
+  triggers:
+    - template:
+        name: call
+        http: {{url: "{url}/{path}"}}
+{extra}
+"""
+
+
+def http_sensor(name: str, url: str, path: str = "call", extra: str = "") -> str:
+    """A sensor calling `url`/`path` for every `com.example.thing` on `events.test.>`;
+    `extra` is YAML added to its trigger item (retryStrategy, dlqTrigger, ...)."""
+    return HTTP_SENSOR.format(name=name, url=url, path=path, extra=extra)
+
+
+async def first_life(
+    start: Callable[[list[SensorSpec]], Awaitable[Engine]],
+    spec: SensorSpec,
+    bus: bus_mod.Bus,
+    reached: asyncio.Event,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """An engine that "dies" where a patched step sets `reached` and hangs: start it, send
+    one event, wait for that point, stop it as a crash would (what hangs is cancelled,
+    nothing is acknowledged) and undo the patch. The event's id."""
+    engine = await start([spec])
+    event_id = await send(bus, "com.example.thing", {"n": 1})
+    await asyncio.wait_for(reached.wait(), 30)
+    await engine.stop(asyncio.get_running_loop().time())
+    monkeypatch.undo()
+    return event_id
+
+
 def load_sensor(directory: Path, text: str, name: str = "sensor") -> SensorSpec:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"

@@ -21,31 +21,16 @@ from tests.sensors.conftest import (
     Recorder,
     dlq_records,
     eventually,
+    first_life,
+    http_sensor,
     load_sensor,
     results_of,
     send,
 )
 
-SENSOR = """\
-apiVersion: eventsvc.dev/v1alpha1
-kind: Sensor
-metadata: {{name: {name}}}
-spec:
-  dependencies:
-    - name: thing
-      eventSubject: events.test.>
-      filters:
-        context: {{type: com.example.thing}}
-  triggers:
-    - template:
-        name: call
-        http: {{url: "{url}/call"}}
-{extra}
-"""
-
 
 def sensor_text(name: str, url: str, extra: str = "") -> str:
-    return SENSOR.format(name=name, url=url, extra=extra)
+    return http_sensor(name, url, "call", extra)
 
 
 async def fail(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -149,12 +134,8 @@ async def test_redelivery_after_crash_between_trigger_and_ack_fires_once(
         await asyncio.Event().wait()  # the process "dies" here: no ack, no nak
 
     monkeypatch.setattr(SensorWorker, "_settle", crash_before_ack)
-    first = await start_engine([spec])
-    event_id = await send(bus, "com.example.thing", {"n": 1})
-    await asyncio.wait_for(settled.wait(), 30)
+    event_id = await first_life(start_engine, spec, bus, settled, monkeypatch)
     assert recorder.ids("/call") == [event_id]
-    await first.stop(asyncio.get_running_loop().time())  # cancels the stuck handler
-    monkeypatch.undo()
 
     await start_engine([spec])  # a new engine on the same durable consumer
     outcomes = await eventually(
@@ -185,11 +166,7 @@ async def test_a_result_lost_in_a_crash_after_the_ledger_is_published_on_redeliv
         await publish(self, *args, **kwargs)
 
     monkeypatch.setattr(Runs, "result", die_before_the_result)
-    first = await start_engine([spec])
-    event_id = await send(bus, "com.example.thing", {"n": 1})
-    await asyncio.wait_for(died.wait(), 30)
-    await first.stop(asyncio.get_running_loop().time())
-    monkeypatch.undo()
+    event_id = await first_life(start_engine, spec, bus, died, monkeypatch)
 
     await start_engine([spec])
     outcomes = await eventually(

@@ -20,31 +20,17 @@ from tests.sensors.conftest import (
     EngineFactory,
     Recorder,
     eventually,
+    first_life,
+    http_sensor,
     idle,
     load_sensor,
     results_of,
     send,
 )
 
-SENSOR = """\
-apiVersion: eventsvc.dev/v1alpha1
-kind: Sensor
-metadata: {{name: {name}}}
-spec:
-  dependencies:
-    - name: thing
-      eventSubject: events.test.>
-      filters:
-        context: {{type: com.example.thing}}
-  triggers:
-    - template:
-        name: call
-        http: {{url: "{url}/{name}"}}
-"""
-
 
 def sensor_text(name: str, url: str) -> str:
-    return SENSOR.format(name=name, url=url)
+    return http_sensor(name, url, name)
 
 
 async def _successes(bus: bus_mod.Bus, sensor: str) -> Counter[str]:
@@ -68,12 +54,7 @@ async def test_a_dispatcher_dying_between_hand_off_and_ack_hands_off_once(
         await asyncio.Event().wait()  # the process "dies" here: hand-offs stored, no ack
 
     monkeypatch.setattr(Dispatcher, "_settle", die_before_ack)
-    first = await start_engine([spec])
-    event_id = await send(bus, "com.example.thing", {"n": 1})
-    await asyncio.wait_for(handed.wait(), 30)
-    await eventually(lambda: _has_call(recorder, "/once"), "the hand-off to be run")
-    await first.stop(asyncio.get_running_loop().time())  # cancels the stuck dispatch
-    monkeypatch.undo()
+    event_id = await first_life(start_engine, spec, bus, handed, monkeypatch)
 
     await start_engine([spec])  # the event comes back to a dispatcher after the ack wait
     await eventually(lambda: _dispatched(bus), "the event to be dispatched again and acked")
@@ -155,8 +136,9 @@ async def test_upgrade_from_per_sensor_consumers_runs_nothing_twice(
 ) -> None:
     """An earlier version read EVENTS with a consumer per sensor. Events its consumer had
     acknowledged are not run again; those it had not are run once."""
-    old = await bus.pull_consumer(EVENTS, "sensor-legacy", ("events.>",), ack_wait=30,
-                                  max_deliver=5, start=bus_mod.START_ALL)  # fmt: skip
+    old = await bus.pull_consumer(bus_mod.ConsumerSpec(
+        EVENTS, "sensor-legacy", ("events.>",), ack_wait=30, max_deliver=5,
+        start=bus_mod.START_ALL))  # fmt: skip
     ids = [await send(bus, "com.example.thing", {"n": n}) for n in range(4)]
     batch = await old.fetch(2, timeout=5)
     for msg in batch:
