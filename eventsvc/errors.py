@@ -42,6 +42,10 @@ class BusUnavailableError(BusError):
     """The bus cannot be reached right now; the caller may retry later."""
 
 
+class ClaimGoneError(BusError):
+    """A message's body was stored apart (too large for a message) and is no longer there."""
+
+
 class TriggerError(EventsvcError):
     """A trigger run failed."""
 

@@ -21,12 +21,14 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 from nats.protocol.command import hpub_cmd
 
 from eventsvc import logs
+from eventsvc.bus import claims
 from eventsvc.bus.streams import StreamSpec
 from eventsvc.config import Config
-from eventsvc.errors import BusError, BusUnavailableError
+from eventsvc.errors import BusError, BusUnavailableError, ClaimGoneError
 
 log = logs.get("eventsvc.bus")
 T = TypeVar("T")
@@ -342,13 +344,20 @@ class Bus:
     """A connected NATS client with JetStream."""
 
     def __init__(
-        self, nc: NatsClient, url: str, publish_timeout: float = 5.0, replicas: int = 1
+        self,
+        nc: NatsClient,
+        url: str,
+        publish_timeout: float = 5.0,
+        replicas: int = 1,
+        claims_ttl: float = 0.0,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=publish_timeout)
         self.url = url
         self.publish_timeout = publish_timeout
         self.replicas = replicas  # for the KV buckets this process creates
+        self.claims_ttl = claims_ttl  # how long bodies stored apart are kept (0: forever)
+        self._claim_store: ObjectStore | None = None
         self.streams_ready = False
         self._fast_publish = all(hasattr(nc, a) for a in _REQUEST_INTERNALS)
         self._header_keys: set[str] = set()
@@ -397,12 +406,15 @@ class Bus:
         headers: Mapping[str, str] | None = None,
         msg_id: str | None = None,
     ) -> PublishAck:
-        """Store a message in JetStream and wait for the ack; refuses at once when offline."""
+        """Store a message in JetStream and wait for the ack; refuses at once when offline.
+        A message larger than the server takes is stored by claim check (`claims`)."""
         if not self.connected:
             raise BusUnavailableError(f"publish to {subject}: not connected to NATS at {self.url}")
         hdrs = dict(headers or {})
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
+        if len(body) > self._nc.max_payload - claims.header_bytes(hdrs) - claims.ROOM:
+            body = await self._check_in(subject, body, hdrs)
         if self._fast_publish and hdrs:
             try:  # what `_guard` does, without one more coroutine per event
                 return await self._publish_fast(subject, body, hdrs)
@@ -463,6 +475,48 @@ class Bus:
         if "error" in resp:
             raise nats.js.errors.APIError.from_error(resp["error"])
         return PublishAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate")))
+
+    async def _check_in(self, subject: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """Store `body` in the claims bucket and name it in `headers`; the message's body."""
+        name = claims.name_of(body)
+        store = await self._claims()
+        await _guard(f"publish to {subject}: store the {len(body)}-byte body",
+                     store.put(name, body))  # fmt: skip
+        headers[claims.HEADER] = claims.reference(name)
+        return b""
+
+    async def _claims(self) -> ObjectStore:
+        if self._claim_store is None:
+            try:
+                self._claim_store = await self._js.object_store(claims.BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                create = self._js.create_object_store(
+                    claims.BUCKET, ttl=self.claims_ttl or None, replicas=self.replicas
+                )
+                self._claim_store = await _guard(f"create object store {claims.BUCKET}", create)
+            except (nats.errors.Error, TimeoutError) as e:
+                raise _translate(f"open object store {claims.BUCKET}", e) from e
+        return self._claim_store
+
+    async def body_of(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        """A message's body, read from the claims bucket when it was stored there."""
+        ref = headers.get(claims.HEADER)
+        if ref is None:
+            return body
+        name = claims.parse(ref)
+        if name is None:
+            raise ClaimGoneError(f"{claims.HEADER} {ref[:80]!r} names no stored body")
+        store = await self._claims()
+        try:
+            result = await store.get(name)
+        except nats.js.errors.ObjectNotFoundError as e:
+            raise ClaimGoneError(
+                f"the body stored apart as {name} is gone (older than the claims bucket's "
+                "max age, which follows streams.events.maxAge)"
+            ) from e
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"read the body stored as {name}", e) from e
+        return bytes(result.data or b"")
 
     async def pull_consumer(self, spec: ConsumerSpec) -> PullConsumer:
         """Create or update the durable consumer `spec` and bind a pull subscription."""
@@ -690,4 +744,5 @@ async def connect(
             "EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
         ) from e
     nc.options["max_reconnect_attempts"] = -1
-    return Bus(nc, url, publish_timeout=config.publish_timeout, replicas=config.stream_replicas)
+    return Bus(nc, url, publish_timeout=config.publish_timeout, replicas=config.stream_replicas,
+               claims_ttl=config.events_max_age)  # fmt: skip

@@ -33,9 +33,10 @@ from eventsvc.bus import (
     Delivery,
     PullConsumer,
     StartAt,
+    claims,
 )
 from eventsvc.config import Config
-from eventsvc.errors import BusError, BusUnavailableError
+from eventsvc.errors import BusError, BusUnavailableError, ClaimGoneError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import deadletter, filters, handoff, results
 from eventsvc.sensors.compiled import CompiledSensor
@@ -196,15 +197,22 @@ class Dispatcher:
         routing.idle.clear()
         try:
             sends: list[_Send] = []
+            later: set[int] = set()
             for i, msg in enumerate(batch):
                 try:
-                    sends += [_Send(i, op) for op in self._route(stream, msg, routing.matcher)]
+                    ops = await self._route(stream, msg, routing.matcher)
+                    sends += [_Send(i, op) for op in ops]
+                except BusError as e:  # its body, stored apart, cannot be read now
+                    log.warning("event body unreadable; the event will be dispatched again",
+                                stream=stream, seq=msg.stream_seq, error=str(e))  # fmt: skip
+                    later.add(i)
                 except Exception as e:  # a bug must not stop the dispatch of every event
                     log.exception("event could not be routed; sent to the DLQ",
                                   stream=stream, seq=msg.stream_seq)  # fmt: skip
                     sends.append(_Send(i, self._letter(msg, deadletter.DISPATCH, "dispatch", e)))
             stored = await asyncio.gather(*(s.op for s in sends), return_exceptions=True)
             failed = {s.event for s, ok in zip(sends, stored, strict=True) if ok is not True}
+            failed |= later
             errors = [e for e in stored if isinstance(e, BaseException)]
             if errors:  # one line per batch, not one per hand-off
                 log.warning("hand-offs failed; their events will be dispatched again",
@@ -229,8 +237,11 @@ class Dispatcher:
             log.warning("dispatch ack failed; the event will be dispatched again",
                         seq=msg.stream_seq, error=str(e))  # fmt: skip
 
-    def _route(self, stream: str, msg: Delivery, matcher: Matcher) -> list[Awaitable[bool]]:
-        """The stores this event needs: a hand-off per matching sensor, or dead letters."""
+    async def _route(
+        self, stream: str, msg: Delivery, matcher: Matcher
+    ) -> list[Awaitable[bool]]:
+        """The stores this event needs: a hand-off per matching sensor, or dead letters.
+        BusError: a body stored apart (`bus.claims`) cannot be read now."""
         if stream not in matcher.streams:
             return []  # no sensor reads this stream: not even the headers are decoded
         subject, headers, body = msg.subject, msg.headers, msg.data
@@ -247,12 +258,14 @@ class Dispatcher:
                 if not entries:
                     return []
         try:
+            if claims.HEADER in headers:
+                body = await self.bus.body_of(headers, body)
             if attributes is not None:  # the attributes are checked: only the data is left
                 data = events.decode_data(body, attributes.get("datacontenttype"))
                 event = events.make_event(attributes, data)
             else:
                 event = events.from_nats(headers, body)
-        except events.EventDecodeError as e:
+        except (events.EventDecodeError, ClaimGoneError) as e:
             names = {matcher.sensors[x.sensor].name for x in entries or ()}
             log.warning("not a CloudEvent, sent to DLQ", subject=subject, seq=msg.stream_seq,
                         sensors=sorted(names), error=str(e))  # fmt: skip

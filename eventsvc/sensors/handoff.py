@@ -4,7 +4,8 @@
 `Nats-Msg-Id` is `<stream>:<stream sequence>:<sensor>`, so an event the dispatcher reads
 again (its ack was lost, or it crashed between hand-off and ack) is handed off once.
 An event too large to copy with these headers under the server's `max_payload` is handed
-off by reference (`Eventsvc-Ref`): the worker reads it from its stream by sequence.
+off by reference (`Eventsvc-Ref`): the worker reads it from its stream by sequence. A body
+stored apart (`bus.claims`) is not copied at all: the claim header travels with the copy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from eventsvc import subjects
+from eventsvc.bus import claims
 
 STREAM = "Eventsvc-Stream"
 SEQ = "Eventsvc-Seq"
@@ -56,7 +58,8 @@ class HandOff:
     ) -> tuple[dict[str, str], bytes, HandOff]:
         """The work message: the event's own headers and body plus ours, or a reference when
         the copy would not fit in `max_payload`."""
-        copied = {k: v for k, v in headers.items() if not k.lower().startswith(_OURS)}
+        copied = {k: v for k, v in headers.items()
+                  if k == claims.HEADER or not k.lower().startswith(_OURS)}  # fmt: skip
         out = {**copied, **self.headers()}
         size = len(body) + _OVERHEAD + sum(len(k) + len(v) + 4 for k, v in out.items())
         if size + 64 <= max_payload:  # 64: the Nats-Msg-Id header

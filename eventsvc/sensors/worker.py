@@ -22,7 +22,7 @@ from structlog.typing import FilteringBoundLogger
 from eventsvc import events, logs, metrics, subjects
 from eventsvc.bus import START_ALL, ConsumerSpec, Delivery, PullConsumer
 from eventsvc.bus.streams import MAX_SENSORS
-from eventsvc.errors import BusError, BusUnavailableError
+from eventsvc.errors import BusError, BusUnavailableError, ClaimGoneError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import deadletter, delivery, filters, handoff
 from eventsvc.sensors.compiled import CompiledSensor, Plan
@@ -124,6 +124,20 @@ class SensorWorker:
             await self.consumer.close()
 
     async def handle(self, msg: Delivery) -> None:
+        """Run the triggers for one handed-off event; whatever goes wrong with this one
+        message is dead-lettered with its reason, and the worker goes on."""
+        try:
+            await self._handle(msg)
+        except Exception as e:
+            self.log.exception("event could not be handled; sent to the DLQ",
+                               seq=msg.stream_seq)  # fmt: skip
+            letter = deadletter.Letter(self.sensor.name, "error", f"{type(e).__name__}: {e}",
+                                       msg.subject, msg.stream_seq, msg.num_delivered,
+                                       raw=msg.data)  # fmt: skip
+            if await deadletter.send(self.stores.bus, letter):
+                await self._ack(msg)
+
+    async def _handle(self, msg: Delivery) -> None:
         hand = handoff.parse(self.sensor.name, msg.headers)
         if hand is None:  # not from a dispatcher: someone published on work.> by hand
             self.log.warning("message on the work subject without a hand-off; dropped",
@@ -179,15 +193,24 @@ class SensorWorker:
                 return None
             headers, body = stored
         try:
+            body = await self.stores.bus.body_of(headers, body)
             return events.from_nats(headers, body)
+        except BusError as e:
+            if not isinstance(e, ClaimGoneError):  # stored apart, unreadable now: later
+                self.log.warning("event body unreadable; will be redelivered", seq=hand.seq,
+                                 error=str(e))  # fmt: skip
+                await self._nak(msg, self.stores.config.redelivery_delay, self.log)
+                return None
+            error: Exception = e
         except events.EventDecodeError as e:
-            self.log.warning("not a CloudEvent, sent to DLQ", subject=hand.subject,
-                             seq=hand.seq, error=str(e))  # fmt: skip
-            letter = deadletter.Letter(self.sensor.name, "decode", str(e), hand.subject,
-                                       hand.seq, msg.num_delivered, raw=body)  # fmt: skip
-            if await deadletter.send(self.stores.bus, letter):
-                await self._ack(msg)
-            return None
+            error = e
+        self.log.warning("not a CloudEvent, sent to DLQ", subject=hand.subject, seq=hand.seq,
+                         error=str(error))  # fmt: skip
+        letter = deadletter.Letter(self.sensor.name, "decode", str(error), hand.subject,
+                                   hand.seq, msg.num_delivered, raw=body)  # fmt: skip
+        if await deadletter.send(self.stores.bus, letter):
+            await self._ack(msg)
+        return None
 
     async def _plan(
         self, event: CloudEvent, matched: set[str], elog: FilteringBoundLogger

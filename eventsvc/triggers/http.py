@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -15,6 +16,9 @@ from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 # statuses worth retrying: the server may recover; other 4xx will not change by themselves
 _RETRYABLE = {408, 425, 429}
+
+
+LARGE_BODY = 2**20
 
 
 class HttpTrigger:
@@ -55,7 +59,9 @@ class HttpTrigger:
         headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE, **spec.get("headers", {})}
         if ctx.run_key and not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = ctx.run_key  # the same on every attempt of this run
-        body = events.to_structured(ctx.first)
+        body: bytes | io.BytesIO = events.to_structured(ctx.first)
+        if len(body) > LARGE_BODY:  # aiohttp streams a file-like body without blocking the loop
+            body = io.BytesIO(body)
         timeout = aiohttp.ClientTimeout(total=parse_duration(spec.get("timeout", "30s")))
         try:
             async with self.services.http.request(

@@ -150,7 +150,7 @@ async def recorder() -> AsyncIterator[Recorder]:
             return await handler(request, body)
         return web.json_response({"ok": True})
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 2**20)  # large events reach it whole
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
