@@ -59,9 +59,9 @@ class HttpTrigger:
         headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE, **spec.get("headers", {})}
         if ctx.run_key and not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = ctx.run_key  # the same on every attempt of this run
-        body: bytes | io.BytesIO = events.to_structured(ctx.first)
-        if len(body) > LARGE_BODY:  # aiohttp streams a file-like body without blocking the loop
-            body = io.BytesIO(body)
+        raw = events.to_structured(ctx.first)
+        # aiohttp streams a file-like body without blocking the loop
+        body: bytes | io.BytesIO = io.BytesIO(raw) if len(raw) > LARGE_BODY else raw
         timeout = aiohttp.ClientTimeout(total=parse_duration(spec.get("timeout", "30s")))
         try:
             async with self.services.http.request(
