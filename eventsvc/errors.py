@@ -17,6 +17,7 @@ class SpecProblem:
     line: int
     field: str
     message: str
+    severity: str = "error"  # "warning": printed by lint, does not stop the file loading
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.field}: {self.message}"

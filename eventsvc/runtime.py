@@ -114,6 +114,8 @@ class Service:
         loaded = specs.load_paths([self.config.sensors_dir])
         if loaded.problems:
             raise SpecError(loaded.problems)
+        for warning in loaded.warnings:
+            log.warning("sensor file warning", problem=str(warning))
         if not loaded.files:
             log.warning("no sensor files found", dir=self.config.sensors_dir)
         return loaded.sensors

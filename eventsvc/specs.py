@@ -25,6 +25,7 @@ class Loaded:
 
     by_kind: dict[str, list[Any]] = field(default_factory=dict)
     problems: list[SpecProblem] = field(default_factory=list)
+    warnings: list[SpecProblem] = field(default_factory=list)  # reported; nothing refused
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -62,8 +63,9 @@ def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str
             doc.problem(("kind",), f"{kind!r} is not a known kind; use one of: {', '.join(KINDS)}")
         )
         return
-    obj, problems = parser(doc)
-    loaded.problems.extend(problems)
+    obj, found = parser(doc)
+    loaded.warnings.extend(p for p in found if p.severity == "warning")
+    loaded.problems.extend(p for p in found if p.severity != "warning")
     if obj is None:
         return
     name = str(getattr(obj, "name", ""))

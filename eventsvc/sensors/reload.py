@@ -79,6 +79,8 @@ class SensorReloader:
 
     def _load(self, path: Path) -> None:
         loaded = specs.load_paths([path])
+        for warning in loaded.warnings:
+            log.warning("sensor file warning", problem=str(warning))
         problems = list(loaded.problems)
         problems += self._clashes(path, loaded.sensors)
         if problems:

@@ -14,7 +14,7 @@ from cronsim import CronSim, CronSimError
 from eventsvc import specfile, subjects
 from eventsvc.durations import parse_duration
 from eventsvc.errors import SpecProblem
-from eventsvc.sensors import conditions, filters, keys, params, schema
+from eventsvc.sensors import conditions, filters, keys, origins, params, schema
 from eventsvc.triggers import REGISTRY
 
 _SCHEMA = schema.sensor_schema()
@@ -62,6 +62,7 @@ def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecPr
     problems += _check_delivery(doc)
     if problems:
         return None, sorted(set(problems), key=lambda p: (p.line, p.field))
+    warnings = origins.check(doc)
     value = doc.value
     spec = value["spec"]
     deps = tuple(_dependency(d) for d in spec["dependencies"])
@@ -74,8 +75,9 @@ def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecPr
                                       REGISTRY[kind].schema)  # fmt: skip
         trigs.append(TriggerSpec(tpl["name"], kind, tpl[kind], tpl.get("conditions"), tpl, item,
                                  delivery=parse_delivery(item), plan=plan))  # fmt: skip
+    correlation = parse_correlation(spec.get("correlation", {}))
     return SensorSpec(value["metadata"]["name"], doc.file, deps, tuple(trigs), value,
-                      correlation=parse_correlation(spec.get("correlation", {}))), []  # fmt: skip
+                      correlation=correlation), warnings  # fmt: skip
 
 
 def _dependency(raw: Mapping[str, Any]) -> Dependency:

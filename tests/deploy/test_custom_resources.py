@@ -81,7 +81,12 @@ def test_nats_values_match_the_server_conf() -> None:
     for key in ("lame_duck_duration", "lame_duck_grace_period", "system_account"):
         assert str(merge[key]) == conf_value(key), key
     account = merge["accounts"]["EVENTSVC"]
-    assert account["users"] == [{"user": "eventsvc", "password": "<< $EVENTSVC_NATS_PASSWORD >>"}]
+    assert account["users"] == [
+        {"user": "eventsvc", "password": "<< $EVENTSVC_NATS_PASSWORD >>"},
+        {"user": "ci", "password": "<< $NATS_CI_PASSWORD >>",
+         "permissions": {"publish": {"allow": ["events.ci.>"]},
+                         "subscribe": {"allow": ["_INBOX_ci.>"]}}},
+    ]  # the same users and permissions as deploy/nats/nats-server.conf
     for key in ("max_memory", "max_file"):
         assert size_bytes(account["jetstream"][key]) == size_bytes(conf_value(key))
     for key in ("max_streams", "max_consumers"):

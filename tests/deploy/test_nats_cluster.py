@@ -37,6 +37,9 @@ KILL_AFTER = 40  # accepted events before the stream leader is killed
 CONCURRENCY = 8
 
 
+CI_PASSWORD = "ci-" + PASSWORD
+
+
 @dataclass
 class Node:
     name: str
@@ -80,7 +83,7 @@ async def start_node(node: Node, conf: str) -> None:
     path = node.store / "nats-server.conf"
     path.write_text(conf)
     env = {**os.environ, "SERVER_NAME": node.name, "EVENTSVC_NATS_PASSWORD": PASSWORD,
-           "NATS_SYS_PASSWORD": "sys-" + PASSWORD}  # fmt: skip
+           "NATS_SYS_PASSWORD": "sys-" + PASSWORD, "NATS_CI_PASSWORD": CI_PASSWORD}  # fmt: skip
     node.proc = await asyncio.create_subprocess_exec(
         server_binary(), "-c", str(path), "-l", str(node.store / "server.log"),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
