@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,76 @@ def _size(value: Any) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsToken:
+    """A bearer token for `POST /events`, and what it may publish: CloudEvent `type` and
+    `source` prefixes (an event must match one of each list given; none given: anything)."""
+
+    token: str = field(repr=False)
+    types: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def redacted(self) -> dict[str, Any]:
+        return {"token": "<redacted>", "types": list(self.types), "sources": list(self.sources)}
+
+
+EVENTS_TOKEN_ENV = "EVENTSVC_EVENTS_TOKEN"
+EVENTS_TOKEN_SYNTAX = (
+    "<token>[:type=<prefix>;source=<prefix>;...], entries separated by commas or newlines"
+)
+_RESTRICTIONS = {"type": "types", "source": "sources"}
+
+
+def parse_events_tokens(text: str, origin: str = EVENTS_TOKEN_ENV) -> tuple[EventsToken, ...]:
+    """The tokens of `EVENTSVC_EVENTS_TOKEN` (or its file), in the syntax
+    `<token>[:type=<prefix>;source=<prefix>;...]`, entries comma- or newline-separated.
+
+    Restrictions of one attribute may repeat (the event must match one of them); both
+    attributes must match when both are given. A token has no whitespace, `:`, `;` or `,`.
+    Errors name the entry by number and never quote the token or any part of it.
+    """
+    tokens: list[EventsToken] = []
+    seen: dict[str, int] = {}
+    entries = [e.strip() for e in re.split(r"[,\n]", text) if e.strip()]
+    for number, entry in enumerate(entries, 1):
+        where = f"{origin}: entry {number}"
+        token, colon, rules = entry.partition(":")
+        token = token.strip()
+        if not token or token.split("=")[0].strip() in _RESTRICTIONS:
+            raise ConfigError(f"{where} has no token before its restrictions; "
+                              f"write {EVENTS_TOKEN_SYNTAX}")  # fmt: skip
+        if ";" in token:
+            raise ConfigError(f"{where}: a token cannot contain ';'; restrictions follow "
+                              f"a ':' ({EVENTS_TOKEN_SYNTAX})")  # fmt: skip
+        if (not (token.isascii() and token.isprintable()) or token.startswith("#")
+                or any(c.isspace() for c in token)):  # fmt: skip
+            raise ConfigError(f"{where}: a token is printable ASCII without spaces and "
+                              "does not start with '#' (a comment or a 'Bearer ' prefix "
+                              "in the secret?)")  # fmt: skip
+        limits: dict[str, list[str]] = {"types": [], "sources": []}
+        parts = [r.strip() for r in rules.split(";") if r.strip()]
+        if colon and not parts:
+            raise ConfigError(f"{where} has ':' and no restriction after it; "
+                              f"write {EVENTS_TOKEN_SYNTAX}")  # fmt: skip
+        for index, rule in enumerate(parts, 1):
+            attr, eq, prefix = (p.strip() for p in rule.partition("="))
+            if not eq or attr not in _RESTRICTIONS:
+                # never echo the text: a token holding ':' would be shown in part
+                close = difflib.get_close_matches(attr, list(_RESTRICTIONS), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if eq and close else ""
+                raise ConfigError(f"{where}, restriction {index}: not type=<prefix> or "
+                                  f"source=<prefix>{hint}; a token cannot contain ':'")  # fmt: skip
+            if not prefix:
+                raise ConfigError(f"{where}, restriction {index}: {attr}= needs a prefix")
+            limits[_RESTRICTIONS[attr]].append(prefix)
+        if token in seen:
+            raise ConfigError(f"{origin}: entries {seen[token]} and {number} hold the same "
+                              "token; give it one entry")  # fmt: skip
+        seen[token] = number
+        tokens.append(EventsToken(token, tuple(limits["types"]), tuple(limits["sources"])))
+    return tuple(tokens)
+
+
+@dataclass(frozen=True, slots=True)
 class Setting:
     key: str  # dotted path in the YAML file
     attr: str  # Config attribute
@@ -106,6 +177,11 @@ class Config:
     github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_insecure_no_signature: bool = False
     github_allowed_events: tuple[str, ...] = ()
+    # CloudEvents gateway: bearer tokens for POST /events (EVENTSVC_EVENTS_TOKEN), and the
+    # file they were to be read from (EVENTSVC_EVENTS_TOKEN_FILE): a named file that is
+    # missing or empty keeps /events closed, even on loopback
+    events_tokens: tuple[EventsToken, ...] = field(default=(), repr=False)
+    events_token_file: str | None = None
     # lifecycle, logs
     drain_timeout: float = 20.0
     log_format: str = "auto"
@@ -118,6 +194,7 @@ class Config:
         for name in ("github_webhook_secrets", "nats_password", "nats_token"):
             if out.get(name):
                 out[name] = "<redacted>"
+        out["events_tokens"] = [t.redacted() for t in self.events_tokens]
         out.pop("sections", None)
         return out
 
@@ -171,8 +248,11 @@ _SECRET_ENV = {
 }
 
 
-def read_secret(env_name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The secret in `env_name`, or in the file named by `env_name`_FILE; None when neither."""
+def read_secret(
+    env_name: str, environ: Mapping[str, str] | None = None, *, missing_ok: bool = False
+) -> str | None:
+    """The secret in `env_name`, or in the file named by `env_name`_FILE; None when neither,
+    or (with `missing_ok`, for a Secret mounted as optional) when the file does not exist."""
     env = os.environ if environ is None else environ
     if env.get(env_name):
         return env[env_name]
@@ -182,6 +262,8 @@ def read_secret(env_name: str, environ: Mapping[str, str] | None = None) -> str 
     try:
         return Path(path).read_text().strip()
     except OSError as e:
+        if missing_ok and isinstance(e, FileNotFoundError):
+            return None
         raise ConfigError(
             f"{env_name}_FILE={path!r} cannot be read ({e.strerror}); "
             "mount the secret there or unset the variable"
@@ -230,6 +312,7 @@ def load_config(
         secret = read_secret(env_name, env)
         if secret is not None:
             values[attr] = _list(secret) if attr == "github_webhook_secrets" else secret
+    values.update(_events_tokens(env))
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["sections"] = {
         k: v for k, v in tree.items() if k not in _OWN_TOP_KEYS - _SHARED_TOP_KEYS
@@ -237,6 +320,27 @@ def load_config(
     config = Config(**values)
     _check(config)
     return config
+
+
+def _events_tokens(env: Mapping[str, str]) -> dict[str, Any]:
+    """`events_tokens` and `events_token_file` from EVENTSVC_EVENTS_TOKEN(_FILE). The file
+    may be missing: the Deployment mounts its Secret as optional, and without the Secret
+    the gateway must still start (for GitHub's webhooks) with /events closed."""
+    if env.get(EVENTS_TOKEN_ENV):
+        return {"events_tokens": parse_events_tokens(env[EVENTS_TOKEN_ENV])}
+    path = env.get(EVENTS_TOKEN_ENV + "_FILE")
+    if not path:
+        return {}
+    text = read_secret(EVENTS_TOKEN_ENV, env, missing_ok=True) or ""
+    origin = f"{EVENTS_TOKEN_ENV}_FILE ({path})"
+    return {"events_tokens": parse_events_tokens(text, origin), "events_token_file": path}
+
+
+# keys that are not settings of the file, and where their value goes instead
+_NOT_IN_FILE = {
+    "http.events": f"the /events tokens are secrets: set {EVENTS_TOKEN_ENV} or "
+    f"{EVENTS_TOKEN_ENV}_FILE ({EVENTS_TOKEN_SYNTAX})",
+}
 
 
 # top-level sections read by parts with `Config.section`; other names close to these or to
@@ -254,6 +358,9 @@ def _check_keys(tree: Mapping[str, Any], path: Any) -> None:
             full = f"{prefix}{key}"
             if full in own or full in PART_SECTIONS:  # a part's section: its own keys
                 continue
+            if full in _NOT_IN_FILE:
+                raise ConfigError(f"config file {str(path)!r}: '{full}' is not read from "
+                                  f"the file; {_NOT_IN_FILE[full]}")  # fmt: skip
             siblings = [k[len(prefix):].split(".")[0] for k in own | groups
                         if k.startswith(prefix)]  # fmt: skip
             if full in groups:

@@ -2,24 +2,33 @@
 
 Published binary mode to `events.http.<type>` (each type token made safe for
 NATS); `Nats-Msg-Id` = source + id, the pair CloudEvents defines as unique.
+
+Who may publish: `Authorization: Bearer <token>` with a token of EVENTSVC_EVENTS_TOKEN
+(or its _FILE), each possibly limited to `type` and `source` prefixes (`EventsAuth`).
+Without any token the endpoint is open only on a loopback bind address.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import json
 
 from aiohttp import web
 
 from eventsvc import events, logs, metrics, subjects
-from eventsvc.config import Config
+from eventsvc.config import EVENTS_TOKEN_ENV, Config, EventsToken
 from eventsvc.events import CloudEvent
 from eventsvc.gateways.common import (
     BusRef,
     Rejection,
+    forbidden,
     guarded,
     json_response,
     publish,
     read_body,
+    unauthorized,
 )
 
 log = logs.get("eventsvc.gateways.cloudevents")
@@ -61,18 +70,124 @@ def _item(index: int, doc: object) -> CloudEvent:
         raise events.EventDecodeError(f"batch item {index}: {e}") from e
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` listens on loopback only: 127.0.0.0/8, ::1 or `localhost`.
+    Anything else (0.0.0.0, ::, an interface address, another name, empty) is not."""
+    name = host.strip().removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_TOKEN_SETTING = f"{EVENTS_TOKEN_ENV} or {EVENTS_TOKEN_ENV}_FILE"
+
+
+class EventsAuth:
+    """Who may publish on `POST /events`, decided before the body is read.
+
+    Tokens are compared as SHA-256 digests with `hmac.compare_digest`, against every
+    configured token (no early exit, and no length of a token told by the timing).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._tokens = [(_digest(t.token), t) for t in config.events_tokens]
+        # no token configured at all (not even a file that turned out missing or empty)
+        self.open = (not self._tokens and config.events_token_file is None
+                     and is_loopback(config.http_host))  # fmt: skip
+        self._announce(config)
+
+    def _announce(self, config: Config) -> None:
+        """One start-up line saying whether /events is open, closed, or token-protected."""
+        host = config.http_host
+        if self._tokens:
+            limited = sum(1 for t in config.events_tokens if t.types or t.sources)
+            log.info("POST /events requires a bearer token",
+                     tokens=len(self._tokens), limited=limited)  # fmt: skip
+        elif config.events_token_file is not None:
+            log.warning(f"POST /events refuses every request: {EVENTS_TOKEN_ENV}_FILE names "
+                        "a file that is missing or holds no token",
+                        file=config.events_token_file)  # fmt: skip
+        elif self.open:
+            log.info("POST /events accepts events without a token: no token is configured "
+                     f"and the server listens on loopback only; set {_TOKEN_SETTING} "
+                     "before binding another address", host=host)  # fmt: skip
+        else:
+            log.warning("POST /events refuses every request: no token is configured and the "
+                        f"server does not listen on loopback only; set {_TOKEN_SETTING}",
+                        host=host)  # fmt: skip
+
+    def authenticate(self, authorization: str | None) -> EventsToken | None:
+        """The token the request carries; None when the endpoint is open. A 401 `Rejection`
+        otherwise; its message never holds what was sent."""
+        if self.open:
+            return None
+        if not self._tokens:
+            raise unauthorized("auth_not_configured",
+                               "POST /events is closed: no token is configured and the server "
+                               f"does not listen on loopback only; set {_TOKEN_SETTING} on the "
+                               "server and send 'Authorization: Bearer <token>'")  # fmt: skip
+        if not authorization:
+            raise unauthorized("token_missing",
+                               "missing Authorization header; send "
+                               "'Authorization: Bearer <token>' with a token configured in "
+                               f"{_TOKEN_SETTING}")  # fmt: skip
+        scheme, _, presented = authorization.strip().partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            raise unauthorized("token_malformed",
+                               "the Authorization header must be 'Bearer <token>'")  # fmt: skip
+        digest = _digest(presented)
+        match: EventsToken | None = None
+        for expected, token in self._tokens:
+            # every token is compared: no early exit that would time which one matched
+            if hmac.compare_digest(digest, expected) and match is None:
+                match = token
+        if match is None:
+            raise unauthorized("token_invalid",
+                               "the bearer token is not one the server accepts; check it "
+                               f"against {_TOKEN_SETTING}", invalid_token=True)  # fmt: skip
+        return match
+
+
+def _digest(token: str) -> bytes:
+    # surrogatepass: a header decoded with surrogates still encodes (and matches nothing)
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def check_allowed(token: EventsToken | None, received: list[CloudEvent], batch: bool) -> None:
+    """A 403 `Rejection` unless `token` may publish every event of the request; a batch is
+    refused whole, before any of it is stored."""
+    if token is None or not (token.types or token.sources):
+        return
+    for index, event in enumerate(received):
+        for attr, value, prefixes in (("type", event.get_type(), token.types),
+                                      ("source", event.get_source(), token.sources)):  # fmt: skip
+            if prefixes and not value.startswith(prefixes):
+                where = f"batch item {index} (id {event.get_id()!r}): " if batch else ""
+                whole = "; nothing of the batch was stored" if batch else ""
+                raise forbidden(f"{attr}_not_allowed",
+                                f"{where}this token may not publish {attr} {value!r}; allowed "
+                                f"{attr} prefixes: {', '.join(prefixes)}{whole}")  # fmt: skip
+
+
 class CloudEventsGateway:
     def __init__(self, config: Config, bus_ref: BusRef) -> None:
         self.limit = config.max_body_bytes
         self.bus_ref = bus_ref
+        self.auth = EventsAuth(config)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/events", guarded(GATEWAY, self.handle))]
 
     async def handle(self, request: web.Request) -> web.Response:
+        token = self.auth.authenticate(request.headers.get("Authorization"))
         body = await read_body(request, self.limit)
         received = decode_request(dict(request.headers), request.content_type, body)
         metrics.received(GATEWAY).inc(len(received))
+        check_allowed(token, received, request.content_type == events.BATCH_CONTENT_TYPE)
         results = []
         for event in received:
             headers, data = events.to_binary(event)

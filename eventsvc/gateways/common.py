@@ -40,6 +40,22 @@ class Rejection(Exception):
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+BEARER_REALM = "eventsvc"
+
+
+def unauthorized(reason: str, message: str, *, invalid_token: bool = False) -> Rejection:
+    """401 with the `WWW-Authenticate: Bearer` challenge of RFC 6750 (`error="invalid_token"`
+    when a token was sent and is not accepted). `message` must never hold the token."""
+    challenge = f'Bearer realm="{BEARER_REALM}"'
+    if invalid_token:
+        challenge += ', error="invalid_token"'
+    return Rejection(401, reason, message, headers={"WWW-Authenticate": challenge})
+
+
+def forbidden(reason: str, message: str) -> Rejection:
+    """403: the credentials are good, and do not allow this (RFC 6750 `insufficient_scope`)."""
+    challenge = f'Bearer realm="{BEARER_REALM}", error="insufficient_scope"'
+    return Rejection(403, reason, message, headers={"WWW-Authenticate": challenge})
 
 
 def json_response(
