@@ -183,6 +183,29 @@ def test_secrets_are_referenced_never_inlined(rendered: tuple[Obj, ...]) -> None
     assert "EVENTSVC_NATS_PASSWORD_FILE" in env
 
 
+def test_gateway_reads_events_tokens_from_an_optional_secret(rendered: tuple[Obj, ...]) -> None:
+    """Bound to 0.0.0.0, POST /events needs a token: the gateway reads them from the Secret
+    eventsvc-events-token (key `tokens`). Optional: without it the pods start (GitHub
+    webhooks keep working) and /events answers 401."""
+    gateway = one(rendered, "Deployment", "eventsvc-gateway")
+    pod = gateway["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = env["EVENTSVC_EVENTS_TOKEN_FILE"]
+    assert "EVENTSVC_EVENTS_TOKEN" not in env  # never inlined
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == os.path.dirname(path)]
+    assert mount["readOnly"] is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "eventsvc-events-token"
+    assert secret["optional"] is True
+    assert secret["items"] == [{"key": "tokens", "path": os.path.basename(path)}]
+    # only the gateway serves /events: the sensors pods do not get the tokens
+    sensors = one(rendered, "Deployment", "eventsvc-sensors")
+    for c in sensors["spec"]["template"]["spec"]["containers"]:
+        assert not any(e["name"].startswith("EVENTSVC_EVENTS_TOKEN") for e in c["env"])
+
+
 def test_sensors_configmap_holds_every_sensor_file(rendered: tuple[Obj, ...]) -> None:
     cm = one(rendered, "ConfigMap", "eventsvc-sensors")
     on_disk = {p.name for p in (ROOT / "sensors").iterdir() if p.suffix in (".yaml", ".yml")}
