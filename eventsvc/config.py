@@ -21,7 +21,7 @@ from eventsvc.durations import parse_duration
 from eventsvc.errors import ConfigError
 
 ENV_PREFIX = "EVENTSVC_"
-COMPONENTS = ("gateway", "sensors", "cron")
+COMPONENTS = ("gateway", "sensors", "cron", "watch")
 
 
 def _bool(value: Any) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import logs, schedules, specs
+from eventsvc import logs, schedules, specs, watches
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError, SpecError
@@ -25,11 +25,12 @@ from eventsvc.gateways.cloudevents_http import CloudEventsGateway
 from eventsvc.gateways.common import BusRef
 from eventsvc.gateways.cron import CronGateway
 from eventsvc.gateways.github import GitHubGateway
+from eventsvc.gateways.watch import WatchGateway
 from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.reload import SensorReloader
 from eventsvc.sensors.spec import SensorSpec
-from eventsvc.triggers import Services
+from eventsvc.triggers import Services, kube
 
 log = logs.get("eventsvc.runtime")
 
@@ -42,6 +43,7 @@ class State:
     sensors_loaded: bool = False
     stopping: bool = False
     engine: Engine | None = None
+    watch: WatchGateway | None = None
     http_port: int | None = None
     nats_url: str | None = None
 
@@ -54,6 +56,8 @@ class State:
         }
         if "sensors" in config.components:
             checks["sensors_loaded"] = self.sensors_loaded
+        if self.watch is not None:
+            checks["watches_connected"] = self.watch.ready()
         return checks
 
 
@@ -81,6 +85,7 @@ class Service:
         config = self.config
         sensors = self._load_sensors() if "sensors" in config.components else []
         timers = self._load_schedules() if "cron" in config.components else []
+        watched = self._load_watches() if "watch" in config.components else []
         routes: list[web.RouteDef] = []
         if "gateway" in config.components:
             routes += GitHubGateway(config, self.state.bus_ref).routes()
@@ -107,6 +112,9 @@ class Service:
         if "cron" in config.components:
             self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
             await self._cron.start(timers)
+        if watched:  # the component runs only when a Watch file exists
+            self.state.watch = WatchGateway(bus, lambda: kube.Cluster.connect(config))
+            await self.state.watch.start(watched)
         log.info("eventsvc ready", components=list(config.components), nats=url,
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
@@ -122,6 +130,12 @@ class Service:
 
     def _load_schedules(self) -> list[schedules.Schedule]:
         found, problems = schedules.load_schedules([self.config.sensors_dir])
+        if problems:
+            raise SpecError(problems)
+        return found
+
+    def _load_watches(self) -> list[watches.Watch]:
+        found, problems = watches.load_watches([self.config.sensors_dir])
         if problems:
             raise SpecError(problems)
         return found
@@ -156,6 +170,9 @@ class Service:
                 raise failure
             if self._cron is not None and (failure := self._cron.failed()) is not None:
                 raise failure
+            watch = self.state.watch
+            if watch is not None and (failure := watch.failed()) is not None:
+                raise failure
 
     async def _shutdown(self) -> None:
         self.state.stopping = True
@@ -166,6 +183,8 @@ class Service:
             await self._runner.cleanup()  # stops intake, waits for in-flight requests
         if self._cron is not None:
             await self._cron.stop(max(deadline - loop.time(), 0.0))
+        if self.state.watch is not None:
+            await self.state.watch.stop()
         if self._reloader is not None and self._reload_task is not None:
             self._reloader.stop()
             await self._reload_task

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventsvc import schedules, specfile
+from eventsvc import schedules, specfile, watches
 from eventsvc.errors import SpecProblem
 from eventsvc.sensors import spec as sensor_spec
 
 Parser = Callable[[specfile.Document], tuple[Any | None, list[SpecProblem]]]
 KINDS: dict[str, Parser] = {"Sensor": sensor_spec.parse_sensor}
 KINDS["Schedule"] = schedules.parse_schedule
+KINDS["Watch"] = watches.parse_watch
 
 
 @dataclass(slots=True)

@@ -74,6 +74,11 @@ def github(event: str) -> str:
     return f"events.github.{token(event)}"
 
 
+def k8s(watch: str) -> str:
+    """Where the watch gateway publishes the changes seen by Watch `watch`."""
+    return f"events.k8s.{token(watch)}"
+
+
 def result(sensor: str, trigger: str) -> str:
     return f"results.{token(sensor)}.{token(trigger)}"
 

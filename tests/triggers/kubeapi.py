@@ -6,10 +6,20 @@ as merge, server-side apply) / delete, for namespaced and cluster-scoped kinds;
 `resourceVersion` with 409 on a stale update; `Status` bodies for 403/404/409/422;
 namespaces must exist. Tests inject a 403 for a verb on a resource, or any
 failure for the next matching requests, and read back every request received.
+
+Watch (`?watch=1`): a chunked stream of JSON lines `{"type": ADDED|MODIFIED|DELETED|
+BOOKMARK|ERROR, "object": ...}` from `resourceVersion` on (none or "0": the current
+objects as ADDED first), label selectors applied to both sides of a change (an object
+leaving the selector is DELETED), bookmarks on request (`allowWatchBookmarks`), and
+`timeoutSeconds`. After `compact()`, a watch from an older resourceVersion gets an
+ERROR event with a 410 `Expired` Status (or an HTTP 410 with `gone_as_http`). Every
+change made through the API or the knobs `seed` / `modify` / `remove` is in the
+history; lists answer with the resourceVersion they reflect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -70,6 +80,17 @@ class Failure:
     reason: str = "InternalError"
 
 
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change in the store: resourceVersion, type, key, the object before and after."""
+
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    key: tuple[str, str, str, str]
+    old: dict[str, Any] | None
+    new: dict[str, Any]
+
+
 @dataclass(slots=True)
 class KubeApi:
     """State and knobs of the fake API server; `url` once started."""
@@ -82,6 +103,11 @@ class KubeApi:
     failures: list[Failure] = field(default_factory=list)
     page_size: int = 0  # >0: list answers in pages with a `continue` token
     listeners: list[Callable[[Recorded, int], None]] = field(default_factory=list)
+    history: list[WatchEvent] = field(default_factory=list)
+    watchers: list[asyncio.Queue[WatchEvent | str | None]] = field(default_factory=list)
+    compacted: int = 0  # watches from an older resourceVersion are answered 410
+    gone_as_http: bool = False  # 410 as the HTTP status rather than an ERROR event
+    rv_now: int = 99
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     # -- knobs -------------------------------------------------------------------------------
@@ -94,11 +120,56 @@ class KubeApi:
         self.failures.append(Failure(method, path_contains, status, times))
 
     def seed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace `obj` directly (an ADDED or MODIFIED in the watch history)."""
         group, version, plural, namespaced = _resolve(obj["apiVersion"], obj["kind"])
         ns = obj["metadata"].get("namespace", "default") if namespaced else ""
-        stored = self._stamp(copy.deepcopy(obj), ns if namespaced else None)
-        self.objects[(f"{group}/{version}", plural, ns, obj["metadata"]["name"])] = stored
+        key = (f"{group}/{version}", plural, ns, obj["metadata"]["name"])
+        old = self.objects.get(key)
+        obj = copy.deepcopy(obj)
+        if old is not None:
+            obj["metadata"].setdefault("uid", old["metadata"]["uid"])
+        stored = self._stamp(obj, ns if namespaced else None)
+        self.objects[key] = stored
+        self.record("MODIFIED" if old else "ADDED", key, old, stored)
         return stored
+
+    def modify(self, api_version: str, plural: str, name: str, namespace: str,
+               patch: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """Merge-patch a stored object as a controller would (new resourceVersion)."""
+        key = (_gv(api_version), plural, namespace, name)
+        old = self.objects[key]
+        new = _merge(copy.deepcopy(old), patch)
+        new["metadata"]["resourceVersion"] = str(self._next_rv())
+        self.objects[key] = new
+        self.record("MODIFIED", key, old, new)
+        return new
+
+    def remove(self, api_version: str, plural: str, name: str, namespace: str) -> None:
+        key = (_gv(api_version), plural, namespace, name)
+        self._removed(key, self.objects.pop(key))
+
+    def compact(self) -> None:
+        """Forget the history so far: watches from before now are answered 410 Gone."""
+        self.compacted = self.rv_now
+        self.history.clear()
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK at the current resourceVersion to watches that asked for them."""
+        for q in self.watchers:
+            q.put_nowait("BOOKMARK")
+
+    def drop_watches(self) -> None:
+        """End every open watch stream (as an API server restart or timeout would)."""
+        for q in self.watchers:
+            q.put_nowait(None)
+
+    def record(self, type_: str, key: tuple[str, str, str, str], old: dict[str, Any] | None,
+               new: dict[str, Any]) -> None:  # fmt: skip
+        event = WatchEvent(int(new["metadata"]["resourceVersion"]), type_, key,
+                           copy.deepcopy(old), copy.deepcopy(new))  # fmt: skip
+        self.history.append(event)
+        for q in self.watchers:
+            q.put_nowait(event)
 
     # -- reading back ------------------------------------------------------------------------
 
@@ -117,11 +188,21 @@ class KubeApi:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _next_rv(self) -> int:
+        self.rv_now = next(self._rv)
+        return self.rv_now
+
+    def _removed(self, key: tuple[str, str, str, str], obj: dict[str, Any]) -> None:
+        self.deleted.append(obj)
+        gone = copy.deepcopy(obj)
+        gone["metadata"]["resourceVersion"] = str(self._next_rv())
+        self.record("DELETED", key, obj, gone)
+
     def _stamp(self, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", secrets.token_hex(8))
         meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        meta["resourceVersion"] = str(next(self._rv))
+        meta["resourceVersion"] = str(self._next_rv())
         if namespace:
             meta["namespace"] = namespace
         return obj
@@ -239,6 +320,8 @@ def build_app(api: KubeApi) -> web.Application:
             if f.times > 0 and f.method == request.method and f.path_contains in request.path:
                 f.times -= 1
                 return _status(f.status, f.reason, f"injected failure {f.status}")
+        if request.method == "GET" and request.query.get("watch") in ("1", "true"):
+            return await _watch(api, request)
         response = _route(api, request, body, ctype)
         for listener in api.listeners:  # after the store changed, before the answer is sent
             listener(api.requests[-1], response.status)
@@ -354,7 +437,7 @@ class _Ctx:
                  if gv == self.gv and p == self.plural and (not self.ns or ns == self.ns)
                  and _selector_matches(selector, o["metadata"].get("labels") or {})]  # fmt: skip
         start = int(token) if token else 0
-        meta: dict[str, Any] = {"resourceVersion": str(next(self.api._rv))}
+        meta: dict[str, Any] = {"resourceVersion": str(self.api.rv_now)}
         if self.api.page_size:
             if start + self.api.page_size < len(items):
                 meta["continue"] = str(start + self.api.page_size)
@@ -372,8 +455,11 @@ class _Ctx:
             obj["metadata"]["namespace"] = self.ns
         else:
             obj["metadata"].pop("namespace", None)
-        self.api.objects[self.key(obj["metadata"]["name"])] = obj
-        obj["metadata"]["resourceVersion"] = str(next(self.api._rv))
+        key = self.key(obj["metadata"]["name"])
+        old = self.api.objects.get(key)
+        self.api.objects[key] = obj
+        obj["metadata"]["resourceVersion"] = str(self.api._next_rv())
+        self.api.record("MODIFIED" if old else "ADDED", key, old, obj)
         return None
 
     def create(self, body: Any) -> web.Response:
@@ -433,13 +519,118 @@ class _Ctx:
         obj = self.api.objects.pop(self.key(name), None)
         if obj is None:
             return self.not_found(name)
-        self.api.deleted.append(obj)
+        self.api._removed(self.key(name), obj)
         if self.kind == "Namespace":  # the namespace controller, at once
             for key in [k for k in self.api.objects if k[2] == name]:
-                self.api.deleted.append(self.api.objects.pop(key))
+                self.api._removed(key, self.api.objects.pop(key))
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success",
                                   "details": {"name": name, "kind": self.plural,
                                               "uid": obj["metadata"]["uid"]}})  # fmt: skip
+
+
+def _watch_target(path: str) -> tuple[str, str, str, str, str] | None:
+    """(group/version, apiVersion, kind, plural, namespace) of a collection path."""
+    m = re.fullmatch(r"/api/v1/(.+)|/apis/([^/]+)/([^/]+)/(.+)", path.rstrip("/"))
+    if not m:
+        return None
+    group, version, rest = ("", "v1", m.group(1)) if m.group(1) else m.group(2, 3, 4)
+    parts = rest.split("/")
+    ns = ""
+    if parts[0] == "namespaces" and len(parts) == 3:
+        ns, parts = parts[1], parts[2:]
+    for kind, plural, _ in KINDS.get((group, version), []):
+        if parts == [plural]:
+            return (
+                f"{group}/{version}",
+                f"{group}/{version}" if group else version,
+                kind,
+                plural,
+                ns,
+            )
+    return None
+
+
+def _seen_as(event: WatchEvent, selector: str) -> str | None:
+    """The event type a watch with `selector` sees for `event`, or None."""
+    was = event.old is not None and _selector_matches(
+        selector, event.old["metadata"].get("labels") or {}
+    )
+    now = _selector_matches(selector, event.new["metadata"].get("labels") or {})
+    if event.type == "DELETED":
+        return "DELETED" if was else None
+    if event.type == "ADDED" or (now and not was):
+        return "ADDED" if now else None
+    if was and not now:
+        return "DELETED"
+    return "MODIFIED" if now else None
+
+
+async def _watch(api: KubeApi, request: web.Request) -> web.StreamResponse:
+    target = _watch_target(request.path)
+    if target is None:
+        return _status(404, "NotFound", "the server could not find the requested resource")
+    gv, api_version, kind, plural, ns = target
+    group = gv.split("/")[0]
+    for f_verb, f_group, f_plural, f_ns in api.forbidden:
+        if (f_verb, f_group, f_plural) == ("watch", group, plural) and f_ns in (None, ns):
+            return _status(403, "Forbidden", f'User "system:serviceaccount:eventsvc:eventsvc" '
+                           f'cannot watch resource "{plural}" in API group "{group}"')  # fmt: skip
+    query = request.query
+    since = query.get("resourceVersion", "")
+    selector = query.get("labelSelector", "")
+    bookmarks = query.get("allowWatchBookmarks") in ("1", "true")
+    timeout = float(query.get("timeoutSeconds") or 3600)
+    gone = since not in ("", "0") and int(since) < api.compacted
+    if gone and api.gone_as_http:
+        return _status(410, "Expired", f"too old resource version: {since} ({api.compacted})")
+
+    def line(type_: str, obj: dict[str, Any]) -> bytes:
+        return json.dumps({"type": type_, "object": obj}).encode() + b"\n"
+
+    def mine(event: WatchEvent) -> bytes | None:
+        egv, eplural, ens, _ = event.key
+        if egv != gv or eplural != plural or (ns and ens != ns):
+            return None
+        seen = _seen_as(event, selector)
+        return line(seen, event.new) if seen else None
+
+    queue: asyncio.Queue[WatchEvent | str | None] = asyncio.Queue()
+    api.watchers.append(queue)  # before the backlog is read: nothing falls in between
+    backlog: list[bytes] = []
+    if gone:
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": f"too old resource version: {since} ({api.compacted})",
+                  "reason": "Expired", "code": 410}  # fmt: skip
+        backlog.append(line("ERROR", status))
+    elif since in ("", "0"):
+        for (egv, eplural, ens, _), obj in sorted(api.objects.items()):
+            if (egv, eplural) == (gv, plural) and (not ns or ens == ns) and _selector_matches(
+                    selector, obj["metadata"].get("labels") or {}):  # fmt: skip
+                backlog.append(line("ADDED", obj))
+    else:
+        backlog += [b for e in api.history if e.rv > int(since) and (b := mine(e))]
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    try:
+        await response.prepare(request)
+        for chunk in backlog:
+            await response.write(chunk)
+        if gone:
+            return response
+        async with asyncio.timeout(timeout):
+            while (item := await queue.get()) is not None:
+                if item == "BOOKMARK":
+                    if bookmarks:
+                        await response.write(line("BOOKMARK", {
+                            "kind": kind, "apiVersion": api_version,
+                            "metadata": {"resourceVersion": str(api.rv_now)}}))  # fmt: skip
+                elif isinstance(item, WatchEvent) and (chunk := mine(item)):
+                    await response.write(chunk)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    finally:
+        api.watchers.remove(queue)
+    return response
 
 
 def write_kubeconfig(path: Path, url: str, context: str = "fake") -> Path:

@@ -1,0 +1,407 @@
+"""The watch gateway: Kubernetes objects added, changed (in a Watch's `fields`) or deleted
+become CloudEvents on `events.k8s.<watch>`.
+
+Per Watch, one task lists and watches the resource. What was last announced for each
+object (its watched fields and their fingerprint) and the last resourceVersion seen
+live in the JetStream KV bucket `eventsvc_watch`:
+
+- `<watch>.o.<uid>`: `{ns, name, rv, fields, fp}`, written with compare-and-set before
+  announcing. Whoever wins the write announces, so two replicas watching the same
+  resource publish one event per change; the `Nats-Msg-Id` `<watch>:<uid>:<rv>`
+  (`<watch>:<uid>:deleted` for deletions) lets JetStream drop a repeat besides.
+- `<watch>.rv`: where to resume. A restart watches from there: changes made while
+  eventsvc was down arrive as watch events and are announced once, old states are
+  not announced again (their fingerprints are stored). When the API server answers
+  410 Gone (the history was compacted) the gateway relists and announces only the
+  differences from the stored fingerprints, including deletions.
+
+The first start of a Watch (no stored resourceVersion) records the existing objects
+silently: only what happens afterwards is announced. A status heartbeat (a new
+resourceVersion, same watched fields) is silent. Connection failures are retried
+with a doubling backoff; each watch's state is exposed for readiness.
+
+Known gap: the fingerprint is stored before the event is published; a process that
+dies between the two loses that event (the publish itself is retried while running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsvc import events, logs, metrics, subjects, watches
+from eventsvc.bus import Bus, KeyValueStore
+from eventsvc.errors import BusError, EventsvcError, PermanentTriggerError, TemporaryTriggerError
+from eventsvc.triggers import kube
+from eventsvc.watches import Change, Watch
+
+log = logs.get("eventsvc.gateways.watch")
+GATEWAY = "watch"
+KV_BUCKET = "eventsvc_watch"
+EVENT_TYPE_PREFIX = "dev.eventsvc.k8s."
+WATCH_TIMEOUT = 300  # seconds the API server keeps one watch open (it then ends cleanly)
+PAGE = 500  # objects per list page
+RV_STORE_EVERY = 1.0  # seconds between writes of the resume point
+_PUBLISHED = metrics.EVENTS_PUBLISHED.labels(GATEWAY, "false")
+_DUPLICATE = metrics.EVENTS_PUBLISHED.labels(GATEWAY, "true")
+
+
+class Gone(EventsvcError):
+    """410: the resourceVersion to resume from is too old; relist."""
+
+
+@dataclass(slots=True)
+class WatchState:
+    """What readiness and tests see of one watch."""
+
+    watching: bool = False
+    resource_version: str | None = None
+    reconnects: int = 0
+    relists: int = 0
+    published: int = 0
+    last_error: str | None = None
+
+
+# ---------------------------------------------------------------- events
+
+
+def event_message(
+    watch: Watch, change: Change, obj: dict[str, Any], diff: dict[str, Any], source: str
+) -> tuple[str, dict[str, str], bytes]:
+    """(subject, binary-mode headers, body) announcing `change` of `obj`."""
+    meta = obj.get("metadata") or {}
+    uid = str(meta.get("uid", ""))
+    rv = "deleted" if change is Change.DELETED else str(meta.get("resourceVersion", ""))
+    ident = watches.event_id(watch.name, uid, rv)
+    ns, name = meta.get("namespace"), str(meta.get("name", ""))
+    headers = events.binary_headers({
+        "specversion": "1.0",
+        "id": ident,
+        "type": EVENT_TYPE_PREFIX + change.value,
+        "source": source,
+        "subject": f"{ns}/{name}" if ns else name,
+        "time": events.format_now(),
+        "datacontenttype": "application/json",
+    })  # fmt: skip
+    headers["Nats-Msg-Id"] = ident
+    body = {"object": _slim(obj), "changes": diff}
+    return subjects.k8s(watch.name), headers, json.dumps(body, separators=(",", ":")).encode()
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without `metadata.managedFields` (bulky, of no use to a sensor)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
+def _encode(obj: dict[str, Any], values: dict[str, Any]) -> bytes:
+    meta = obj.get("metadata") or {}
+    return json.dumps({"ns": meta.get("namespace"), "name": meta.get("name"),
+                       "rv": meta.get("resourceVersion"), "fields": values,
+                       "fp": watches.fingerprint(values)}).encode()  # fmt: skip
+
+
+# ---------------------------------------------------------------- cluster access
+
+
+class Stream:
+    """One open watch request, read line by line in a thread; `close` unblocks it."""
+
+    def __init__(self, cluster: kube.Cluster, call: kube.Call, path: str,
+                 query: list[tuple[str, str]]) -> None:  # fmt: skip
+        self._cluster, self._call, self._path, self._query = cluster, call, path, query
+        self._response: Any = None
+        self._closed = threading.Event()
+
+    def _open(self) -> Any:
+        api = self._cluster.api
+        request = api.param_serialize("GET", self._path, query_params=self._query,
+                                      header_params={"Accept": "application/json"},
+                                      auth_settings=["BearerToken"])  # fmt: skip
+        response = api.call_api(*request, _request_timeout=(5.0, WATCH_TIMEOUT + 30.0))
+        if not 200 <= response.status <= 299:
+            text = response.read().decode("utf-8", errors="replace")  # type: ignore[no-untyped-call]
+            what = f"{self._call.describe()}: {response.status} {text[:300]}"
+            if response.status == 410:
+                raise Gone(what)
+            if response.status in (401, 403):
+                raise PermanentTriggerError(
+                    f"{what}; grant the rule {kube.rbac_rule(self._call)} to eventsvc's "
+                    "service account (or check its credentials)"
+                )
+            raise TemporaryTriggerError(what)
+        return response
+
+    def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        buffer = b""
+        try:
+            for chunk in self._response.response.stream(amt=None, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in filter(None, (x.strip() for x in lines)):
+                    loop.call_soon_threadsafe(queue.put_nowait, json.loads(line))
+        except Exception as e:
+            if not self._closed.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            self._response = await asyncio.to_thread(self._open)
+        except (Gone, PermanentTriggerError):
+            raise
+        except Exception as e:
+            raise kube.map_error(e, self._call) from e
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        pump = asyncio.create_task(asyncio.to_thread(self._pump, loop, queue), name="watch-read")
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise kube.map_error(item, self._call) from item
+                yield item
+        finally:
+            self.close()
+            with contextlib.suppress(Exception):
+                await pump
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                self._response.response.shutdown()
+            with contextlib.suppress(Exception):
+                self._response.response.release_conn()
+
+
+# ---------------------------------------------------------------- one watch
+
+
+class _Runner:
+    """Lists and watches one resource; decides what to announce against the KV."""
+
+    def __init__(self, watch: Watch, cluster: kube.Cluster, bus: Bus, kv: KeyValueStore,
+                 state: WatchState, max_backoff: float) -> None:  # fmt: skip
+        self.watch, self.cluster, self.bus, self.kv, self.state = watch, cluster, bus, kv, state
+        self.res = kube.Resource(watch.api_version, "", watch.resource, namespaced=True)
+        self.source = str(cluster.api.configuration.host)
+        self.max_backoff = max_backoff
+        self.seen: dict[str, str] = {}  # uid -> fingerprint last handled by this replica
+        self._rv_stored_at = 0.0
+        self._rv_stored: str | None = None
+
+    def _key(self, uid: str) -> str:
+        return f"{self.watch.name}.o.{uid}"
+
+    async def run(self) -> None:
+        attempt = 0
+        rv: str | None = None
+        resumed: bool | None = None  # None: the KV not read yet
+        while True:
+            try:
+                if resumed is None:
+                    stored = await self.kv.get(f"{self.watch.name}.rv")
+                    rv, resumed = (stored[0].decode() if stored else None), stored is not None
+                if rv is None:  # first start: record silently; later: announce differences
+                    rv = await self.relist(announce=bool(resumed))
+                    resumed = True
+                rv = await self.follow(rv)  # returns when the server ends the watch
+                attempt = 0
+            except Gone:
+                log.info("watch history expired; relisting", watch=self.watch.name)
+                rv = None
+            except (EventsvcError, OSError) as e:
+                attempt += 1
+                self.state.last_error = str(e)
+                self.state.reconnects += 1
+                delay = watches.backoff(attempt, cap=self.max_backoff)
+                log.warning("watch interrupted; reconnecting", watch=self.watch.name,
+                            error=str(e), retry_in=delay)  # fmt: skip
+                await asyncio.sleep(delay * random.uniform(0.8, 1.0))
+            finally:
+                self.state.watching = False
+
+    def _query(self) -> list[tuple[str, str]]:
+        sel = self.watch.label_selector
+        return [("labelSelector", sel)] if sel else []
+
+    async def relist(self, announce: bool) -> str:
+        """List everything, announce what differs from the KV; the list's resourceVersion."""
+        self.state.relists += 1
+        ns = self.watch.namespace
+        query = [*self._query(), ("limit", str(PAGE))]
+        listed: set[str] = set()
+        while True:
+            doc = await self.cluster.request(kube.Call("list", self.res, ns), "GET",
+                                             self.res.path(ns), query)  # fmt: skip
+            for obj in doc.get("items") or []:
+                listed.add(str(obj["metadata"]["uid"]))
+                await self.observe(obj, announce)
+            meta = doc.get("metadata") or {}
+            if not meta.get("continue"):
+                rv = str(meta.get("resourceVersion", ""))
+                break
+            query = [q for q in query if q[0] != "continue"] + [("continue", meta["continue"])]
+        prefix = f"{self.watch.name}.o."
+        for key in await self.kv.keys():
+            if key.startswith(prefix) and key[len(prefix) :] not in listed:
+                await self.gone(key[len(prefix) :], None, announce)
+        await self.store_rv(rv, force=True)
+        return rv
+
+    async def follow(self, rv: str | None) -> str | None:
+        """Watch from `rv` until the server ends the stream; the last resourceVersion."""
+        query = [*self._query(), ("watch", "1"), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(WATCH_TIMEOUT))]  # fmt: skip
+        if rv:
+            query.append(("resourceVersion", rv))
+        ns = self.watch.namespace
+        stream = Stream(self.cluster, kube.Call("watch", self.res, ns), self.res.path(ns), query)
+        self.state.watching = True
+        async for event in stream.events():
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Gone(str(obj.get("message", "410 Gone")))
+                raise EventsvcError(f"watch error: {obj.get('message', obj)}")
+            if kind in ("ADDED", "MODIFIED"):
+                await self.observe(obj, announce=True)
+            elif kind == "DELETED":
+                await self.gone(str(obj["metadata"]["uid"]), obj, announce=True)
+            rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv or "")
+            await self.store_rv(rv)
+        await self.store_rv(rv or "", force=True)
+        return rv
+
+    async def observe(self, obj: dict[str, Any], announce: bool) -> None:
+        """An object as it is now: announce it when its watched fields differ from the KV."""
+        meta = obj["metadata"]
+        uid, rv = str(meta["uid"]), str(meta.get("resourceVersion", ""))
+        values = watches.field_values(obj, self.watch.fields)
+        fp = watches.fingerprint(values)
+        if self.seen.get(uid) == fp:
+            return  # a heartbeat: nothing watched changed since this replica last looked
+        key = self._key(uid)
+        for _ in range(10):
+            entry = await self.kv.get(key)
+            old = json.loads(entry[0]) if entry else None
+            if old is not None and (old.get("fp") == fp or not watches.newer(rv, old.get("rv"))):
+                break  # already announced, or a state older than the one stored
+            won = (await self.kv.create(key, _encode(obj, values)) if entry is None
+                   else await self.kv.update(key, _encode(obj, values), entry[1]))  # fmt: skip
+            if not won:
+                continue  # another replica wrote first: look again
+            before = old.get("fields") if old else None
+            change = watches.classify(before, values)
+            if announce and change is not None:
+                diff = watches.changes(before or {}, values)
+                await self.publish(change, obj, diff)
+            break
+        self.seen[uid] = fp
+
+    async def gone(self, uid: str, obj: dict[str, Any] | None, announce: bool) -> None:
+        """The object is deleted: announce it once, whoever deletes its KV entry first."""
+        self.seen.pop(uid, None)
+        key = self._key(uid)
+        entry = await self.kv.get(key)
+        if entry is None:
+            return
+        old = json.loads(entry[0])
+        if not await self.kv.delete(key, last=entry[1]):
+            return
+        if obj is None:  # found missing on a relist: what we knew of it
+            obj = {"apiVersion": self.watch.api_version, "metadata": {
+                "name": old.get("name"), "namespace": old.get("ns"), "uid": uid}}  # fmt: skip
+            if not old.get("ns"):
+                obj["metadata"].pop("namespace")
+        if announce:
+            await self.publish(Change.DELETED, obj, watches.changes(old.get("fields"), None))
+
+    async def publish(self, change: Change, obj: dict[str, Any], diff: dict[str, Any]) -> None:
+        subject, headers, body = event_message(self.watch, change, obj, diff, self.source)
+        attempt = 0
+        while True:
+            try:
+                ack = await self.bus.publish(subject, body, headers)
+            except BusError as e:
+                attempt += 1
+                log.warning("watch event not published; retrying", watch=self.watch.name,
+                            id=headers["Nats-Msg-Id"], error=str(e))  # fmt: skip
+                await asyncio.sleep(watches.backoff(attempt, cap=self.max_backoff))
+                continue
+            (_DUPLICATE if ack.duplicate else _PUBLISHED).inc()
+            self.state.published += not ack.duplicate
+            log.info("watch event", watch=self.watch.name, change=change.value,
+                     subject=headers.get("ce-subject"), fields=sorted(diff))  # fmt: skip
+            return
+
+    async def store_rv(self, rv: str, force: bool = False) -> None:
+        self.state.resource_version = rv or self.state.resource_version
+        now = asyncio.get_running_loop().time()
+        if not rv or rv == self._rv_stored or (not force and now - self._rv_stored_at
+                                                < RV_STORE_EVERY):  # fmt: skip
+            return
+        await self.kv.put(f"{self.watch.name}.rv", rv.encode())
+        self._rv_stored, self._rv_stored_at = rv, now
+
+
+# ---------------------------------------------------------------- gateway
+
+
+class WatchGateway:
+    def __init__(
+        self,
+        bus: Bus,
+        connect: Callable[[], Awaitable[kube.Cluster]],
+        *,
+        kv_bucket: str = KV_BUCKET,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.bus = bus
+        self._connect = connect
+        self._bucket = kv_bucket
+        self._max_backoff = max_backoff
+        self._cluster: kube.Cluster | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.states: dict[str, WatchState] = {}
+
+    async def start(self, initial: Sequence[Watch]) -> None:
+        kv = await self.bus.kv(self._bucket)
+        self._cluster = await self._connect()
+        for watch in initial:
+            state = self.states[watch.name] = WatchState()
+            runner = _Runner(watch, self._cluster, self.bus, kv, state, self._max_backoff)
+            self._tasks[watch.name] = asyncio.create_task(runner.run(), name=f"watch-{watch.name}")
+        log.info("watch gateway started", watches=sorted(self._tasks))
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        results = await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        for r in results:
+            if isinstance(r, Exception):
+                log.error("watch task failed", error=f"{type(r).__name__}: {r}")
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+        log.info("watch gateway stopped")
+
+    def failed(self) -> BaseException | None:
+        for task in self._tasks.values():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    def ready(self) -> bool:
+        """Every watch has an open stream (reported by /readyz)."""
+        return all(s.watching for s in self.states.values())
