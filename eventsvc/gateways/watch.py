@@ -5,10 +5,10 @@ Per Watch, one task lists and watches the resource. What was last announced for 
 object (its watched fields and their fingerprint) and the last resourceVersion seen
 live in the JetStream KV bucket `eventsvc_watch`:
 
-- `<watch>.o.<uid>`: `{ns, name, rv, fields, fp}`, written with compare-and-set before
-  announcing. Whoever wins the write announces, so two replicas watching the same
-  resource publish one event per change; the `Nats-Msg-Id` `<watch>:<uid>:<rv>`
-  (`<watch>:<uid>:deleted` for deletions) lets JetStream drop a repeat besides.
+- `<watch>.o.<uid>`: `{ns, name, rv, fields, fp}`, written with compare-and-set after
+  announcing. Two replicas watching the same resource announce a change under the same
+  `Nats-Msg-Id` `<watch>:<uid>:<rv>` (`<watch>:<uid>:deleted` for deletions), so
+  JetStream stores it once; the compare-and-set keeps the recorded state consistent.
 - `<watch>.rv`: where to resume. A restart watches from there: changes made while
   eventsvc was down arrive as watch events and are announced once, old states are
   not announced again (their fingerprints are stored). When the API server answers
@@ -20,8 +20,9 @@ silently: only what happens afterwards is announced. A status heartbeat (a new
 resourceVersion, same watched fields) is silent. Connection failures are retried
 with a doubling backoff; each watch's state is exposed for readiness.
 
-Known gap: the fingerprint is stored before the event is published; a process that
-dies between the two loses that event (the publish itself is retried while running).
+An event is published before its state is recorded in KV: a process that dies between
+the two announces the change again after its restart, with the same `Nats-Msg-Id`, which
+JetStream drops within its duplicate window (`streams.duplicateWindow`, 24 h).
 """
 
 from __future__ import annotations
@@ -296,15 +297,16 @@ class _Runner:
             old = json.loads(entry[0]) if entry else None
             if old is not None and (old.get("fp") == fp or not watches.newer(rv, old.get("rv"))):
                 break  # already announced, or a state older than the one stored
-            won = (await self.kv.create(key, _encode(obj, values)) if entry is None
-                   else await self.kv.update(key, _encode(obj, values), entry[1]))  # fmt: skip
-            if not won:
-                continue  # another replica wrote first: look again
             before = old.get("fields") if old else None
             change = watches.classify(before, values)
             if announce and change is not None:
-                diff = watches.changes(before or {}, values)
-                await self.publish(change, obj, diff)
+                # announced before it is recorded: a crash in between announces it again
+                # after the restart, under the same Nats-Msg-Id, which JetStream drops
+                await self.publish(change, obj, watches.changes(before or {}, values))
+            won = (await self.kv.create(key, _encode(obj, values)) if entry is None
+                   else await self.kv.update(key, _encode(obj, values), entry[1]))  # fmt: skip
+            if not won:
+                continue  # another replica wrote first: look again (its event had our id)
             break
         self.seen[uid] = fp
 
@@ -316,15 +318,14 @@ class _Runner:
         if entry is None:
             return
         old = json.loads(entry[0])
-        if not await self.kv.delete(key, last=entry[1]):
-            return
         if obj is None:  # found missing on a relist: what we knew of it
             obj = {"apiVersion": self.watch.api_version, "metadata": {
                 "name": old.get("name"), "namespace": old.get("ns"), "uid": uid}}  # fmt: skip
             if not old.get("ns"):
                 obj["metadata"].pop("namespace")
-        if announce:
+        if announce:  # first, then forgotten: a crash in between announces it again (same id)
             await self.publish(Change.DELETED, obj, watches.changes(old.get("fields"), None))
+        await self.kv.delete(key, last=entry[1])
 
     async def publish(self, change: Change, obj: dict[str, Any], diff: dict[str, Any]) -> None:
         subject, headers, body = event_message(self.watch, change, obj, diff, self.source)
