@@ -8,6 +8,9 @@
   wait becomes `GitHubRetryableError(delay=...)` so the sensor engine redelivers
   the event later instead of holding a worker.
 - 401/403/404/422 become `GitHubApiError` messages that say what to fix.
+- Credentials stay on the configured GitHub: a request (or a `Link: rel="next"` page)
+  whose URL is not under `apiUrl` (same scheme, host and port) is refused before
+  anything is sent.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
 
@@ -169,6 +172,15 @@ class GitHubClient:
         """The token to use for `repo` (installation token or personal token), e.g. for git."""
         return await self.auth.installation_token(self._fetch_for_auth, repo)
 
+    def owns(self, url: str) -> bool:
+        """True when `url` is under the API root: same scheme, host and port, and below
+        its path (`/api/v3` on GitHub Enterprise Server). Only there go credentials."""
+        api, other = urlsplit(self.api_url), urlsplit(url)
+        origin = _origin(other)
+        root = api.path.rstrip("/") + "/"
+        return origin is not None and origin == _origin(api) and (
+            other.path.rstrip("/") + "/").startswith(root)  # fmt: skip
+
     async def _fetch_for_auth(self, method: str, path: str, auth: str, repo: str | None) -> Any:
         return (await self.request(method, path, auth=auth, repo=repo)).body
 
@@ -192,6 +204,11 @@ class GitHubClient:
         error messages; `auth` is "installation" (default), "app" (JWT) or "none".
         """
         url = path if path.startswith(("http://", "https://")) else self.api_url + path
+        if not path.startswith(("/", "http://", "https://")) or not self.owns(url):
+            raise GitHubApiError(
+                f"{method} {path[:200]!r}: refused, not a URL under the configured GitHub API "
+                f"{self.api_url} (github.apiUrl); eventsvc sends its credentials only there"
+            )
         renewed = False
         attempt = 0
         while True:
@@ -231,7 +248,11 @@ class GitHubClient:
         self, path: str, *, params: Mapping[str, Any] | None = None, repo: str | None = None,
         auth: str = "installation", limit: int | None = None,
     ) -> AsyncIterator[Any]:  # fmt: skip
-        """Every item of a list endpoint, following `Link: rel="next"` (page or cursor)."""
+        """Every item of a list endpoint, following `Link: rel="next"` (page or cursor).
+
+        A next link off the configured API (another scheme, host or port) is not
+        followed: it raises GitHubApiError before the token could go there, rather than
+        returning part of the list as if it were all of it."""
         url: str | None = path
         query: Mapping[str, Any] | None = {"per_page": 100, **(params or {})}
         seen = 0
@@ -242,7 +263,18 @@ class GitHubClient:
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
-            url, query = next_link(resp.headers.get("Link", "")), None
+            link = next_link(resp.headers.get("Link", ""))
+            if link is not None and link.startswith(("http://", "https://")) \
+                    and not self.owns(link):  # fmt: skip
+                log.warning("next page link off the configured API not followed",
+                            request=_path(url), link=link[:200], api=self.api_url)  # fmt: skip
+                raise GitHubApiError(
+                    f"GET {_path(url)}: the answer's Link header puts the next page at "
+                    f"{link[:200]!r}, outside the configured GitHub API {self.api_url}; not "
+                    "followed, so the token is not sent there. Check github.apiUrl (the API "
+                    "root GitHub links to, e.g. https://HOST/api/v3) and any proxy in between"
+                )
+            url, query = link, None
 
     async def _headers(self, auth: str, repo: str | None) -> dict[str, str]:
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
@@ -285,6 +317,18 @@ class GitHubClient:
         if resp.status >= 500:
             return float(self.settings.backoff * 2 ** (attempt - 1))
         return None
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None when unusable."""
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    except ValueError:  # a port that is no number
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme, parts.hostname, port
 
 
 def _path(url: str) -> str:

@@ -18,6 +18,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 PAT = "ghp_test_personal_token"
 BODY: web.RequestKey[Any] = web.RequestKey("body", object)
@@ -78,6 +79,13 @@ class FakeGitHub:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     url: str = ""
     clock: Any = time.time  # when tokens expire; tests move it forward
+    link_base: str | None = None  # Link: rel="next" on this scheme://host:port instead
+
+    def _next(self, request: web.Request, **query: str) -> URL:
+        nxt = request.url.update_query(**query)
+        if self.link_base is None:
+            return nxt
+        return URL(self.link_base).with_path(nxt.path).with_query(nxt.query)
 
     # ---- test controls -------------------------------------------------------------
     def fail(self, method: str, path_prefix: str, status: int, *, times: int = 1,
@@ -330,7 +338,7 @@ class FakeGitHub:
         page = items[start : start + min(size, self.page_size)]
         resp = web.json_response(page)
         if start + len(page) < len(items):
-            nxt = request.url.update_query(cursor=str(start + len(page)))
+            nxt = self._next(request, cursor=str(start + len(page)))
             resp.headers["Link"] = f'<{nxt}>; rel="next"'
         return resp
 
@@ -350,7 +358,7 @@ class FakeGitHub:
         chunk = items[(page - 1) * size : page * size]
         resp = web.json_response(chunk)
         if page * size < len(items):
-            nxt = request.url.update_query(page=str(page + 1))
+            nxt = self._next(request, page=str(page + 1))
             resp.headers["Link"] = f'<{nxt}>; rel="next", <{nxt}>; rel="last"'
         return resp
 
