@@ -10,7 +10,7 @@
 - 401/403/404/422 become `GitHubApiError` messages that say what to fix.
 - Credentials stay on the configured GitHub: a request (or a `Link: rel="next"` page)
   whose URL is not under `apiUrl` (same scheme, host and port) is refused before
-  anything is sent.
+  anything is sent; git gets a token only for the hosts of `GitHubSettings.git_hosts`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from eventsvc import logs
 from eventsvc.config import Config, read_secret
 from eventsvc.errors import ConfigError, PermanentTriggerError, TemporaryTriggerError
 from eventsvc.github.auth import AppAuth, Auth, TokenAuth
+from eventsvc.github.gitops import https_host
 
 if TYPE_CHECKING:
     from eventsvc.triggers.base import Services
@@ -110,6 +111,21 @@ class GitHubSettings:
             backoff=float(numbers.get("backoff", 1.0)),
         )
 
+    def git_hosts(self) -> frozenset[str]:
+        """`host:port` of the GitHub that `apiUrl` names, where git may send the token:
+        the API host and its web host (api.github.com -> github.com, api.X -> X;
+        GitHub Enterprise Server's https://HOST/api/v3 -> HOST), over https only."""
+        parts = urlsplit(self.api_url)
+        host = (parts.hostname or "").lower()
+        if not host:
+            return frozenset()
+        try:
+            port = parts.port or 443
+        except ValueError:
+            return frozenset()
+        web = "github.com" if host == "api.github.com" else host.removeprefix("api.")
+        return frozenset({f"{host}:{port}", f"{web}:{port}"})
+
     def auth(self, clock: Callable[[], float] = time.time) -> Auth:
         if self.app_id and self.private_key:
             return AppAuth(self.app_id, self.private_key, self.installation_id, clock=clock)
@@ -171,6 +187,13 @@ class GitHubClient:
     async def token_for(self, repo: str | None) -> str:
         """The token to use for `repo` (installation token or personal token), e.g. for git."""
         return await self.auth.installation_token(self._fetch_for_auth, repo)
+
+    async def git_token(self, url: str, repo: str | None) -> str | None:
+        """The token for git on `url`, or None when `url` is not https on the configured
+        GitHub (`GitHubSettings.git_hosts`): no token is even made for another host."""
+        if https_host(url) not in self.settings.git_hosts():
+            return None
+        return await self.token_for(repo)
 
     def owns(self, url: str) -> bool:
         """True when `url` is under the API root: same scheme, host and port, and below

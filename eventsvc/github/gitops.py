@@ -13,7 +13,9 @@ Credentials: over HTTPS a token goes to git as an `http.extraHeader`
 installation tokens and personal tokens) through `GIT_CONFIG_COUNT/KEY/VALUE`
 environment variables: never in argv (readable by every user in `ps`), never in
 the remote URL (which git prints and stores), and scrubbed from any output we
-keep. SSH URLs use the ambient SSH set-up (`GIT_SSH_COMMAND`, agent, keys).
+keep. The header is only sent to the hosts in `Git.token_hosts` (the configured
+GitHub, see `GitHubSettings.git_hosts`); any other host gets no credentials.
+SSH URLs use the ambient SSH set-up (`GIT_SSH_COMMAND`, agent, keys).
 Prompts are disabled: a missing credential fails at once instead of hanging.
 """
 
@@ -25,7 +27,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -73,9 +75,23 @@ def safe_url(url: str) -> str:
     return url
 
 
-def auth_env(url: str, token: str | None) -> dict[str, str]:
-    """Environment that makes git send `token` to an http(s) remote; empty otherwise."""
-    if not token or urlsplit(url).scheme not in ("http", "https"):
+def https_host(url: str) -> str | None:
+    """`host:port` (lower case, port 443 when not given) of an https URL; None for others.
+    What `token_hosts` holds and what a remote is compared with before it gets a token."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        return None
+    try:
+        port = parts.port or 443
+    except ValueError:
+        return None
+    return f"{parts.hostname.lower()}:{port}"
+
+
+def auth_env(url: str, token: str | None, hosts: Collection[str]) -> dict[str, str]:
+    """Environment that makes git send `token` to an https remote on one of `hosts`
+    (`host:port`, see `https_host`); empty for any other remote."""
+    if not token or https_host(url) not in hosts:
         return {}
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     return {
@@ -99,14 +115,22 @@ class Blob:
 
 @dataclass(slots=True)
 class Git:
-    """git commands on one bare repository (`gitdir`) against one remote (`url`)."""
+    """git commands on one bare repository (`gitdir`) against one remote (`url`).
+
+    `token` goes only to an https `url` on one of `token_hosts` (`host:port`)."""
 
     url: str
     gitdir: Path
     token: str | None = field(default=None, repr=False)
     author: Author = field(default_factory=Author)
+    token_hosts: frozenset[str] = frozenset()
     seconds: float = 0.0  # time spent in git, for the result and the benchmark
     commands: list[list[str]] = field(default_factory=list)  # argv of every run (no secrets)
+
+    def __post_init__(self) -> None:
+        if self.token and https_host(self.url) not in self.token_hosts:
+            log.info("no credentials sent: the repository is not on the configured GitHub",
+                     url=safe_url(self.url), github=sorted(self.token_hosts))  # fmt: skip
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not _INJECTED_CONFIG.match(k)}
@@ -120,7 +144,7 @@ class Git:
             GIT_COMMITTER_NAME=self.author.name,
             GIT_COMMITTER_EMAIL=self.author.email,
         )
-        env.update(auth_env(self.url, self.token))
+        env.update(auth_env(self.url, self.token, self.token_hosts))
         return env
 
     def _scrub(self, text: str) -> str:

@@ -259,7 +259,7 @@ class PromotionTrigger:
                 return await run.finish(staged, refresh=True)
 
     def _client_if_needed(self, spec: Mapping[str, Any]) -> GitHubClient | None:
-        https = urlsplit(str(spec["repo"])).scheme in ("http", "https")
+        https = urlsplit(str(spec["repo"])).scheme == "https"
         pr = (spec.get("pullRequest") or {}).get("enabled", True)
         return client_for(self.services) if https or pr else None
 
@@ -318,10 +318,13 @@ class PromotionRun:
         self.timer = Timer()
 
     async def _git(self, mirror: Mirror) -> Git:
-        token = None
-        if self.client is not None and urlsplit(self.url).scheme in ("http", "https"):
-            token = await self.timer.api_call(self.client.token_for(self.repo or None))
-        return Git(self.url, mirror.path, token, self.author)
+        """Git on the repository; a token only when it is https on the configured GitHub
+        (a URL from event data may name any host: that host gets no credentials)."""
+        if self.client is None:
+            return Git(self.url, mirror.path, None, self.author)
+        token = await self.timer.api_call(self.client.git_token(self.url, self.repo or None))
+        return Git(self.url, mirror.path, token, self.author,
+                   token_hosts=self.client.settings.git_hosts())
 
     # ---- the branch ------------------------------------------------------------------
     async def stage(self, mirror: Mirror, own: bool) -> Staged:

@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from eventsvc.github.client import GitHubClient, GitHubSettings
-from tests.github import fakegithub
+from tests.github import fakegithub, hosts
 from tests.github.fakegithub import FakeGitHub
 
 
@@ -64,3 +64,9 @@ def keep_log_config() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> hosts.Cert:
+    """A self-signed certificate for 127.0.0.1 (see `tests.github.hosts.trust`)."""
+    return hosts.make_cert(tmp_path_factory.mktemp("tls"))
