@@ -177,6 +177,8 @@ class Config:
     github_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     github_insecure_no_signature: bool = False
     github_allowed_events: tuple[str, ...] = ()
+    # promotion: file:// repository URLs (tests, local mirrors); off, as event data may name one
+    promotion_allow_file_urls: bool = False
     # CloudEvents gateway: bearer tokens for POST /events (EVENTSVC_EVENTS_TOKEN), and the
     # file they were to be read from (EVENTSVC_EVENTS_TOKEN_FILE): a named file that is
     # missing or empty keeps /events closed, even on loopback
@@ -232,14 +234,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("github.webhookSecrets", "github_webhook_secrets", _list),
     Setting("github.insecureNoSignature", "github_insecure_no_signature", _bool),
     Setting("github.allowedEvents", "github_allowed_events", _list),
+    Setting("promotion.allowFileUrls", "promotion_allow_file_urls", _bool),
     Setting("drainTimeout", "drain_timeout", parse_duration),
     Setting("log.format", "log_format", str),
     Setting("log.level", "log_level", str),
 )
 _OWN_TOP_KEYS = {s.key.split(".")[0] for s in SETTINGS}
 # top keys shared with a part: their raw subtree is also readable with `Config.section`
-# (`github`: webhook settings above, API access settings read by `eventsvc.github`)
-_SHARED_TOP_KEYS = {"github"}
+# (`github`: webhook settings above, API access settings read by `eventsvc.github`;
+# `promotion`: allowFileUrls above, gitCacheDir read by `eventsvc.github.mirror`)
+_SHARED_TOP_KEYS = {"github", "promotion"}
 # secrets read from <ENV> or the file named by <ENV>_FILE
 _SECRET_ENV = {
     "github_webhook_secrets": "EVENTSVC_GITHUB_WEBHOOK_SECRET",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ log = logs.get("eventsvc.github")
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 Sleep = Callable[[float], Awaitable[None]]
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 class GitHubApiError(PermanentTriggerError):
@@ -402,6 +404,24 @@ def explain(method: str, url: str, resp: Response, repo: str | None) -> GitHubAp
     else:
         fix = "unexpected answer from GitHub"
     return GitHubApiError(f"{what}; {fix}", status, resp.body)
+
+
+def repo_problem(repo: str) -> str | None:
+    """Why `repo` cannot go into an API path as `owner/name`, or None."""
+    if not _REPO.fullmatch(repo) or any(part in (".", "..") for part in repo.split("/")):
+        return "is not owner/name (letters, digits, '-', '_', '.')"
+    return None
+
+
+def check_repo(repo: str, field: str = "repo", where: str = "") -> str:
+    """`repo`, or PermanentTriggerError naming `field` (and `where` it came from)."""
+    problem = repo_problem(repo)
+    if problem is not None:
+        shown = repr(repo if len(repo) <= 200 else repo[:200] + "...")
+        raise PermanentTriggerError(
+            f"{field}: {shown}{where} {problem}; refused. Give owner/name, e.g. acme/deploy"
+        )
+    return repo
 
 
 def parse_repo(url_or_name: str) -> str | None:

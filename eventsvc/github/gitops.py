@@ -8,6 +8,15 @@ commit's sha with a lease (`git push URL SHA:refs/heads/BRANCH`). The remote is
 always given as a URL on the command line, so nothing about it is stored in the
 repository's config.
 
+Values on the command line: URLs and branch names often come from event data
+(`repo: "{{ data.repo }}"`), which strangers write. They never become options:
+every remote command puts `--` before its operands, and `check_url` /
+`check_branch` refuse a value starting with `-` (and anything else git would read
+as more than a plain URL or branch) before git runs. Remotes are `https://`,
+`ssh://` or scp-like `git@host:path`; `file://` only when the caller allows it
+(config `promotion.allowFileUrls`). `GIT_ALLOW_PROTOCOL` says the same to git
+itself, so a redirect or a transport helper (`ext::`) cannot widen it.
+
 Credentials: over HTTPS a token goes to git as an `http.extraHeader`
 (`Authorization: Basic base64(x-access-token:TOKEN)`, what GitHub accepts for App
 installation tokens and personal tokens) through `GIT_CONFIG_COUNT/KEY/VALUE`
@@ -47,6 +56,17 @@ _AUTH_FAILURE = (
     "the requested url returned error: 403",
     "repository not found",
 )
+SCHEMES = ("https", "ssh")  # remote URL schemes always allowed; file:// on request
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+_SCP = re.compile(rf"(?:(?P<user>[^@:/]+)@)?(?P<host>{_HOST}):(?P<path>.+)")
+_NETLOC = re.compile(rf"(?:(?P<user>[^@/]*)@)?(?P<host>{_HOST})(?::(?P<port>\d{{1,5}}))?")
+_USER = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:-]*")
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-256
+URL_EXAMPLE = "https://github.com/acme/deploy.git, ssh://git@github.com/acme/deploy.git or " \
+    "git@github.com:acme/deploy.git"  # fmt: skip
+FILE_HINT = ("file:// URLs are off: set promotion.allowFileUrls: true "
+             "(EVENTSVC_PROMOTION_ALLOW_FILE_URLS=true) for local repositories")  # fmt: skip
 
 
 class GitError(TemporaryTriggerError):
@@ -59,6 +79,93 @@ class GitError(TemporaryTriggerError):
 
 class GitAuthError(PermanentTriggerError):
     """git was refused access to the repository; the message says what to fix."""
+
+
+class UnsafeValueError(PermanentTriggerError):
+    """A URL or branch name that must not reach a git command line; often event data.
+    The message names the field, the value and what to write instead."""
+
+
+def _shown(value: str) -> str:
+    """A refused `value` for a message: as given (what is wrong must show), but with a
+    URL's password masked and not the whole of a huge one."""
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*@", r"\1***@", value)
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
+def url_problem(url: str, allow_file: bool = False) -> str | None:
+    """Why git must not be given `url` as a remote, or None when it is a plain
+    https, ssh, scp-like (or, with `allow_file`, file) repository URL."""
+    if not url:
+        return "is empty"
+    if url.startswith("-"):
+        return "starts with '-', which git would read as an option, not a repository"
+    if not re.fullmatch(r"[\x21-\x7e]+", url) or "\\" in url:
+        return "holds spaces, control characters, backslashes or non-ASCII characters"
+    if "://" not in url:
+        scp = _SCP.fullmatch(url)
+        if scp is None:  # a local path, or <transport>::<address> (ext::sh -c ...)
+            return ("is neither a URL nor user@host:path"
+                    + ("" if allow_file else "; a local path is a file:// remote"))  # fmt: skip
+        if (scp["user"] or "").startswith("-") or scp["path"].startswith(("-", ":")):
+            return "has a user or path starting with '-' or ':', which ssh or git would misread"
+        return None
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "file":
+        if not allow_file:
+            return f"uses file://; {FILE_HINT}"
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            return "is not file:///absolute/path"
+        return None
+    if scheme not in SCHEMES:
+        allowed = "https, ssh" + (", file" if allow_file else "")
+        return f"uses {scheme}://; allowed schemes are {allowed} (and git@host:path)"
+    parts = urlsplit(url)
+    netloc = _NETLOC.fullmatch(parts.netloc)
+    if netloc is None or not parts.path.strip("/"):
+        return "does not name a host and a repository path"
+    user = netloc["user"]
+    if user is not None and (user.startswith("-") or not _USER.fullmatch(user)):
+        return "has a user part git or ssh would misread"
+    return None
+
+
+def check_url(url: str, field: str = "repo", allow_file: bool = False) -> str:
+    """`url`, or UnsafeValueError naming `field` when git must not be given it."""
+    problem = url_problem(url, allow_file)
+    if problem is not None:
+        raise UnsafeValueError(
+            f"{field}: {_shown(url)} {problem}; refused (it never reaches git). "
+            f"Give a repository URL such as {URL_EXAMPLE}"
+        )
+    return url
+
+
+def branch_problem(name: str) -> str | None:
+    """Why `name` is not a branch name git would take as it is (`git check-ref-format
+    --branch` rules), or None."""
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "starts with '-', which git would read as an option"
+    if (_BAD_REF.search(name) or name.startswith("/") or name.endswith(("/", "."))
+            or name in ("@", "HEAD")
+            or any(p.startswith(".") or p.endswith(".lock") for p in name.split("/"))):  # fmt: skip
+        return ("is not a valid branch name (no spaces, '..', ':', '~', '^', '?', '*', '[', "
+                "'\\', '@{', or a part starting with '.' or ending with '.lock')")
+    return None
+
+
+def check_branch(name: str, field: str = "branch") -> str:
+    """`name`, or UnsafeValueError naming `field` when it is no plain branch name."""
+    problem = branch_problem(name)
+    if problem is not None:
+        raise UnsafeValueError(
+            f"{field}: {_shown(name)} {problem}; refused (it never reaches git). "
+            "Give a plain branch name such as main or eventsvc/promote/staging/shop"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +224,20 @@ class Blob:
 class Git:
     """git commands on one bare repository (`gitdir`) against one remote (`url`).
 
-    `token` goes only to an https `url` on one of `token_hosts` (`host:port`)."""
+    `url` is checked at once (`check_url`, UnsafeValueError); `token` goes only to
+    an https `url` on one of `token_hosts` (`host:port`)."""
 
     url: str
     gitdir: Path
     token: str | None = field(default=None, repr=False)
     author: Author = field(default_factory=Author)
+    allow_file: bool = False  # file:// remotes (config promotion.allowFileUrls)
     token_hosts: frozenset[str] = frozenset()
     seconds: float = 0.0  # time spent in git, for the result and the benchmark
     commands: list[list[str]] = field(default_factory=list)  # argv of every run (no secrets)
 
     def __post_init__(self) -> None:
+        check_url(self.url, "repo", self.allow_file)
         if self.token and https_host(self.url) not in self.token_hosts:
             log.info("no credentials sent: the repository is not on the configured GitHub",
                      url=safe_url(self.url), github=sorted(self.token_hosts))  # fmt: skip
@@ -143,6 +253,8 @@ class Git:
             GIT_AUTHOR_EMAIL=self.author.email,
             GIT_COMMITTER_NAME=self.author.name,
             GIT_COMMITTER_EMAIL=self.author.email,
+            # the transports git may use at all, redirects and helpers included
+            GIT_ALLOW_PROTOCOL=":".join([*SCHEMES, *(["file"] if self.allow_file else [])]),
         )
         env.update(auth_env(self.url, self.token, self.token_hosts))
         return env
@@ -191,12 +303,12 @@ class Git:
 
     async def ls_remote(self, branches: Sequence[str]) -> dict[str, str]:
         """Branch name -> sha for those of `branches` that exist on the remote."""
-        refs = [f"refs/heads/{b}" for b in dict.fromkeys(branches)]
-        out = await self.run("ls-remote", self.url, *refs)
+        refs = [f"refs/heads/{check_branch(b)}" for b in dict.fromkeys(branches)]
+        out = await self.run("ls-remote", "--", self.url, *refs)
         found: dict[str, str] = {}
-        for line in out.splitlines():
+        for line in out.splitlines():  # the remote's words: only a sha and a ref are used
             sha, _, ref = line.partition("\t")
-            if ref.startswith("refs/heads/"):
+            if _SHA.fullmatch(sha) and ref.startswith("refs/heads/"):
                 found[ref.removeprefix("refs/heads/")] = sha
         return found
 
@@ -204,10 +316,10 @@ class Git:
         """Fetch `branches`; incremental in a kept repository. Local ref names are
         flat (`refs/eventsvc/fetched/<hash>`): branches `a/b` and, later, `a/b/c` never
         collide there."""
-        specs = [f"+refs/heads/{b}:{fetched_ref(b)}" for b in dict.fromkeys(branches)]
+        specs = [f"+refs/heads/{check_branch(b)}:{fetched_ref(b)}" for b in dict.fromkeys(branches)]
         shallow = [f"--depth={depth}"] if depth > 0 else []
-        await self.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", *shallow, self.url,
-                       *specs)  # fmt: skip
+        await self.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", *shallow, "--",
+                       self.url, *specs)  # fmt: skip
 
     async def read(self, names: Sequence[str]) -> list[Blob | None]:
         """Objects by name (`SHA`, `SHA:path`) in one process; None for those missing."""
@@ -246,13 +358,19 @@ class Git:
         sha)`: push only if branch `other` is still at `sha` too (an atomic push that
         leaves `other` as it is).
         """
-        args = ["push", "--porcelain", self.url, f"{rev}:refs/heads/{branch}"]
+        check_branch(branch)
+        for sha in (rev, expect, hold[1] if hold else None):
+            if sha is not None and not _SHA.fullmatch(sha):
+                raise UnsafeValueError(f"push: {_shown(sha)} is not a commit sha")
+        options = ["--porcelain"]
+        refspecs = [f"{rev}:refs/heads/{branch}"]
         if force:
-            args.insert(1, f"--force-with-lease=refs/heads/{branch}:{expect or ''}")
+            options.append(f"--force-with-lease=refs/heads/{branch}:{expect or ''}")
         if hold is not None:
             other, sha = hold
-            args[1:1] = ["--atomic", f"--force-with-lease=refs/heads/{other}:{sha}"]
-            args.append(f"{sha}:refs/heads/{other}")
+            options += ["--atomic", f"--force-with-lease=refs/heads/{check_branch(other)}:{sha}"]
+            refspecs.append(f"{sha}:refs/heads/{other}")
+        args = ["push", *options, "--", self.url, *refspecs]
         try:
             await self.run(*args)
         except GitError as e:

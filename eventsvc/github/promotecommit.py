@@ -10,6 +10,7 @@ from the mirror, many per `git cat-file --batch`.
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ class Edit:
         values = tuple((k, v) for k, v in doc.items()
                        if k not in ("file", "image", "path", "app"))  # fmt: skip
         app = doc.get("app")
+        if not plain_path(str(doc["file"])):
+            raise ValueError(f"not a plain path in the repository: {doc['file']!r}")
         return cls(str(doc["file"]), doc.get("image"), doc.get("path"), values,
                    None if app is None else str(app))  # fmt: skip
 
@@ -62,6 +65,14 @@ class Edit:
                                  new_name=_opt(vals.get("newName")))  # fmt: skip
         assert self.path is not None
         return doc.set_path(self.path, vals["value"])
+
+
+def plain_path(file: str) -> bool:
+    """True for a normalized path inside the repository (`overlays/staging/x.yaml`): not
+    absolute, no `..`, `.` or empty parts, no line break."""
+    if not file or any(c in file for c in "\n\r\0") or file.startswith(("/", "../")):
+        return False
+    return posixpath.normpath(file) == file and file not in (".", "..")
 
 
 def _opt(value: Any) -> str | None:

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import posixpath
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -46,10 +46,24 @@ from eventsvc import durations, logs
 from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError, TriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents, promotecommit
-from eventsvc.github.client import GitHubApiError, GitHubClient, client_for, parse_repo
-from eventsvc.github.gitops import Author, Git
+from eventsvc.github.client import (
+    GitHubApiError,
+    GitHubClient,
+    check_repo,
+    client_for,
+    parse_repo,
+    repo_problem,
+)
+from eventsvc.github.gitops import (
+    Author,
+    Git,
+    branch_problem,
+    check_branch,
+    check_url,
+    url_problem,
+)
 from eventsvc.github.mirror import Mirror, Mirrors, mirrors_for
-from eventsvc.github.promotecommit import Edit, Snapshot
+from eventsvc.github.promotecommit import Edit, Snapshot, plain_path
 from eventsvc.github.yamledit import Change, EditError, YamlDoc
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
@@ -152,7 +166,8 @@ class PromotionTrigger:
         "additionalProperties": False,
         "required": ["repo", "branch", "environment", "app", "edits"],
         "properties": {
-            "repo": {**_STR, "description": "deployment repository (https, ssh or file URL)"},
+            "repo": {**_STR, "description": "deployment repository: https://, ssh:// or "
+                     "git@host:path (file:// only with config promotion.allowFileUrls)"},
             "githubRepo": {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$",
                            "description": "owner/name, when the URL does not show it"},
             "branch": {**_STR, "description": "target branch for this environment"},
@@ -229,6 +244,7 @@ class PromotionTrigger:
                                  + " or copyFrom"))  # fmt: skip
             problems += [((("edits", i, kinds[0], f)), f"give {f} or {f}From, not both")
                          for f in fields if f in body and f"{f}From" in body]  # fmt: skip
+        problems += _check_literals(spec)
         repo = spec.get("repo")
         if isinstance(repo, str) and "{{" not in repo and "githubRepo" not in spec:
             enabled = (spec.get("pullRequest") or {}).get("enabled", True)
@@ -239,8 +255,10 @@ class PromotionTrigger:
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        mirrors = mirrors_for(self.services.extras, self.services.config)
-        run = PromotionRun(spec, ctx, self._client_if_needed(spec), mirrors, self.clock)
+        config = self.services.config
+        mirrors = mirrors_for(self.services.extras, config)
+        run = PromotionRun(spec, ctx, self._client_if_needed(spec), mirrors, self.clock,
+                           allow_file=config.promotion_allow_file_urls)  # fmt: skip
         lock = self._locks.setdefault((run.url, run.head), asyncio.Lock())
         async with mirrors.mirror(run.url) as mirror:
             async with lock:
@@ -262,6 +280,43 @@ class PromotionTrigger:
         https = urlsplit(str(spec["repo"])).scheme == "https"
         pr = (spec.get("pullRequest") or {}).get("enabled", True)
         return client_for(self.services) if https or pr else None
+
+
+def _branch_fields(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], Any]]:
+    """(path in the spec, value) of every branch name the spec gives."""
+    found: list[tuple[tuple[str | int, ...], Any]] = [
+        ((key,), spec[key]) for key in ("branch", "headBranch") if key in spec
+    ]
+    for i, item in enumerate(spec.get("edits") or []):
+        for kind in ("image", "set"):
+            body = item.get(kind) if isinstance(item, Mapping) else None
+            src = body.get("copyFrom") if isinstance(body, Mapping) else None
+            if isinstance(src, Mapping) and "branch" in src:
+                found.append((("edits", i, kind, "copyFrom", "branch"), src["branch"]))
+    return found
+
+
+def _field(path: tuple[str | int, ...]) -> str:
+    """`edits[0].image.copyFrom.branch` for ("edits", 0, "image", ...)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def _check_literals(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """URL, branch and repository values written in the spec (not `{{ }}`): refused at
+    load time already. Rendered values are checked again by each run."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    # whether file:// is allowed is the service's setting, checked by the run
+    checks: list[tuple[tuple[str | int, ...], Any, Callable[[str], str | None]]] = [
+        (("repo",), spec.get("repo"), partial(url_problem, allow_file=True)),
+        (("githubRepo",), spec.get("githubRepo"), repo_problem),
+        *((path, value, branch_problem) for path, value in _branch_fields(spec)),
+    ]
+    for path, value, problem_of in checks:
+        if isinstance(value, str) and "{{" not in value:
+            problem = problem_of(value)
+            if problem is not None:
+                problems.append((path, f"{value!r} {problem}"))
+    return problems
 
 
 def _check_batch(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -291,14 +346,25 @@ class PromotionRun:
         client: GitHubClient | None,
         mirrors: Mirrors,
         clock: Clock,
+        *,
+        allow_file: bool = False,
     ) -> None:
         self.spec = spec
         self.ctx = ctx
         self.event: CloudEvent = ctx.first
         self.client = client
         self.clock = clock
-        self.url = str(spec["repo"])
-        self.repo = str(spec.get("githubRepo") or parse_repo(self.url) or "")
+        self.allow_file = allow_file
+        # spec values may be rendered from event data: checked before git or the API sees them
+        self.url = check_url(str(spec["repo"]), "repo", allow_file)
+        if spec.get("githubRepo"):
+            self.repo = check_repo(str(spec["githubRepo"]), "githubRepo")
+        else:
+            found = parse_repo(self.url)
+            self.repo = "" if found is None else check_repo(
+                found, "githubRepo", f" (read from repo {self.url!r})")  # fmt: skip
+        for path, value in _branch_fields(spec):
+            check_branch(str(value), _field(path))
         self.target = str(spec["branch"])
         self.env = str(spec["environment"])
         self.app = str(spec["app"])
@@ -310,6 +376,7 @@ class PromotionRun:
         default_head = (f"eventsvc/promote-batch/{env_part}" if self.window
                         else f"eventsvc/promote/{env_part}/{_ref_part(self.app)}")  # fmt: skip
         self.head = str(spec.get("headBranch") or default_head) if self.use_pr else self.target
+        check_branch(self.head, "headBranch (default: from environment and app)")
         commit = spec.get("commit") or {}
         self.author = Author(**commit["author"]) if "author" in commit else Author()
         default_message = DEFAULT_BATCH_MESSAGE if self.window else DEFAULT_MESSAGE
@@ -321,10 +388,10 @@ class PromotionRun:
         """Git on the repository; a token only when it is https on the configured GitHub
         (a URL from event data may name any host: that host gets no credentials)."""
         if self.client is None:
-            return Git(self.url, mirror.path, None, self.author)
+            return Git(self.url, mirror.path, None, self.author, allow_file=self.allow_file)
         token = await self.timer.api_call(self.client.git_token(self.url, self.repo or None))
-        return Git(self.url, mirror.path, token, self.author,
-                   token_hosts=self.client.settings.git_hosts())
+        return Git(self.url, mirror.path, token, self.author, allow_file=self.allow_file,
+                   token_hosts=self.client.settings.git_hosts())  # fmt: skip
 
     # ---- the branch ------------------------------------------------------------------
     async def stage(self, mirror: Mirror, own: bool) -> Staged:
@@ -462,7 +529,7 @@ class PromotionRun:
         out = []
         for i, item in enumerate(self.spec["edits"]):
             file = str(item["file"])
-            if posixpath.normpath(file) != file or file.startswith(("/", "../")):
+            if not plain_path(file):
                 raise PermanentTriggerError(
                     f"edits[{i}].file: {file!r} is not a plain path in the repository; "
                     "write it from the root, e.g. overlays/staging/kustomization.yaml"

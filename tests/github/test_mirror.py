@@ -21,7 +21,7 @@ FILE = "overlays/staging/kustomization.yaml"
 async def test_commit_replaces_only_the_given_files(tmp_path: Path) -> None:
     bare, url = make_deploy_repo(tmp_path)
     mirror = Mirror(tmp_path / "cache.git")
-    work = Git(url, mirror.path)
+    work = Git(url, mirror.path, allow_file=True)
     await work.init()
     await work.fetch(["main"])
     main = git(bare, "rev-parse", "main").strip()
@@ -56,7 +56,7 @@ async def test_objects_match_what_git_itself_writes(tmp_path: Path) -> None:
     git(seed, "commit", "-q", "-m", "seed")
     base = git(seed, "rev-parse", "HEAD").strip()
     mirror = Mirror(tmp_path / "cache.git")
-    work = Git(seed.resolve().as_uri(), mirror.path)
+    work = Git(seed.resolve().as_uri(), mirror.path, allow_file=True)
     await work.init()
     await work.fetch(["main"])
     change = {"a/deep/er/z.yaml": "z: 2\n", "run.sh": "echo 2\n", "a-b/y.yaml": "y: 2\n"}
@@ -86,7 +86,7 @@ async def test_mirror_fetches_only_what_it_lacks(
     monkeypatch.setattr(Git, "fetch", counting)
     mirrors = Mirrors(tmp_path / "git")
     async with mirrors.mirror(url) as mirror:
-        work = Git(url, mirror.path)
+        work = Git(url, mirror.path, allow_file=True)
         tips = await work.ls_remote(["main"])
         await mirror.ensure(work, tips)
         mirror.saw(tips.values())  # what a run does once it read them
@@ -130,7 +130,7 @@ def test_cache_dir_from_config(tmp_path: Path) -> None:
 async def test_cache_off_uses_a_temp_repository_per_run(tmp_path: Path) -> None:
     _, url = make_deploy_repo(tmp_path)
     async with Mirrors(None).mirror(url) as mirror:
-        await Git(url, mirror.path).init()
+        await Git(url, mirror.path, allow_file=True).init()
         assert mirror.path.is_dir()
     assert not mirror.path.exists()
 

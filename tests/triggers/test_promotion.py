@@ -48,7 +48,9 @@ async def make_trigger(
     made: list[Services] = []
 
     def make() -> PromotionTrigger:
-        services = Services(load_config(environ={}, data_dir=str(tmp_path / "data")))
+        # the deployment repository is a file:// URL: allowed here, off by default
+        services = Services(load_config(environ={}, data_dir=str(tmp_path / "data"),
+                                        promotion_allow_file_urls=True))  # fmt: skip
         settings = GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
         services.extras["github"] = GitHubClient(settings)
         made.append(services)
@@ -325,7 +327,7 @@ spec:
             - file: {STAGING_FILE}
               image: {{name: ghcr.io/acme/shop, newTagFrom: data.release.tag_name}}
 """)
-    service = await start_service()
+    service = await start_service(promotion_allow_file_urls=True)
     payload = {"action": "published", "release": {"tag_name": "2.0.0"},
                "repository": {"full_name": "acme/shop",
                               "html_url": "https://github.com/acme/shop"}}  # fmt: skip
