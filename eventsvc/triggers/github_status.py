@@ -4,21 +4,26 @@ Repository and sha come from the spec, or from the GitHub event (`repository`,
 `pull_request.head.sha`, `after`, `check_suite.head_sha`, ...). Text fields take
 `{placeholders}`: repo, sha, number, sensor, trigger, event_id, event_type,
 event_source, event_subject, and any `{data.dotted.path}` of the event.
+
+Event data is written by strangers: a repo that is not `owner/name` or a sha that
+is not hex is refused before it becomes part of an API path (`acme/x/../../..`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.github import ghevents
-from eventsvc.github.client import client_for
+from eventsvc.github.client import check_repo, client_for
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 # check-run conclusion for each commit-status state
 _CONCLUSION = {"success": "success", "failure": "failure", "error": "failure"}
 _REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
+_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, Any]:
@@ -31,9 +36,19 @@ def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, A
     number = given("number")
     if number and not number.isdigit():
         raise PermanentTriggerError(f"number {number!r} is not a PR or issue number")
+    repo, sha = given("repo"), given("sha")
+    if repo:
+        check_repo(repo, "repo")
+    elif repo := ghevents.repo_of(event) or "":
+        check_repo(repo, "repo", f" (from event {event.get_id()}, repository.full_name)")
+    if sha and not _SHA.fullmatch(sha):
+        shown = repr(sha if len(sha) <= 100 else sha[:100] + "...")
+        raise PermanentTriggerError(f"sha: {shown} is not a commit sha (7 to 64 hex digits); "
+                                    "refused. Point sha at one, e.g. "
+                                    "{data.pull_request.head.sha}")  # fmt: skip
     return {
-        "repo": given("repo") or ghevents.repo_of(event),
-        "sha": given("sha") or ghevents.sha_of(event),
+        "repo": repo or None,
+        "sha": sha or ghevents.sha_of(event),
         "number": int(number) if number else ghevents.pr_number_of(event),
         "sensor": ctx.sensor,
         "trigger": ctx.trigger,
