@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 # a local-only default secret so `make run` works out of the box; production sets its own
 DEV_WEBHOOK_SECRET ?= change-me
 
+# on loopback whatever EVENTSVC_HTTP_HOST says (POST /events then needs no token);
+# ARGS='--host 0.0.0.0' still wins, and then /events wants EVENTSVC_EVENTS_TOKEN
 run: $(STAMP)
 	@if [ -z "$$EVENTSVC_GITHUB_WEBHOOK_SECRET$$EVENTSVC_GITHUB_WEBHOOK_SECRET_FILE" ]; then \
 	  echo "make run: EVENTSVC_GITHUB_WEBHOOK_SECRET not set, using the development secret '$(DEV_WEBHOOK_SECRET)'"; fi
 	EVENTSVC_GITHUB_WEBHOOK_SECRET="$${EVENTSVC_GITHUB_WEBHOOK_SECRET:-$(DEV_WEBHOOK_SECRET)}" \
-	  $(BIN)/eventsvc run --sensors sensors/ $(ARGS)
+	  $(BIN)/eventsvc run --sensors sensors/ --host 127.0.0.1 $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -29,7 +29,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", help="embedded NATS store and local state (default .eventsvc)")
     p.add_argument("--sensors", help="directory of sensor files (default sensors/)")
     p.add_argument("--components", help=f"comma-separated subset of: {','.join(COMPONENTS)}")
-    p.add_argument("--host", help="HTTP listen address (default 0.0.0.0)")
+    p.add_argument("--host", help="HTTP listen address (or http.host, EVENTSVC_HTTP_HOST); "
+                   "default 127.0.0.1, loopback only: 0.0.0.0 listens on every interface, "
+                   "and then POST /events needs EVENTSVC_EVENTS_TOKEN(_FILE)")
     p.add_argument("--port", type=int, help="HTTP port (default 12000)")
     p.add_argument("--insecure-no-signature", action="store_true", default=None,
                    help="accept GitHub webhooks without a signature (trusted networks only)")

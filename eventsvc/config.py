@@ -144,8 +144,8 @@ class Setting:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    # HTTP intake
-    http_host: str = "0.0.0.0"
+    # HTTP intake: loopback unless told otherwise (a pod sets 0.0.0.0 in its config)
+    http_host: str = "127.0.0.1"
     http_port: int = 12000
     max_body_bytes: int = 25 * 1024 * 1024
     # NATS: no URL means an embedded nats-server

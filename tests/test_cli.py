@@ -182,3 +182,40 @@ async def test_send_finds_the_embedded_server_of_a_local_run(tmp_path: Path) -> 
     finally:
         await server.stop()
     assert local_url(tmp_path / "data") is None  # gone with the server
+
+
+async def test_run_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    """No --host, no http.host, no EVENTSVC_HTTP_HOST: 127.0.0.1, where /events is open."""
+    import asyncio
+    import json
+    import os
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSVC_")}
+    env["EVENTSVC_GITHUB_WEBHOOK_SECRET"] = "s"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventsvc", "run", "--components", "gateway", "--port", "0",
+        "--nats-port", "0", "--data-dir", str(tmp_path), "--log-format", "json",
+        cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen: dict[str, dict[str, object]] = {}
+    try:
+        async with asyncio.timeout(30):
+            while "http listening" not in seen:
+                line = await proc.stderr.readline()
+                assert line, f"eventsvc run ended before listening: {seen}"
+                if line.startswith(b"{"):
+                    record = json.loads(line)
+                    seen[record["event"]] = record
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.communicate()
+    assert seen["http listening"]["host"] == "127.0.0.1"
+    assert seen["starting"]["config"]["http_host"] == "127.0.0.1"  # type: ignore[index]
+    assert any(e.startswith("POST /events accepts events without a token") for e in seen)
+
+
+def test_run_help_names_the_loopback_default() -> None:
+    result = run("run", "--help")
+    assert "default 127.0.0.1, loopback only" in " ".join(result.stdout.split())

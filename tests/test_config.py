@@ -77,6 +77,15 @@ def test_config_file_sections_of_parts_pass(tmp_path: Path) -> None:
     assert load_config(path, environ={}).events_max_age == 86400
 
 
+def test_http_binds_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    assert load_config(environ={}).http_host == "127.0.0.1"
+    assert load_config(environ={"EVENTSVC_HTTP_HOST": "0.0.0.0"}).http_host == "0.0.0.0"
+    path = tmp_path / "c.yaml"
+    path.write_text("http: {host: '::'}\n")
+    assert load_config(path, environ={}).http_host == "::"
+    assert load_config(path, environ={}, http_host="127.0.0.1").http_host == "127.0.0.1"
+
+
 def test_events_tokens_with_type_and_source_prefixes() -> None:
     config = load_config(environ={"EVENTSVC_EVENTS_TOKEN": (
         "ci-t0k3n:type=com.example.ci.;source=https://ci.example, "

@@ -183,6 +183,18 @@ def test_secrets_are_referenced_never_inlined(rendered: tuple[Obj, ...]) -> None
     assert "EVENTSVC_NATS_PASSWORD_FILE" in env
 
 
+def test_pods_listen_on_every_interface(
+    rendered: tuple[Obj, ...], overlay_config: Callable[[tuple[Obj, ...]], Path]
+) -> None:
+    """eventsvc listens on loopback by default: the pods say 0.0.0.0, or the kubelet's
+    probes, the Service and Prometheus would find nothing on the pod's address."""
+    assert load_config(overlay_config(rendered), environ={}).http_host == "0.0.0.0"
+    for dep, c in containers(rendered):
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert "EVENTSVC_HTTP_HOST" not in env, dep["metadata"]["name"]  # one place: the config
+        assert "--host" not in c["args"], dep["metadata"]["name"]
+
+
 def test_gateway_reads_events_tokens_from_an_optional_secret(rendered: tuple[Obj, ...]) -> None:
     """Bound to 0.0.0.0, POST /events needs a token: the gateway reads them from the Secret
     eventsvc-events-token (key `tokens`). Optional: without it the pods start (GitHub
