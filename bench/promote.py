@@ -76,7 +76,8 @@ async def main(n: int, cache: bool) -> None:
         fake = fakegithub.FakeGitHub(git_repos={REPO: str(bare)})
         async with fakegithub.serve(fake):
             sections = {} if cache else {"promotion": {"gitCacheDir": False}}
-            config = load_config(environ={}, data_dir=str(Path(tmp) / "data"))
+            config = load_config(environ={}, data_dir=str(Path(tmp) / "data"),
+                                 promotion_allow_file_urls=True)  # a local file:// repository
             services = Services(dataclasses.replace(config, sections=sections))
             services.extras["github"] = GitHubClient(
                 GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
