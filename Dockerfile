@@ -42,4 +42,5 @@ WORKDIR /var/lib/eventsvc
 USER 10001:10001
 EXPOSE 12000
 ENTRYPOINT ["eventsvc"]
-CMD ["run"]
+# a container is reached from outside its own loopback; /events then needs a token
+CMD ["run", "--host", "0.0.0.0"]
