@@ -78,7 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_lint(args: argparse.Namespace) -> int:
     loaded = specs.load_paths(args.paths)
-    for problem in loaded.problems:
+    for problem in sorted([*loaded.problems, *loaded.warnings],
+                          key=lambda p: (p.file, p.line, p.field)):  # fmt: skip
         print(problem)
     if not loaded.files:
         print("eventsvc lint: no YAML files found", file=sys.stderr)
@@ -86,9 +87,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
     bad = {p.file for p in loaded.problems}
     counts = {kind: len(objs) for kind, objs in loaded.by_kind.items()}
     summary = ", ".join(f"{n} {k.lower()}{'s' if n != 1 else ''}" for k, n in counts.items())
+    warned = f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""
     print(
         f"{len(loaded.files)} file(s), {len(loaded.problems)} problem(s) in {len(bad)} file(s)"
-        + (f"; valid: {summary}" if summary else ""),
+        + warned + (f"; valid: {summary}" if summary else ""),
         file=sys.stderr,
     )
     return EXIT_FINDINGS if loaded.problems else EXIT_OK

@@ -3,6 +3,8 @@ origin (GitHub, cron, the cluster) anyone could forge on the subject it reads.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,12 @@ def test_no_warning_where_the_subject_matches_the_origin_or_nothing_acts(
 def test_the_shipped_sensors_read_their_origins_subjects() -> None:
     loaded = specs.load_paths([REPO / "sensors"])
     assert loaded.problems == [] and loaded.warnings == []
+
+
+def test_lint_prints_the_warning_and_exits_0(tmp_path: Path) -> None:
+    lint(tmp_path, "{type: com.github.push}")
+    result = subprocess.run([sys.executable, "-m", "eventsvc", "lint", str(tmp_path / "s.yaml")],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{tmp_path / 's.yaml'}:6: spec.dependencies[0]: warning: " in result.stdout
+    assert "1 warning(s)" in result.stderr
