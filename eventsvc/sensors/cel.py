@@ -14,22 +14,67 @@ import logging
 import re
 import sys
 from collections.abc import Iterator, Mapping
+from string import Template
+from textwrap import dedent
 from typing import Any
 
 import celpy
 import lark
 from celpy import celtypes
 from celpy.celparser import CELParseError
+from celpy.evaluation import Phase1Transpiler, Phase2Transpiler, Transpiler, TranspilerTree
 
 # celpy logs every evaluation error at ERROR ("Internal error") and every transpiled
 # program at INFO; we report evaluation errors ourselves, with the sensor's context.
 logging.getLogger("celpy").setLevel(logging.CRITICAL)
 
+# cel-python 0.5's transpiler makes `has(e.f)` a Python bool, which its own `? :`
+# and `!` reject ("no such overload"): `has(data.x) ? data.x : ''` always failed.
+# The same statements, but the answer is a CEL bool.
+_HAS = Template(
+    dedent("""\
+    # ident_arg has:
+    ex_${n}_h = lambda activation: ${exprlist}
+    ex_${n} = lambda activation: celpy.celtypes.BoolType(not isinstance(\
+celpy.evaluation.result(activation, ex_${n}_h), CELEvalError))
+    """)
+)
+
+
+class _Phase1(Phase1Transpiler):
+    def ident_arg(self, tree: TranspilerTree) -> None:
+        super().ident_arg(tree)
+        name = tree.children[0]
+        if isinstance(name, lark.Token) and name.value == "has" and tree.checked_exception:
+            tree.checked_exception = (_HAS, tree.checked_exception[1])
+
+
+class _Transpiler(Transpiler):
+    def transpile(self) -> None:  # Transpiler.transpile, with _Phase1
+        _Phase1(self).visit(self.ast)
+        phase_2 = Phase2Transpiler(self)
+        phase_2.visit(self.ast)
+        self.source_text = "\n".join(phase_2.statements(self.ast))
+        self.executable_code = compile(self.source_text, "<string>", "exec")
+
+
+class _Runner(celpy.CompiledRunner):
+    def __init__(
+        self,
+        environment: celpy.Environment,
+        ast: TranspilerTree,
+        functions: dict[str, Any] | None = None,
+    ) -> None:
+        celpy.Runner.__init__(self, environment, ast, functions)
+        self.tp = _Transpiler(ast=ast, activation=self.new_activation())
+        self.tp.transpile()
+
+
 # celpy raises the interpreter's recursion limit when an Environment is made; on
 # CPython 3.11 that upsets `ast.parse` elsewhere (SystemError "AST constructor
 # recursion depth mismatch"), so the limit is put back at once.
 _LIMIT = sys.getrecursionlimit()
-_ENV = celpy.Environment(runner_class=celpy.CompiledRunner)
+_ENV = celpy.Environment(runner_class=_Runner)
 sys.setrecursionlimit(_LIMIT)
 ROOTS = frozenset({"data", "event", "events"})
 _MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
