@@ -40,6 +40,9 @@ class EventDecodeError(EventsvcError):
     """A message or request does not hold a valid CloudEvent; the message says why."""
 
 
+_TOO_DEEP = "JSON nested deeper than can be decoded"
+
+
 def _quote(match: re.Match[str]) -> str:
     return "".join(f"%{b:02X}" for b in match.group().encode())
 
@@ -104,6 +107,11 @@ def to_structured(event: CloudEvent) -> bytes:
     return _FORMAT.write(event)
 
 
+def is_json(datacontenttype: str | None) -> bool:
+    """Whether data of `datacontenttype` is JSON (as it is when none is given)."""
+    return _JSON_TYPE.match(datacontenttype or "application/json") is not None
+
+
 def decode_data(body: bytes, datacontenttype: str | None) -> Any:
     """A binary-mode body as its `datacontenttype` says (JSON decoded)."""
     if not body:
@@ -111,6 +119,8 @@ def decode_data(body: bytes, datacontenttype: str | None) -> Any:
     if _JSON_TYPE.match(datacontenttype or "application/json"):
         try:
             return json.loads(body)
+        except RecursionError as e:
+            raise EventDecodeError(_TOO_DEEP) from e
         except ValueError as e:
             raise EventDecodeError(
                 f"data is declared {datacontenttype or 'application/json'} but is not JSON: {e}"
@@ -133,8 +143,18 @@ def make_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
     if isinstance(attributes.get("time"), str):
         try:
             attributes["time"] = isoparse(attributes["time"])
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise EventDecodeError(f"time {attributes['time']!r} is not RFC 3339") from e
+    when = attributes.get("time")
+    if isinstance(when, datetime) and when.tzinfo is not None:
+        try:  # what `format_time` does: a time outside what UTC can hold is no time
+            when.astimezone(UTC)
+        except (OverflowError, ValueError) as e:
+            raise EventDecodeError(
+                f"time {format_time(when.replace(tzinfo=None))!r} (UTC offset "
+                f"{when.utcoffset()}) is out of range in UTC; send a time between years "
+                "0001 and 9999 in UTC"
+            ) from e
     try:
         return CloudEvent(attributes, data)
     except (BaseCloudEventException, ValueError, TypeError) as e:
@@ -155,6 +175,8 @@ def from_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
 def from_structured(body: bytes) -> CloudEvent:
     try:
         doc = json.loads(body)
+    except RecursionError as e:
+        raise EventDecodeError(_TOO_DEEP) from e
     except ValueError as e:
         raise EventDecodeError(f"structured CloudEvent is not valid JSON: {e}") from e
     return from_dict(doc)
@@ -171,6 +193,10 @@ def from_dict(doc: Any) -> CloudEvent:
     if "data_base64" in doc:
         import base64
 
+        if not isinstance(doc["data_base64"], str):
+            raise EventDecodeError(
+                f"data_base64 must be a string of base64, got {type(doc['data_base64']).__name__}"
+            )
         try:
             data = base64.b64decode(doc["data_base64"], validate=True)
         except ValueError as e:
@@ -208,8 +234,6 @@ def to_dict(event: CloudEvent) -> dict[str, Any]:
     elif data is not None:
         doc["data"] = data
     return doc
-
-
 
 
 def binary_attributes(headers: Mapping[str, str] | None) -> dict[str, Any] | None:

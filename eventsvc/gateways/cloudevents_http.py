@@ -1,7 +1,12 @@
 """`POST /events`: the CloudEvents HTTP binding (binary, structured, batch) onto the bus.
 
 Published binary mode to `events.http.<type>` (each type token made safe for
-NATS); `Nats-Msg-Id` = source + id, the pair CloudEvents defines as unique.
+NATS); `Nats-Msg-Id` = source + id, the pair CloudEvents defines as unique, encoded so
+that no two pairs share one (`msg_id`).
+
+Every event is checked before any of the request is stored: attributes within
+`common.MAX_ATTRIBUTE_CHARS`, the header block and subject within what NATS takes, and
+the message as published decoding with `events.from_nats` as consumers read it.
 
 Who may publish: `Authorization: Bearer <token>` with a token of EVENTSVC_EVENTS_TOKEN
 (or its _FILE), each possibly limited to `type` and `source` prefixes (`EventsAuth`).
@@ -21,13 +26,18 @@ from eventsvc import events, logs, metrics, subjects
 from eventsvc.config import EVENTS_TOKEN_ENV, Config, EventsToken
 from eventsvc.events import CloudEvent
 from eventsvc.gateways.common import (
+    MAX_BATCH_EVENTS,
     BusRef,
     Rejection,
+    check_attributes,
+    check_decodes,
     forbidden,
     guarded,
     json_response,
+    json_too_deep,
     publish,
     read_body,
+    too_deep,
     unauthorized,
 )
 
@@ -40,21 +50,43 @@ def subject_for(event: CloudEvent) -> str:
     return "events.http." + ".".join(tokens)
 
 
+def msg_id(event: CloudEvent) -> str:
+    """`<source>:<id>`, both percent-encoded as header values are, and `:` too in the source:
+    the first `:` ends the source, so no two (source, id) pairs share a `Nats-Msg-Id`."""
+    source = events.encode_header_value(event.get_source()).replace(":", "%3A")
+    return f"{source}:{events.encode_header_value(event.get_id())}"
+
+
 def decode_request(headers: dict[str, str], content_type: str, body: bytes) -> list[CloudEvent]:
     """Events in the request, whichever content mode; `Rejection` 400 naming what is wrong."""
     try:
         if content_type == events.BATCH_CONTENT_TYPE:
             try:
                 docs = json.loads(body)
+            except RecursionError:
+                raise too_deep("the batch") from None
             except ValueError as e:
                 raise events.EventDecodeError(f"batch is not valid JSON: {e}") from e
             if not isinstance(docs, list):
                 raise events.EventDecodeError("a batch must be a JSON array of CloudEvents")
+            if len(docs) > MAX_BATCH_EVENTS:
+                raise Rejection(413, "too_many_events",
+                                f"the batch holds {len(docs)} events; the limit is "
+                                f"{MAX_BATCH_EVENTS} per request: send it in smaller "
+                                "batches")  # fmt: skip
+            if json_too_deep(body):
+                raise too_deep("the batch")
             return [_item(i, doc) for i, doc in enumerate(docs)]
         if content_type == events.STRUCTURED_CONTENT_TYPE:
-            return [events.from_structured(body)]
+            event = events.from_structured(body)
+            if json_too_deep(body):
+                raise too_deep("the event")
+            return [event]
         if any(k.lower().startswith(events.CE_PREFIX) for k in headers):
-            return [events.from_binary(headers, body)]
+            event = events.from_binary(headers, body)
+            if events.is_json(event.get_datacontenttype()) and json_too_deep(body):
+                raise too_deep("data")
+            return [event]
     except events.EventDecodeError as e:
         raise Rejection(400, "invalid_cloudevent", str(e)) from e
     raise Rejection(400, "invalid_cloudevent",
@@ -68,6 +100,34 @@ def _item(index: int, doc: object) -> CloudEvent:
         return events.from_dict(doc)
     except events.EventDecodeError as e:
         raise events.EventDecodeError(f"batch item {index}: {e}") from e
+
+
+Prepared = tuple[str, dict[str, str], bytes, str]
+"""What is published for one event: subject, headers, body, Nats-Msg-Id."""
+
+
+def prepare(event: CloudEvent) -> Prepared:
+    """The message for `event`, or a 400 `Rejection` naming why no consumer could read it:
+    checked attribute by attribute, then read back through `events.from_nats` as stored."""
+    attributes = event.get_attributes()
+    check_attributes(attributes)
+    content_type = attributes.get("datacontenttype")
+    if isinstance(content_type, str) and content_type.strip().lower().startswith(
+        "application/cloudevents"
+    ):
+        raise Rejection(400, "invalid_datacontenttype",
+                        f"datacontenttype {content_type!r} is a CloudEvents format, which "
+                        "would make the stored event read as a different one: send the event "
+                        "itself in structured mode, or give the data's own media type")  # fmt: skip
+    try:
+        headers, data = events.to_binary(event)
+    except UnicodeEncodeError as e:
+        raise Rejection(400, "invalid_data",
+                        "data is text that is not valid Unicode (a lone surrogate); send "
+                        "UTF-8 text, or binary data as data_base64") from e  # fmt: skip
+    subject, ident = subject_for(event), msg_id(event)
+    check_decodes(subject, headers, data, ident)
+    return subject, headers, data, ident
 
 
 def is_loopback(host: str) -> bool:
@@ -187,17 +247,26 @@ class CloudEventsGateway:
         body = await read_body(request, self.limit)
         received = decode_request(dict(request.headers), request.content_type, body)
         metrics.received(GATEWAY).inc(len(received))
-        check_allowed(token, received, request.content_type == events.BATCH_CONTENT_TYPE)
+        batch = request.content_type == events.BATCH_CONTENT_TYPE
+        check_allowed(token, received, batch)
+        # every event is checked before any is stored: a batch is refused whole
+        prepared = [_prepared(index, event, batch) for index, event in enumerate(received)]
         results = []
-        for event in received:
-            headers, data = events.to_binary(event)
-            ack = await publish(
-                self.bus_ref.bus, GATEWAY, subject_for(event), headers, data,
-                msg_id=f"{event.get_source()}:{event.get_id()}",
-            )  # fmt: skip
+        for event, (subject, headers, data, ident) in zip(received, prepared, strict=True):
+            ack = await publish(self.bus_ref.bus, GATEWAY, subject, headers, data, msg_id=ident)
             log.debug("event accepted", event_id=event.get_id(), type=event.get_type(),
                      duplicate=ack.duplicate)  # fmt: skip
             results.append({"id": event.get_id(), "seq": ack.seq, "duplicate": ack.duplicate})
         if all(r["duplicate"] for r in results):
             return json_response(200, {"status": "duplicate", "events": results})
         return json_response(202, {"status": "accepted", "events": results})
+
+
+def _prepared(index: int, event: CloudEvent, batch: bool) -> Prepared:
+    try:
+        return prepare(event)
+    except Rejection as r:
+        if batch:
+            r.message = (f"batch item {index} (id {event.get_id()!r}): {r.message}; nothing "
+                         "of the batch was stored")  # fmt: skip
+        raise

@@ -4,14 +4,17 @@ and publishing with metrics and the bus-unavailable answer."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from eventsvc import logs, metrics
+from eventsvc import events, logs, metrics
 from eventsvc.bus import Bus, PublishAck
+from eventsvc.bus.client import encode_headers
 from eventsvc.errors import BusError, BusUnavailableError
 
 log = logs.get("eventsvc.gateways")
@@ -159,3 +162,162 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# What an accepted event may hold: past these, nats-server closes the connection (a subject
+# over its control line, a header block past max_payload) or consumers cannot decode it.
+MAX_ATTRIBUTE_CHARS = 1024
+"""Longest value of any one CloudEvent attribute (type, source, subject, id, extensions)."""
+MAX_HEADER_BYTES = 8192
+"""Largest NATS header block of one event (every ce-* header, content-type, Nats-Msg-Id)."""
+MAX_SUBJECT_BYTES = 2048
+"""Longest NATS subject published (nats-server's control line is 4096 bytes with the rest)."""
+MAX_JSON_DEPTH = 256
+"""Deepest nesting of JSON arrays and objects in a body (consumers decode recursively)."""
+MAX_BATCH_EVENTS = 1000
+"""Most events in one `application/cloudevents-batch+json` request."""
+
+
+def header_text(name: str, value: str | None) -> str | None:
+    """An HTTP header's value, refused with 400 unless it is UTF-8 text (aiohttp hands
+    bytes that are not UTF-8 over as lone surrogates, which no header or JSON can carry)."""
+    if value is None or value.isascii() or _is_text(value):
+        return value
+    raise Rejection(400, "invalid_header",
+                    f"header {name} is not valid UTF-8; send it as UTF-8 text")  # fmt: skip
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def too_deep(what: str) -> Rejection:
+    return Rejection(400, "json_too_deep",
+                     f"{what} nests JSON arrays and objects more than {MAX_JSON_DEPTH} levels "
+                     "deep; flatten it")  # fmt: skip
+
+
+def parse_json(raw: bytes, what: str) -> Any:
+    """`raw` parsed as JSON; a 400 `Rejection` when it is not JSON or nests too deep."""
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise too_deep(what) from None
+    except ValueError as e:
+        raise Rejection(400, "malformed_json", f"{what} is not valid JSON: {e}") from e
+    if json_too_deep(raw):
+        raise too_deep(what)
+    return doc
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw`, valid JSON, nests arrays and objects more than `limit` deep. Cheap:
+    two counts for most bodies; else strings dropped and brackets peeled a level at a time,
+    all in C. Only for JSON already parsed: the string pattern assumes terminated strings."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    brackets = brackets.replace(b"{", b"[").replace(b"}", b"]")  # valid JSON balances them
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")  # the innermost level
+    return bool(brackets)
+
+
+def check_attributes(attributes: Mapping[str, Any]) -> None:
+    """A 400 `Rejection` naming the first attribute no consumer could read back as sent:
+    not a string, integer, boolean or time; empty; longer than `MAX_ATTRIBUTE_CHARS`;
+    or text that is not Unicode (lone surrogates)."""
+    for name, value in attributes.items():
+        if value is None or isinstance(value, datetime):
+            continue
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, int):  # bool too
+            text = str(value)
+        else:
+            raise Rejection(400, "invalid_attribute",
+                            f"attribute {name!r} is a JSON {_json_kind(value)}; CloudEvents "
+                            "attributes are strings, integers, booleans or times: send it "
+                            "as a string, or move it into data")  # fmt: skip
+        if not text:
+            raise Rejection(400, "empty_attribute",
+                            f"attribute {name!r} is empty; leave it out or give it a "
+                            "value")  # fmt: skip
+        if len(text) > MAX_ATTRIBUTE_CHARS:
+            raise Rejection(400, "attribute_too_large",
+                            f"attribute {name!r} is {len(text)} characters long; the limit is "
+                            f"{MAX_ATTRIBUTE_CHARS}: shorten it, or move the value into "
+                            "data")  # fmt: skip
+        if not text.isascii() and not _is_text(text):
+            raise Rejection(400, "invalid_attribute",
+                            f"attribute {name!r} is not valid Unicode text (a lone surrogate, "
+                            "or bytes that are not UTF-8); send UTF-8")  # fmt: skip
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return "number" if isinstance(value, float) else type(value).__name__
+
+
+def check_subject(subject: str) -> None:
+    if len(subject.encode()) > MAX_SUBJECT_BYTES:
+        raise Rejection(400, "subject_too_large",
+                        f"the NATS subject of the event is {len(subject.encode())} bytes; the "
+                        f"limit is {MAX_SUBJECT_BYTES}: shorten the event type")  # fmt: skip
+
+
+def header_block_too_large(size: int) -> Rejection:
+    return Rejection(400, "headers_too_large",
+                     f"the event's attributes take {size} bytes as NATS headers; the limit is "
+                     f"{MAX_HEADER_BYTES}: shorten them or drop extension attributes (or move "
+                     "them into data)")  # fmt: skip
+
+
+_KNOWN_KEYS: set[str] = set()
+
+
+def as_consumed(headers: Mapping[str, str]) -> tuple[dict[str, str], int]:
+    """The headers a consumer reads back from the header block the bus writes for `headers`
+    (values trimmed, CR/LF as spaces, UTF-8 read with replacement, as nats-py parses them),
+    and the size of that block."""
+    block = encode_headers(headers, _KNOWN_KEYS)
+    out: dict[str, str] = {}
+    for line in block.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if key and not any(c.isspace() for c in key):
+            out[key] = value.strip().decode("utf-8", "replace")
+    return out, len(block)
+
+
+def check_decodes(subject: str, headers: Mapping[str, str], body: bytes, msg_id: str) -> None:
+    """A 400 `Rejection` unless the message about to be published is within the NATS limits
+    and decodes, read back as a consumer reads it, with `events.from_nats`."""
+    check_subject(subject)
+    consumed, size = as_consumed({**headers, "Nats-Msg-Id": msg_id})
+    if size > MAX_HEADER_BYTES:
+        raise header_block_too_large(size)
+    try:
+        events.from_nats(consumed, body)
+    except events.EventDecodeError as e:
+        raise Rejection(400, "undecodable_event",
+                        f"the event would not decode as a CloudEvent when read back from the "
+                        f"bus: {e}") from e  # fmt: skip

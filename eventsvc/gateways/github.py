@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,11 +19,17 @@ from eventsvc import events, logs, metrics, subjects
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError
 from eventsvc.gateways.common import (
+    MAX_HEADER_BYTES,
     BusRef,
     Rejection,
     accepted_response,
+    check_attributes,
+    check_subject,
     guarded,
+    header_block_too_large,
+    header_text,
     json_response,
+    parse_json,
     publish,
     read_body,
 )
@@ -41,7 +46,7 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[bytes]) 
                         f"missing {SIGNATURE_HEADER}; set the webhook secret in GitHub's "
                         "webhook settings to the one eventsvc is configured with")  # fmt: skip
     algo, _, digest = header.partition("=")
-    if algo != "sha256" or not digest:
+    if algo != "sha256" or not digest or not digest.isascii():
         raise Rejection(401, "signature_malformed",
                         f"{SIGNATURE_HEADER} must look like 'sha256=<hex>'")  # fmt: skip
     ok = False
@@ -80,12 +85,12 @@ def event_subject(event: str, payload: Mapping[str, Any]) -> str | None:
     for key in ("pull_request", "issue"):
         item = payload.get(key)
         if isinstance(item, Mapping) and item.get("number") is not None:
-            return str(item["number"])
+            return str(item["number"]) or None
     release = payload.get("release")
     if isinstance(release, Mapping) and release.get("tag_name"):
         return str(release["tag_name"])
     if isinstance(payload.get("ref"), str):
-        return str(payload["ref"])
+        return str(payload["ref"]) or None  # an empty attribute is no attribute
     for key in ("workflow_run", "check_suite", "check_run"):
         item = payload.get(key)
         if isinstance(item, Mapping) and item.get("head_sha"):
@@ -134,21 +139,19 @@ class GitHubGateway:
         body = await read_body(request, self.limit)
         if self.secrets:
             verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.secrets)
-        event = request.headers.get("X-GitHub-Event")
+        headers = request.headers
+        event = header_text("X-GitHub-Event", headers.get("X-GitHub-Event"))
         if not event:
             raise Rejection(400, "missing_event_header",
                             "missing X-GitHub-Event header; is this a GitHub webhook?")  # fmt: skip
-        delivery = request.headers.get("X-GitHub-Delivery")
+        delivery = header_text("X-GitHub-Delivery", headers.get("X-GitHub-Delivery"))
         if not delivery:
             raise Rejection(400, "missing_delivery_header", "missing X-GitHub-Delivery header")
         content_type = request.headers.get("Content-Type")
         if content_type != "application/json":  # what GitHub sends; anything else is parsed
             content_type = request.content_type
         raw = _payload_bytes(body, content_type)
-        try:
-            payload = json.loads(raw)
-        except ValueError as e:
-            raise Rejection(400, "malformed_json", f"body is not valid JSON: {e}") from e
+        payload = parse_json(raw, "body")
         if not isinstance(payload, dict):
             raise Rejection(400, "malformed_json", "body must be a JSON object")
         if event == "ping":
@@ -168,8 +171,15 @@ class GitHubGateway:
         payload: Mapping[str, Any],
         raw: bytes,
     ) -> web.Response:
-        hook_id = request.headers.get("X-GitHub-Hook-ID", "0")
+        hook_id = header_text("X-GitHub-Hook-ID", request.headers.get("X-GitHub-Hook-ID")) or "0"
         ce_type = event_type(event, payload)
+        source = event_source(payload)
+        subject_attr = event_subject(event, payload)
+        # every value below is percent-encoded to printable ASCII (`enc`) and the body is
+        # the JSON parsed above: what a consumer reads back is what is checked here, so no
+        # decode of the message is needed, only the attributes and the sizes
+        check_attributes({"id": delivery, "source": source, "type": ce_type,
+                          "subject": subject_attr, "githubhookid": hook_id})  # fmt: skip
         # binary mode, built directly: the same headers as `events.binary_headers` of the
         # attributes (datacontenttype as content-type, the rest as percent-encoded ce-*)
         # without going through datetime objects and a generic loop on every request
@@ -177,7 +187,7 @@ class GitHubGateway:
         headers = {
             "ce-specversion": "1.0",
             "ce-id": enc(delivery),
-            "ce-source": enc(event_source(payload)),
+            "ce-source": enc(source),
             "ce-type": enc(ce_type),
             "ce-time": events.format_now(),
             "content-type": "application/json",
@@ -185,13 +195,14 @@ class GitHubGateway:
             "ce-githubhookid": enc(hook_id),
             "ce-githubevent": enc(event),
         }
-        subject_attr = event_subject(event, payload)
         if subject_attr is not None:
             headers["ce-subject"] = enc(subject_attr)
         subject = self._subjects.get(event) or self._subject(event)
-        ack = await publish(
-            self.bus_ref.bus, GATEWAY, subject, headers, raw, msg_id=f"{hook_id}:{delivery}"
-        )
+        msg_id = f"{hook_id}:{delivery}"
+        size = 27 + len(msg_id.encode()) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if size > MAX_HEADER_BYTES:  # the NATS header block, as `claims.header_bytes` counts
+            raise header_block_too_large(size)
+        ack = await publish(self.bus_ref.bus, GATEWAY, subject, headers, raw, msg_id=msg_id)
         if ack.duplicate:
             self._log.info("duplicate delivery, already stored", event_id=delivery, seq=ack.seq)
             return json_response(200, {"status": "duplicate", "id": delivery,
@@ -201,6 +212,7 @@ class GitHubGateway:
 
     def _subject(self, event: str) -> str:
         subject = subjects.github(event)
+        check_subject(subject)
         if len(self._subjects) < 1000:  # GitHub has a few dozen event names; bounded anyway
             self._subjects[event] = subject
         return subject
