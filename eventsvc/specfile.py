@@ -59,54 +59,208 @@ def _convert(
     path: FieldPath,
     lines: dict[FieldPath, int],
     duplicates: list[tuple[FieldPath, int, int]],
+    loader: yaml.SafeLoader,
 ) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key_str = str(_scalar(key_node))
+            key_str = str(_scalar(key_node, loader))
             line = key_node.start_mark.line + 1
             if key_str in out:  # YAML would keep the last one silently
                 duplicates.append(((*path, key_str), lines[(*path, key_str)], line))
             lines[(*path, key_str)] = line
-            out[key_str] = _convert(value_node, (*path, key_str), lines, duplicates)
+            out[key_str] = _convert(value_node, (*path, key_str), lines, duplicates, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _convert(item, (*path, i), lines, duplicates) for i, item in enumerate(node.value)
+            _convert(item, (*path, i), lines, duplicates, loader)
+            for i, item in enumerate(node.value)
         ]  # fmt: skip
-    return _scalar(node)
+    return _scalar(node, loader)
 
 
-_CONSTRUCTOR = yaml.SafeLoader("")
-
-
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
     try:
-        return _CONSTRUCTOR.construct_object(node, deep=True)
+        return loader.construct_object(node, deep=True)
     except ValueError:
         # an unquoted impossible date such as 2026-02-30: keep its text, so the check of
         # the field names it (and its line) and the rest of the file is still checked
         return node.value
 
 
+# -- bounds: a spec file is small and plain; hostile YAML must not cost seconds or gigabytes
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A spec file larger than this is refused unread."""
+MAX_DEPTH = 100
+"""Mappings and lists nested deeper than this are refused (PyYAML composes recursively)."""
+MAX_ALIASES = 100
+"""Aliases (`*name`) allowed in one file."""
+MAX_ALIAS_NODES = 10_000
+"""Values that the aliases of one file may expand to, all together."""
+
+
+class _LimitError(yaml.YAMLError):
+    """A bound was crossed; `line` is where, `message` names the limit and the fix."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer counts depth and aliases, and sizes what aliases expand to."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._open: set[int] = set()  # collections being composed: an alias to one recurses
+        self._expands: dict[int, tuple[int, int]] = {}  # node id -> (values, depth) expanded
+        self._aliases = 0
+        self._alias_nodes = 0
+
+    def compose_document(self) -> yaml.Node | None:
+        self._expands.clear()  # by id: the last document's nodes are gone
+        self._open.clear()
+        self.anchors = _Anchors(self._open)
+        node = super().compose_document()
+        self.constructed_objects.clear()
+        return node
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # PyYAML's name
+        # the scanner checks every open `[`/`{` on every token (quadratic): 20,000 of them
+        # took seconds before the composer could count them
+        if self.flow_level >= MAX_DEPTH:
+            raise _LimitError(self.get_mark().line + 1, f"nested more than {MAX_DEPTH} levels "
+                              "deep; flatten the structure")  # fmt: skip
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        if isinstance(event, yaml.AliasEvent):
+            return self._alias(parent, index, event, line)
+        collection = isinstance(event, yaml.CollectionStartEvent)
+        if collection:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _LimitError(line, f"nested more than {MAX_DEPTH} levels deep; "
+                                  "flatten the structure")  # fmt: skip
+        try:
+            node = super().compose_node(parent, index)
+            self._open.discard(id(node))
+            return node
+        finally:
+            if collection:
+                self._depth -= 1
+
+    def _alias(self, parent: yaml.Node | None, index: Any, event: yaml.AliasEvent,
+               line: int) -> yaml.Node | None:  # fmt: skip
+        self._aliases += 1
+        if self._aliases > MAX_ALIASES:
+            raise _LimitError(line, f"more than {MAX_ALIASES} aliases (*name) in one file; "
+                              "write the values out instead of aliasing them")  # fmt: skip
+        node = super().compose_node(parent, index)  # the anchored node, or ComposerError
+        if node is None:  # pragma: no cover - PyYAML returns the node or raises
+            return node
+        if id(node) in self._open:
+            raise _LimitError(line, f"alias *{event.anchor} refers to a value that contains it; "
+                              "remove the recursive alias")  # fmt: skip
+        values, depth = self._expand(node)
+        if self._depth + depth > MAX_DEPTH:
+            raise _LimitError(line, f"nested more than {MAX_DEPTH} levels deep once *"
+                              f"{event.anchor} is expanded; flatten the structure")  # fmt: skip
+        self._alias_nodes += values
+        if self._alias_nodes > MAX_ALIAS_NODES:
+            raise _LimitError(line, f"aliases expand to more than {MAX_ALIAS_NODES} values in "
+                              f"one file (at *{event.anchor}); write the values out or use "
+                              "fewer aliases")  # fmt: skip
+        return node
+
+    def _expand(self, node: yaml.Node) -> tuple[int, int]:
+        """Values and depth `node` expands to (shared nodes count each time they are reached).
+
+        Memoized: every aliased node was sized (and its depth bounded) when it was aliased,
+        so the recursion only walks the plain tree, which MAX_DEPTH bounds.
+        """
+        known = self._expands.get(id(node))
+        if known is not None:
+            return known
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        values, depth = 1, 0
+        for child in children:
+            v, d = self._expand(child)
+            values += v
+            depth = max(depth, d)
+        result = (values, depth + 1 if isinstance(node, yaml.CollectionNode) else 0)
+        self._expands[id(node)] = result
+        return result
+
+
+class _Anchors(dict[Any, yaml.Node]):
+    """The composer's anchor table. PyYAML registers an anchor before composing the
+    children, so a collection registered here is open until composed: an alias to it
+    from inside is a cycle."""
+
+    def __init__(self, open_nodes: set[int]) -> None:
+        super().__init__()
+        self._open = open_nodes
+
+    def __setitem__(self, name: Any, node: yaml.Node) -> None:
+        if isinstance(node, yaml.CollectionNode):
+            self._open.add(id(node))
+        super().__setitem__(name, node)
+
+
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProblem]]:
-    """Every document in `text`; a YAML syntax error becomes a problem with its line."""
+    """Every document in `text`; a YAML syntax error becomes a problem with its line.
+
+    Bounded: size, nesting depth and aliases are limited (see MAX_*), each crossing
+    is a problem naming the limit, never an exception or a long wait.
+    """
     docs: list[Document] = []
     problems: list[SpecProblem] = []
+    if len(text) > MAX_FILE_BYTES:
+        return [], [_too_large(file, len(text.encode(errors="replace")))]
+    loader = _BoundedLoader(text)
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # pragma: no cover - check_node said there is one
+                break
             lines: dict[FieldPath, int] = {}
             duplicates: list[tuple[FieldPath, int, int]] = []
-            docs.append(Document(_convert(node, (), lines, duplicates), file, lines))
+            value = _convert(node, (), lines, duplicates, loader)
+            loader.constructed_objects.clear()
+            docs.append(Document(value, file, lines))
             problems += [
                 SpecProblem(file, line, field_name(path), f"given twice (lines {first} and "
                             f"{line}); YAML would keep only the last: merge them into one")
                 for path, first, line in duplicates
             ]  # fmt: skip
+    except _LimitError as e:
+        return docs, [SpecProblem(file, e.line, "(yaml)", e.message)]
     except yaml.MarkedYAMLError as e:
         return docs, [_syntax_problem(file, text, e)]
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps well below the limit
+        return docs, [SpecProblem(file, 1, "(yaml)", "nested too deeply; flatten the structure")]
+    finally:
+        loader.dispose()
     return docs, problems
+
+
+def _too_large(file: str, size: int) -> SpecProblem:
+    return SpecProblem(
+        file, 1, "(file)",
+        f"{size / 1024 / 1024:.1f} MiB is larger than the {MAX_FILE_BYTES // 1024 // 1024} MiB "
+        "limit for a spec file; split it into several files",
+    )
 
 
 def _syntax_problem(file: str, text: str, e: yaml.MarkedYAMLError) -> SpecProblem:
@@ -134,7 +288,10 @@ def _syntax_problem(file: str, text: str, e: yaml.MarkedYAMLError) -> SpecProble
 
 def read_documents(path: Path) -> tuple[list[Document], list[SpecProblem]]:
     try:
-        text = path.read_text()
+        with path.open() as f:
+            text = f.read(MAX_FILE_BYTES + 1)  # no more: a larger file is refused
+            if len(text) > MAX_FILE_BYTES:
+                return [], [_too_large(str(path), path.stat().st_size)]
     except (OSError, UnicodeDecodeError) as e:
         return [], [SpecProblem(str(path), 1, "(file)", f"cannot read: {e}")]
     return parse_documents(text, str(path))

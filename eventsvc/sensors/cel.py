@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from string import Template
 from textwrap import dedent
@@ -76,6 +77,8 @@ class _Runner(celpy.CompiledRunner):
 _LIMIT = sys.getrecursionlimit()
 _ENV = celpy.Environment(runner_class=_Runner)
 sys.setrecursionlimit(_LIMIT)
+_COMPILING = threading.Lock()  # celpy's parser keeps the text on itself; reload compiles in
+# a thread (eventsvc/sensors/reload.py), so one compilation at a time
 ROOTS = frozenset({"data", "event", "events"})
 _MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
 
@@ -95,6 +98,10 @@ class Program:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        with _COMPILING:
+            self._compile(text)
+
+    def _compile(self, text: str) -> None:
         try:
             ast = _ENV.compile(text)
         except CELParseError as e:

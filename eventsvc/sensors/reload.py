@@ -60,8 +60,12 @@ class SensorReloader:
         self._stop.set()
 
     async def check(self) -> bool:
-        """One pass; True when the engine was reconciled."""
-        stamps = _stamps(self.directory)
+        """One pass; True when the engine was reconciled.
+
+        Stat and parse in a thread: reading YAML and compiling expressions must not hold
+        up the event loop (health checks, deliveries) while a file is being judged.
+        """
+        stamps = await asyncio.to_thread(_stamps, self.directory)
         if stamps == self.stamps:
             return False
         changed = [p for p, s in stamps.items() if self.stamps.get(p) != s]
@@ -72,13 +76,12 @@ class SensorReloader:
             self.problems.pop(path, None)
             log.info("sensor file removed", file=str(path))
         for path in changed:
-            self._load(path)
+            self._judge(path, await asyncio.to_thread(specs.load_paths, [path]))
         await self.engine.apply(self._wanted())
         self.generation += 1
         return True
 
-    def _load(self, path: Path) -> None:
-        loaded = specs.load_paths([path])
+    def _judge(self, path: Path, loaded: specs.Loaded) -> None:
         for warning in loaded.warnings:
             log.warning("sensor file warning", problem=str(warning))
         problems = list(loaded.problems)
