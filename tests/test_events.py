@@ -60,3 +60,44 @@ def test_non_cloudevent_message_is_refused_with_the_reason() -> None:
 def test_token() -> None:
     assert subjects.token("a.b c*>") == "a_b_c__"
     assert subjects.token("") == "_"
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+00:01"])
+def test_time_out_of_range_in_utc_is_a_decode_error(when: str) -> None:
+    with pytest.raises(events.EventDecodeError, match="out of range in UTC"):
+        events.from_binary({"ce-specversion": "1.0", "ce-id": "1", "ce-type": "t",
+                            "ce-source": "s", "ce-time": when}, b"")  # fmt: skip
+
+
+def test_json_nested_too_deep_for_python_is_a_decode_error() -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(events.EventDecodeError, match="nested deeper"):
+        events.decode_data(nested, "application/json")
+    with pytest.raises(events.EventDecodeError, match="nested deeper"):
+        events.from_structured(nested)
+
+
+@pytest.mark.parametrize("value", [1, None, [], {}])
+def test_data_base64_must_be_a_string(value: object) -> None:
+    doc = {"specversion": "1.0", "id": "1", "type": "t", "source": "s", "data_base64": value}
+    with pytest.raises(events.EventDecodeError, match="data_base64 must be a string"):
+        events.from_dict(doc)
+
+
+@pytest.mark.parametrize(("raw", "too_deep"), [
+    (b"[]", False),
+    (b"[" * 256 + b"]" * 256, False),
+    (b"[" * 257 + b"]" * 257, True),
+    (b'{"a":' * 256 + b"1" + b"}" * 256, False),
+    (b'{"a":' * 257 + b"1" + b"}" * 257, True),
+    (b'["' + b"[" * 1000 + b'"]', False),  # brackets in strings do not count
+    (b'["\\"' + b"[" * 1000 + b'\\\\"]', False),
+    (b"[" + b"[]," * 1000 + b"[]]", False),  # many brackets, little depth
+])  # fmt: skip
+def test_json_too_deep(raw: bytes, too_deep: bool) -> None:
+    import json
+
+    from eventsvc.gateways.common import json_too_deep
+
+    json.loads(raw)  # only ever asked of valid JSON
+    assert json_too_deep(raw) is too_deep
