@@ -19,6 +19,7 @@ import yaml
 
 from eventsvc.durations import parse_duration
 from eventsvc.errors import ConfigError
+from eventsvc.logs import redact_url
 
 ENV_PREFIX = "EVENTSVC_"
 COMPONENTS = ("gateway", "sensors", "cron", "watch")
@@ -197,6 +198,8 @@ class Config:
             if out.get(name):
                 out[name] = "<redacted>"
         out["events_tokens"] = [t.redacted() for t in self.events_tokens]
+        if self.nats_url:
+            out["nats_url"] = redact_url(self.nats_url)
         out.pop("sections", None)
         return out
 

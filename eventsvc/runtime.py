@@ -115,7 +115,7 @@ class Service:
         if watched:  # the component runs only when a Watch file exists
             self.state.watch = WatchGateway(bus, lambda: kube.Cluster.connect(config))
             await self.state.watch.start(watched)
-        log.info("eventsvc ready", components=list(config.components), nats=url,
+        log.info("eventsvc ready", components=list(config.components), nats=logs.redact_url(url),
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
     def _load_sensors(self) -> list[SensorSpec]:

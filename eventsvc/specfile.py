@@ -257,7 +257,9 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[SpecProb
 
 def _too_large(file: str, size: int) -> SpecProblem:
     return SpecProblem(
-        file, 1, "(file)",
+        file,
+        1,
+        "(file)",
         f"{size / 1024 / 1024:.1f} MiB is larger than the {MAX_FILE_BYTES // 1024 // 1024} MiB "
         "limit for a spec file; split it into several files",
     )

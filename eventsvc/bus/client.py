@@ -409,7 +409,8 @@ class Bus:
         """Store a message in JetStream and wait for the ack; refuses at once when offline.
         A message larger than the server takes is stored by claim check (`claims`)."""
         if not self.connected:
-            raise BusUnavailableError(f"publish to {subject}: not connected to NATS at {self.url}")
+            raise BusUnavailableError(f"publish to {subject}: not connected to NATS at "
+                                      f"{logs.redact_url(self.url)}")  # fmt: skip
         hdrs = dict(headers or {})
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
@@ -701,21 +702,22 @@ async def connect(
     initial_attempts: int = 3,
 ) -> Bus:
     """Connect to `url` with reconnect forever and the configured auth and TLS."""
+    shown = logs.redact_url(url)  # the URL may hold a password: never log it
 
     async def disconnected() -> None:
         if nc.is_closed or nc.is_draining:
             return  # our own close, not an outage
-        log.warning("nats disconnected", url=url)
+        log.warning("nats disconnected", url=shown)
         if on_state:
             on_state("disconnected")
 
     async def reconnected() -> None:
-        log.info("nats reconnected", url=url)
+        log.info("nats reconnected", url=shown)
         if on_state:
             on_state("reconnected")
 
     async def error(e: Exception) -> None:
-        log.debug("nats client error", url=url, error=str(e))
+        log.debug("nats client error", url=shown, error=logs.redact_url(str(e)))
 
     options: dict[str, Any] = {
         "servers": [u.strip() for u in url.split(",")],
@@ -740,8 +742,8 @@ async def connect(
         await nc.connect(**options)
     except (nats.errors.Error, OSError, TimeoutError) as e:
         raise BusUnavailableError(
-            f"cannot connect to NATS at {url} ({type(e).__name__}: {e}); check "
-            "EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
+            f"cannot connect to NATS at {shown} ({type(e).__name__}: {logs.redact_url(str(e))}); "
+            "check EVENTSVC_NATS_URL and credentials, or unset it to use the embedded server"
         ) from e
     nc.options["max_reconnect_attempts"] = -1
     return Bus(nc, url, publish_timeout=config.publish_timeout, replicas=config.stream_replicas,
