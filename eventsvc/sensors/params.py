@@ -112,6 +112,17 @@ def _compile_expr(
     return program, None
 
 
+_MEMBER_PATH = re.compile(r"(data|event|events)(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _guard(text: str) -> str:
+    """The `has()` guard for a plain member path (`data.a.b`), else the general shape."""
+    text = text.strip()
+    if _MEMBER_PATH.fullmatch(text):
+        return f"has({text}) ? {text} : ''"
+    return "has(data.x) ? data.x : ''"
+
+
 def _field(path: Sequence[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
@@ -136,7 +147,7 @@ def _compile_string(
         except cel.CelEvalError as e:
             raise PermanentTriggerError(
                 f"{where}: {{{{ {program.text} }}}} failed on event {scope.first_id}: {e}; "
-                "fix the expression or guard it, e.g. has(data.x) ? data.x : ''"
+                f"fix the expression or guard it, e.g. {_guard(program.text)}"
             ) from e
 
     if len(pieces) == 1 and isinstance(pieces[0], cel.Program):

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from eventsvc import events
+from eventsvc.errors import PermanentTriggerError
 from eventsvc.sensors import cel, filters, params
 from eventsvc.sensors.filters import EventView
 from tests.sensors.test_params import trigger
@@ -69,3 +70,17 @@ def test_has_guard_in_templates() -> None:
 
 def params_headers(t: Any, data: dict[str, Any]) -> Any:
     return params.render(t, {"pr": _event(data)})["headers"]
+
+
+def test_the_error_suggests_the_guard_for_that_key_and_the_guard_works() -> None:
+    t = trigger('{url: "https://x", headers: {a: "{{ data.a.nope }}"}}')
+    with pytest.raises(PermanentTriggerError) as raised:
+        params_headers(t, {"a": {}})
+    guard = "has(data.a.nope) ? data.a.nope : ''"
+    assert str(raised.value).endswith(f"fix the expression or guard it, e.g. {guard}")
+    guarded = trigger('{url: "https://x", headers: {a: "{{ ' + guard + ' }}"}}')
+    assert params_headers(guarded, {"a": {}}) == {"a": ""}
+    assert params_headers(guarded, {"a": {"nope": "yes"}}) == {"a": "yes"}
+    other = trigger('{url: "https://x", headers: {a: "{{ data.n + 1 }}"}}')
+    with pytest.raises(PermanentTriggerError, match=r"e\.g\. has\(data\.x\) \? data\.x : ''$"):
+        params_headers(other, {})
