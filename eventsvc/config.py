@@ -187,6 +187,9 @@ class Config:
     events_token_file: str | None = None
     # lifecycle, logs
     drain_timeout: float = 20.0
+    shutdown_grace: float = 5.0
+    """On SIGTERM, how long the HTTP port keeps answering (readiness failing, every answer
+    closing its connection) before it closes: requests already on their way get answers."""
     log_format: str = "auto"
     log_level: str = "info"
     # sections owned by single parts (kubernetes, github api, ...), as written
@@ -239,6 +242,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("github.allowedEvents", "github_allowed_events", _list),
     Setting("promotion.allowFileUrls", "promotion_allow_file_urls", _bool),
     Setting("drainTimeout", "drain_timeout", parse_duration),
+    Setting("http.shutdownGrace", "shutdown_grace", parse_duration),
     Setting("log.format", "log_format", str),
     Setting("log.level", "log_level", str),
 )

@@ -143,6 +143,7 @@ class Service:
     async def _start_http(self, routes: list[web.RouteDef]) -> None:
         config = self.config
         app = build_app(routes, lambda: self.state.readiness(config), config.max_body_bytes)
+        app.on_response_prepare.append(self._closing)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.config.drain_timeout
         )
@@ -174,9 +175,22 @@ class Service:
             if watch is not None and (failure := watch.failed()) is not None:
                 raise failure
 
+    async def _closing(self, request: web.Request, response: web.StreamResponse) -> None:
+        """While shutting down, every answer closes its connection: keep-alive clients
+        send their next request to another replica."""
+        if self.state.stopping:
+            response.force_close()
+            response.headers["Connection"] = "close"
+
     async def _shutdown(self) -> None:
         self.state.stopping = True
         loop = asyncio.get_running_loop()
+        if self._runner is not None and self.config.shutdown_grace > 0 and self.started.is_set():
+            # readiness fails and answers close their connections, but requests already on
+            # their way (a keep-alive client that has not noticed yet) are still answered
+            log.info("shutting down: answering for the grace period",
+                     grace=self.config.shutdown_grace)  # fmt: skip
+            await asyncio.sleep(self.config.shutdown_grace)
         deadline = loop.time() + self.config.drain_timeout
         log.info("shutting down", drain_timeout=self.config.drain_timeout)
         if self._runner is not None:

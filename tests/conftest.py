@@ -57,6 +57,7 @@ def config_factory(tmp_path: Path) -> Callable[..., Config]:
             "github_webhook_secrets": (SECRET,),
             "redelivery_delay": 0.2,
             "drain_timeout": 5.0,
+            "shutdown_grace": 0.0,  # tests/test_shutdown.py sets its own
             "nats_port": 0,
             "publish_timeout": 2.0,
         }

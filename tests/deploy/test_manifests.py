@@ -123,10 +123,11 @@ def test_termination_outlasts_the_drain(
         pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "sleep"
         grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        budget = float(pre_stop[1]) + config.drain_timeout
+        budget = float(pre_stop[1]) + config.shutdown_grace + config.drain_timeout
         assert grace > budget, (
             f"{dep['metadata']['name']}: terminationGracePeriodSeconds {grace} must exceed "
-            f"preStop {pre_stop[1]}s + drainTimeout {config.drain_timeout:g}s"
+            f"preStop {pre_stop[1]}s + http.shutdownGrace {config.shutdown_grace:g}s + "
+            f"drainTimeout {config.drain_timeout:g}s"
         )
 
 
