@@ -397,30 +397,5 @@ def _date(value: Any) -> date:
 
 
 def load_schedules(paths: Sequence[str | Path]) -> tuple[list[Schedule], list[SpecProblem]]:
-    """Every Schedule under `paths`, and the problems of Schedule documents and YAML syntax.
-
-    Other kinds are ignored, so a broken Sensor does not stop schedules from reloading.
-    """
-    found: list[Schedule] = []
-    problems: list[SpecProblem] = []
-    where: dict[str, str] = {}
-    for path in specfile.spec_files(paths):
-        if not path.exists():
-            continue
-        docs, syntax = specfile.read_documents(path)
-        problems += syntax
-        for doc in docs:
-            if not isinstance(doc.value, dict) or doc.value.get("kind") != KIND:
-                continue
-            schedule, found_problems = parse_schedule(doc)
-            problems += found_problems
-            if schedule is None:
-                continue
-            if schedule.name in where:
-                problems.append(doc.problem(("metadata", "name"),
-                                f"Schedule {schedule.name!r} is already declared in "
-                                f"{where[schedule.name]}"))  # fmt: skip
-                continue
-            where[schedule.name] = f"{doc.file}:{doc.line(('metadata', 'name'))}"
-            found.append(schedule)
-    return found, problems
+    """Every Schedule under `paths`, and the problems of Schedule documents and YAML syntax."""
+    return specfile.load_kind(paths, KIND, parse_schedule)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import jsonschema
 import yaml
@@ -441,3 +441,43 @@ def validate_schema(doc: Document, schema: Mapping[str, Any]) -> list[SpecProble
         for p in _schema_errors(doc, error):
             problems.setdefault((p.line, p.field, p.message), p)
     return sorted(problems.values(), key=lambda p: (p.line, p.field))
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def load_kind(
+    paths: Sequence[str | Path],
+    kind: str,
+    parse: Callable[[Document], tuple[N | None, list[SpecProblem]]],
+) -> tuple[list[N], list[SpecProblem]]:
+    """Every document of `kind` under `paths`, parsed, and the problems of those documents
+    and of YAML syntax. Other kinds are ignored (a broken Sensor does not stop schedules
+    or watches from loading); a name declared twice is a problem in the later file."""
+    found: list[N] = []
+    problems: list[SpecProblem] = []
+    where: dict[str, str] = {}
+    for path in spec_files(paths):
+        if not path.exists():
+            continue
+        docs, syntax = read_documents(path)
+        problems += syntax
+        for doc in docs:
+            if not isinstance(doc.value, dict) or doc.value.get("kind") != kind:
+                continue
+            obj, found_problems = parse(doc)
+            problems += found_problems
+            if obj is None:
+                continue
+            if obj.name in where:
+                problems.append(doc.problem(("metadata", "name"), f"{kind} {obj.name!r} is "
+                                            f"already declared in {where[obj.name]}"))  # fmt: skip
+                continue
+            where[obj.name] = f"{doc.file}:{doc.line(('metadata', 'name'))}"
+            found.append(obj)
+    return found, problems

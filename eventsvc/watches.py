@@ -229,30 +229,5 @@ def _check_spec(doc: specfile.Document, spec: Mapping[str, Any]) -> list[SpecPro
 
 
 def load_watches(paths: Sequence[str | Path]) -> tuple[list[Watch], list[SpecProblem]]:
-    """Every Watch under `paths`, and the problems of Watch documents and YAML syntax.
-
-    Other kinds are ignored, so a broken Sensor does not stop watches from loading.
-    """
-    found: list[Watch] = []
-    problems: list[SpecProblem] = []
-    where: dict[str, str] = {}
-    for path in specfile.spec_files(paths):
-        if not path.exists():
-            continue
-        docs, syntax = specfile.read_documents(path)
-        problems += syntax
-        for doc in docs:
-            if not isinstance(doc.value, dict) or doc.value.get("kind") != KIND:
-                continue
-            watch, found_problems = parse_watch(doc)
-            problems += found_problems
-            if watch is None:
-                continue
-            if watch.name in where:
-                problems.append(doc.problem(("metadata", "name"),
-                                f"Watch {watch.name!r} is already declared in "
-                                f"{where[watch.name]}"))  # fmt: skip
-                continue
-            where[watch.name] = f"{doc.file}:{doc.line(('metadata', 'name'))}"
-            found.append(watch)
-    return found, problems
+    """Every Watch under `paths`, and the problems of Watch documents and YAML syntax."""
+    return specfile.load_kind(paths, KIND, parse_watch)
