@@ -50,8 +50,11 @@ async def test_a_dispatcher_dying_between_hand_off_and_ack_hands_off_once(
     handed = asyncio.Event()
 
     async def die_before_ack(self: Dispatcher, *args: Any) -> None:
+        # the hand-off is stored and run to the end; then the process "dies": no dispatch ack
+        await eventually(lambda: _has_call(recorder, "/once"), "the hand-off to be run")
+        await eventually(lambda: idle_work(bus), "the run to finish")
         handed.set()
-        await asyncio.Event().wait()  # the process "dies" here: hand-offs stored, no ack
+        await asyncio.Event().wait()
 
     monkeypatch.setattr(Dispatcher, "_settle", die_before_ack)
     event_id = await first_life(start_engine, spec, bus, handed, monkeypatch)
@@ -61,6 +64,10 @@ async def test_a_dispatcher_dying_between_hand_off_and_ack_hands_off_once(
     await eventually(lambda: idle(bus), "nothing left to do")
     assert recorder.ids("/once") == [event_id]
     assert (await bus.stream_state(WORK)).last_seq == 1, "the second hand-off was a duplicate"
+
+
+async def idle_work(bus: bus_mod.Bus) -> bool:
+    return all(c.pending == 0 for c in await bus.consumer_states(WORK))
 
 
 async def _has_call(recorder: Recorder, path: str) -> bool:

@@ -46,8 +46,12 @@ async def test_add_change_remove_and_reject_invalid(
 
     added.unlink()
     await eventually(lambda: _names(engine, ["keep"]), "the removed sensor to stop")
-    assert not await bus.consumer_exists(WORK, "work-added")
+    await eventually(lambda: _gone(bus, "work-added"), "its work consumer to be deleted")
     assert svc.service.state.readiness(svc.service.config)["sensors_loaded"]
+
+
+async def _gone(bus: Any, durable: str) -> bool:
+    return not await bus.consumer_exists(WORK, durable)
 
 
 async def _names(engine: Engine, names: list[str]) -> bool:
