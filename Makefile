@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+# Kill things under load and count: lost, results missing, duplicates and their keys
+# (minutes; not part of `make test`). ARGS='--scenarios sigterm,large --events 500'
+faults: $(STAMP)
+	$(BIN)/python -m bench.faults $(ARGS)
 
 # The Sensor JSON Schema shipped for editors; a test fails when it is stale.
 .PHONY: schema

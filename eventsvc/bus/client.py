@@ -187,6 +187,7 @@ class Delivery:
 
 _PULL_INTERNALS = ("_nc", "_sub", "_nms", "_deliver")
 _PULL_DONE = {"404", "408", "409"}  # this pull request delivers nothing more
+_RECHECK = 2.0  # a waiting fetch looks for a reconnect this often
 
 
 class PullConsumer:
@@ -236,9 +237,19 @@ class PullConsumer:
             self._credit, self._until, self._session = batch, loop.time() + expires, session
         queue: asyncio.Queue[Msg] = inbox._pending_queue
         msgs: list[Msg] = []
-        async with asyncio.timeout(timeout):
-            while not msgs and self._credit > 0:
-                self._take(inbox, await queue.get(), msgs)
+        deadline = loop.time() + timeout
+        while not msgs and self._credit > 0:
+            wait = min(deadline - loop.time(), _RECHECK)
+            if wait <= 0:
+                break
+            try:  # in slices: a reconnect loses the standing request; ask again at once
+                async with asyncio.timeout(wait):
+                    msg = await queue.get()
+            except TimeoutError:
+                if sub._nc.stats.get("reconnects", 0) != self._session:
+                    self._credit = 0
+                continue
+            self._take(inbox, msg, msgs)
         while len(msgs) < batch and self._credit > 0 and not queue.empty():
             self._take(inbox, queue.get_nowait(), msgs)
         return msgs

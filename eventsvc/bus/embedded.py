@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -61,6 +63,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when eventsvc dies, even by
+    SIGKILL, so a crashed `eventsvc run` leaves no server holding its port and store
+    (the next start would otherwise run a second server on the same store)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class EmbeddedNats:
     """One nats-server child process with JetStream enabled."""
 
@@ -110,7 +125,8 @@ class EmbeddedNats:
             "-sd", str(self.store_dir), "-l", str(self._log_path), *self.extra_args,
         ]  # fmt: skip
         self._proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         await self._wait_ready(ready_timeout)
         # where `eventsvc send` / `eventsvc results` find it when the port moved
