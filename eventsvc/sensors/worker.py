@@ -158,7 +158,7 @@ class SensorWorker:
             return
         got = Delivered(hand.subject, hand.seq, msg.num_delivered, event)
         # keeps the event ours while we work on it: no redelivery to another replica
-        heartbeat = asyncio.create_task(self._heartbeat(msg), name="ack-heartbeat")
+        heartbeat = _Heartbeat(msg, max(0.05, self.stores.config.ack_wait / 3), self.log)
         try:
             try:
                 plans = await self._plan(event, matched, elog)
@@ -169,9 +169,7 @@ class SensorWorker:
                 return
             dues = [await self.runs.attempt(plan, got, elog) for plan in plans]
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await heartbeat.stop()
         await self._settle(msg, dues, elog)
 
     async def _event(self, msg: Delivery, hand: handoff.HandOff) -> CloudEvent | None:
@@ -249,17 +247,6 @@ class SensorWorker:
                     plans.append(Plan(trig, done.events, done))
         return plans
 
-    async def _heartbeat(self, msg: Delivery) -> None:
-        """`in_progress` three times per ack wait, so one late or lost beat does not let
-        the event be redelivered (to another replica) while it is still being worked on."""
-        while True:
-            await asyncio.sleep(max(0.05, self.stores.config.ack_wait / 3))
-            try:
-                await msg.in_progress()
-            except BusError as e:
-                self.log.warning("in-progress heartbeat failed; the event may be redelivered",
-                                 seq=msg.stream_seq, error=str(e))  # fmt: skip
-
     async def _settle(
         self, msg: Delivery, dues: list[float | None], elog: FilteringBoundLogger
     ) -> None:
@@ -286,3 +273,33 @@ class SensorWorker:
             await msg.nak(delay=delay)
         except BusError as e:  # redelivered after ack_wait anyway
             elog.warning("nak failed; redelivery after ack wait", error=str(e))
+
+
+class _Heartbeat:
+    """`in_progress` three times per ack wait while an event is worked on, so one late or
+    lost beat does not let it be redelivered (to another replica) meanwhile. A bare timer
+    until the first beat is due: the many runs that finish sooner cost no task."""
+
+    def __init__(self, msg: Delivery, every: float, log: FilteringBoundLogger) -> None:
+        self.msg, self.every, self.log = msg, every, log
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(every, self._due)
+
+    def _due(self) -> None:
+        self._task = asyncio.create_task(self._beat(), name="ack-heartbeat")
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                await self.msg.in_progress()
+            except BusError as e:
+                self.log.warning("in-progress heartbeat failed; the event may be redelivered",
+                                 seq=self.msg.stream_seq, error=str(e))  # fmt: skip
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
