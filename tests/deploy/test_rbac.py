@@ -1,23 +1,29 @@
 """Least privilege, proven: the shipped RBAC grants every (group, resource, verb) the
-triggers use, where they use it, and nothing else.
+triggers and the shipped watches use, where they use them, and nothing else.
 
 The triggers' needs come from `eventsvc.triggers.rbac`, where the Kubernetes triggers
 declare what they call; tests/triggers/test_rbac.py checks those declarations against
-every request the triggers send to the test API server.
+every request the triggers send to the test API server. The watch gateway's needs come
+from the `kind: Watch` files shipped in sensors/: `list` and `watch` on each watched
+resource, in its namespace (everywhere when the Watch names none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventsvc import watches
 from tests.deploy.conftest import OVERLAYS, Obj, find, overlay
 
 SERVICE_ACCOUNT = "eventsvc-sensors"
 ANY = "*"
+SENSORS = Path(__file__).resolve().parents[2] / "sensors"
+WATCH_VERBS = ("list", "watch")  # the gateway lists, then watches from that resourceVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +62,21 @@ def expand(rules: Iterable[Any]) -> set[Permission]:
     return out
 
 
+def watched(directory: Path = SENSORS) -> set[Permission]:
+    """What the watch gateway needs for the Watch files shipped in `directory`."""
+    found, problems = watches.load_watches([directory])
+    assert not problems, problems
+    return {Permission(w.group, w.resource, verb, w.namespace or ANY)
+            for w in found for verb in WATCH_VERBS}  # fmt: skip
+
+
 def required() -> tuple[str, set[Permission]]:
-    """What the trigger kinds declare they call, next to the code that calls it."""
+    """What the trigger kinds declare they call, next to the code that calls it, and what
+    the shipped Watch files make the watch gateway call."""
     from eventsvc.triggers import rbac
 
-    return "eventsvc.triggers.rbac.RULES", expand(r for rules in rbac.RULES.values() for r in rules)
+    declared = expand(r for rules in rbac.RULES.values() for r in rules)
+    return "eventsvc.triggers.rbac.RULES and the Watch files in sensors/", declared | watched()
 
 
 def granted(objs: tuple[Obj, ...], account: str) -> set[Permission]:
@@ -140,3 +156,20 @@ def test_the_check_catches_an_ungranted_verb() -> None:
                                                                   "get", "team-a")}  # fmt: skip
     assert missing(needed, have) == needed
     assert not missing({Permission("argoproj.io", "applications", "get", "argocd")}, have)
+
+
+def test_the_shipped_watches_need_list_and_watch_on_applications_in_argocd() -> None:
+    assert watched() == {Permission("argoproj.io", "applications", verb, "argocd")
+                         for verb in WATCH_VERBS}  # fmt: skip
+
+
+def test_a_watch_without_a_namespace_needs_the_verbs_everywhere(tmp_path: Path) -> None:
+    (tmp_path / "w.yaml").write_text(
+        "apiVersion: eventsvc.dev/v1alpha1\nkind: Watch\nmetadata: {name: wf}\n"
+        "spec: {group: argoproj.io, version: v1alpha1, resource: workflows, "
+        "fields: [status.phase]}\n"
+    )
+    needed = watched(tmp_path)
+    assert needed == {Permission("argoproj.io", "workflows", v, ANY) for v in WATCH_VERBS}
+    # the shipped RBAC does not grant it: such a Watch would fail the test above
+    assert missing(needed, granted(overlay("production"), SERVICE_ACCOUNT)) == needed
