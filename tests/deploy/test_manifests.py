@@ -66,7 +66,7 @@ def test_deployments_split_by_component(rendered: tuple[Obj, ...]) -> None:
     args = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["args"]
             for d in (gateway, sensors)}  # fmt: skip
     assert args["eventsvc-gateway"] == ["run", "--components", "gateway"]
-    assert args["eventsvc-sensors"] == ["run", "--components", "sensors,cron"]
+    assert args["eventsvc-sensors"] == ["run", "--components", "sensors,cron,watch"]
     assert sensors["spec"]["replicas"] >= 2
     # the autoscaler owns the gateway's replica count (Argo CD would reset a fixed one)
     assert "replicas" not in gateway["spec"]
