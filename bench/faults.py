@@ -576,6 +576,17 @@ spec:
         await wait_nats(port, proc)
         return proc, f"nats://127.0.0.1:{port}"
 
+    async def embedded(self) -> tuple[Svc, list[int]]:
+        """One `eventsvc run` with its embedded NATS, ready and watched; its children."""
+        self.sensors()
+        svc = self.svc("eventsvc", nats_port=free_port())
+        await svc.start()
+        await svc.ready()
+        kids = self.remember_children(svc)
+        nats_port = int(svc.argv[svc.argv.index("--nats-port") + 1])
+        await self.watch(f"nats://127.0.0.1:{nats_port}")
+        return svc, kids
+
     def remember_children(self, svc: Svc) -> list[int]:
         kids = children(svc.pid)
         self.orphans.update(kids)
@@ -856,15 +867,9 @@ async def kill_eventsvc(world: World) -> None:
 async def kill_eventsvc_embedded(world: World) -> None:
     """kill -9 of eventsvc with its embedded NATS while triggers run, then a restart.
 
-    Restarted with the same command; its nats-server child outlives it (as it does for
-    `make run`), so the new process starts a second server on the same store."""
-    world.sensors()
-    svc = world.svc("eventsvc", nats_port=free_port())
-    await svc.start()
-    await svc.ready()
-    kids = world.remember_children(svc)
-    nats_port = int(svc.argv[svc.argv.index("--nats-port") + 1])
-    await world.watch(f"nats://127.0.0.1:{nats_port}")
+    Restarted with the same command; its nats-server child dies with it (it did not, once:
+    the next start then ran a second server on the same store)."""
+    svc, kids = await world.embedded()
     task = world.start_load([svc.webhook_url])
     await world.accepted_at_least(1 / 3)
     await world.fired_at_least(10)
@@ -1031,13 +1036,7 @@ async def start_under_traffic(world: World) -> None:
 
 async def sigterm(world: World) -> None:
     """SIGTERM of eventsvc (embedded NATS) mid-burst, then a restart."""
-    world.sensors()
-    svc = world.svc("eventsvc", nats_port=free_port())
-    await svc.start()
-    await svc.ready()
-    world.remember_children(svc)
-    nats_port = int(svc.argv[svc.argv.index("--nats-port") + 1])
-    await world.watch(f"nats://127.0.0.1:{nats_port}")
+    svc, _ = await world.embedded()
     task = world.start_load([svc.webhook_url])
     await world.accepted_at_least(1 / 3)
     await world.fired_at_least(10)
@@ -1055,13 +1054,7 @@ async def sigterm(world: World) -> None:
 
 async def large(world: World) -> None:
     """2, 9 and 20 MB webhooks (bodies over NATS' max_payload: claim check)."""
-    world.sensors()
-    svc = world.svc("eventsvc", nats_port=free_port())
-    await svc.start()
-    await svc.ready()
-    world.remember_children(svc)
-    nats_port = int(svc.argv[svc.argv.index("--nats-port") + 1])
-    await world.watch(f"nats://127.0.0.1:{nats_port}")
+    svc, _ = await world.embedded()
     sizes = [s * MB for s in (2, 9, 20) for _ in range(world.opts.large)]
 
     def body(i: int) -> bytes:
