@@ -187,7 +187,8 @@ class Delivery:
 
 _PULL_INTERNALS = ("_nc", "_sub", "_nms", "_deliver")
 _PULL_DONE = {"404", "408", "409"}  # this pull request delivers nothing more
-_RECHECK = 2.0  # a waiting fetch looks for a reconnect this often
+_RECHECK = 2.0  # a waiting fetch looks for a reconnect or a silent server this often
+_HEARTBEAT = 5.0  # a long standing request asks the server for a sign of life this often
 
 
 class PullConsumer:
@@ -205,6 +206,8 @@ class PullConsumer:
         self._credit = 0  # messages the standing request may still deliver
         self._until = 0.0  # loop time its server-side expiry ends
         self._session = -1  # the connection it was made on: a reconnect loses it
+        self._heard = 0.0  # loop time of the last message or status for the request
+        self._beat = 0.0  # the heartbeat asked for (0: none)
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to `batch` messages; an empty list when none arrived within `timeout`."""
@@ -232,9 +235,15 @@ class PullConsumer:
         session = sub._nc.stats.get("reconnects", 0)
         if self._credit <= 0 or loop.time() >= self._until or session != self._session:
             expires = max(0.05, timeout - 0.05)  # the server's 408 comes before we give up
-            request = json.dumps({"batch": batch, "expires": int(expires * 1e9)}).encode()
-            await sub._nc.publish(sub._nms, request, reply=sub._deliver)
+            ask: dict[str, int] = {"batch": batch, "expires": int(expires * 1e9)}
+            # a long request hears a heartbeat: when the consumer's leader dies in a cluster
+            # the request dies with it, silently, and is asked again after two missed beats
+            self._beat = _HEARTBEAT if expires > 4 * _HEARTBEAT else 0.0
+            if self._beat:
+                ask["idle_heartbeat"] = int(self._beat * 1e9)
+            await sub._nc.publish(sub._nms, json.dumps(ask).encode(), reply=sub._deliver)
             self._credit, self._until, self._session = batch, loop.time() + expires, session
+            self._heard = loop.time()
         queue: asyncio.Queue[Msg] = inbox._pending_queue
         msgs: list[Msg] = []
         deadline = loop.time() + timeout
@@ -248,7 +257,10 @@ class PullConsumer:
             except TimeoutError:
                 if sub._nc.stats.get("reconnects", 0) != self._session:
                     self._credit = 0
+                elif self._beat and loop.time() - self._heard > 2 * self._beat + _RECHECK:
+                    self._credit = 0  # the server forgot the request (a leader change)
                 continue
+            self._heard = loop.time()
             self._take(inbox, msg, msgs)
         while len(msgs) < batch and self._credit > 0 and not queue.empty():
             self._take(inbox, queue.get_nowait(), msgs)

@@ -68,12 +68,12 @@ async def test_preview_url_is_reported_on_the_pull_request(
         await eventually(lambda: len(preview_statuses(github)) == 1, "the commit status")
         [comment] = comments(github)
         assert URL in comment["body"] and "a" * 40 in comment["body"]
-        assert preview_statuses(github) == [("acme/shop", "a" * 40, "success", URL)]
+        assert preview_statuses(github) == [("acme/shop", "a" * 40, "pending", URL)]
 
         await post_github(http, service.url, "pull_request", pr("synchronize", "b" * 40))
         await eventually(lambda: len(preview_statuses(github)) == 2, "the status on the new sha")
         await eventually(lambda: "b" * 40 in comments(github)[0]["body"], "the comment updated")
-        assert preview_statuses(github)[1] == ("acme/shop", "b" * 40, "success", URL)
+        assert preview_statuses(github)[1] == ("acme/shop", "b" * 40, "pending", URL)
         assert [c["id"] for c in comments(github)] == [comment["id"]]  # edited, not added
 
         await post_github(http, service.url, "pull_request", pr("closed", "b" * 40))
