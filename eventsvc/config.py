@@ -187,6 +187,9 @@ class Config:
     events_token_file: str | None = None
     # lifecycle, logs
     drain_timeout: float = 20.0
+    nats_unhealthy_after: float = 120.0
+    """`/healthz` fails once NATS has been unreachable this long, so Kubernetes restarts a
+    pod whose client cannot find its way back (0: never)."""
     shutdown_grace: float = 5.0
     """On SIGTERM, how long the HTTP port keeps answering (readiness failing, every answer
     closing its connection) before it closes: requests already on their way get answers."""
@@ -243,6 +246,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("promotion.allowFileUrls", "promotion_allow_file_urls", _bool),
     Setting("drainTimeout", "drain_timeout", parse_duration),
     Setting("http.shutdownGrace", "shutdown_grace", parse_duration),
+    Setting("nats.unhealthyAfter", "nats_unhealthy_after", parse_duration),
     Setting("log.format", "log_format", str),
     Setting("log.level", "log_level", str),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,22 @@ class State:
     watch: WatchGateway | None = None
     http_port: int | None = None
     nats_url: str | None = None
+    bus_down_since: float | None = None  # monotonic time the connection was lost
+
+    def bus_changed(self, what: str) -> None:
+        """The client's word on its connection: `disconnected` or `reconnected`."""
+        if what == "disconnected" and self.bus_down_since is None:
+            self.bus_down_since = time.monotonic()
+        elif what == "reconnected":
+            self.bus_down_since = None
+
+    def liveness(self, config: Config) -> str | None:
+        """Why `/healthz` should fail (a restart would help), or None."""
+        since, limit = self.bus_down_since, config.nats_unhealthy_after
+        if since is None or not limit or time.monotonic() - since < limit:
+            return None
+        return (f"NATS unreachable for {time.monotonic() - since:.0f}s (more than "
+                f"nats.unhealthyAfter {limit:g}s); restarting the process may help")
 
     def readiness(self, config: Config) -> dict[str, bool]:
         bus = self.bus_ref.bus
@@ -96,7 +113,7 @@ class Service:
             url = await self._embedded.start()
         self.state.nats_url = url
         await self._start_http(routes)
-        bus = await bus_mod.connect(url, config)
+        bus = await bus_mod.connect(url, config, on_state=self.state.bus_changed)
         await bus.ensure_streams(bus_mod.default_streams(config))
         # before any gateway may accept: an accepted event is then always dispatched
         await dispatch.ensure_consumers(bus, config)
@@ -142,7 +159,8 @@ class Service:
 
     async def _start_http(self, routes: list[web.RouteDef]) -> None:
         config = self.config
-        app = build_app(routes, lambda: self.state.readiness(config), config.max_body_bytes)
+        app = build_app(routes, lambda: self.state.readiness(config), config.max_body_bytes,
+                        lambda: self.state.liveness(config))  # fmt: skip
         app.on_response_prepare.append(self._closing)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.config.drain_timeout

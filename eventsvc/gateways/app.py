@@ -13,13 +13,20 @@ ReadinessCheck = Callable[[], dict[str, bool]]
 
 
 def build_app(
-    routes: list[web.RouteDef], readiness: ReadinessCheck, max_body: int
+    routes: list[web.RouteDef],
+    readiness: ReadinessCheck,
+    max_body: int,
+    liveness: Callable[[], str | None] = lambda: None,
 ) -> web.Application:
+    """`liveness` says why the process should be restarted, or None while it is healthy."""
     # the gateways read bodies themselves with their own limit; this cap is a backstop
     app = web.Application(client_max_size=max_body + 1)
     app.add_routes(routes)
 
     async def healthz(_: web.Request) -> web.Response:
+        problem = liveness()
+        if problem is not None:
+            return json_response(503, {"status": "unhealthy", "error": problem})
         return json_response(200, {"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
