@@ -43,10 +43,7 @@ from eventsvc import specfile
 from eventsvc.durations import format_duration, parse_duration
 from eventsvc.errors import EventsvcError, SpecProblem
 
-API_VERSION = "eventsvc.dev/v1alpha1"
 KIND = "Schedule"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-NAME_HINT = "use lowercase letters, digits and '-', starting and ending alphanumeric (RFC 1123)"
 MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -63,45 +60,26 @@ CRON_HINT = (
     "leading seconds field, or one of " + ", ".join(MACROS) + ", or '@every 10m'"
 )
 _DURATION: dict[str, Any] = {"type": ["string", "number"]}
-SCHEMA: dict[str, Any] = {
+SCHEMA: dict[str, Any] = specfile.document_schema(KIND, {
     "type": "object",
     "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "required": ["schedule"],
     "properties": {
-        "apiVersion": {"const": API_VERSION},
-        "kind": {"const": KIND},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": NAME_PATTERN, "x-hint": NAME_HINT},
-                "labels": {"type": "object"},
-                "annotations": {"type": "object"},
-            },
-            "additionalProperties": False,
-        },
-        "spec": {
+        "schedule": {"type": "string"},
+        "timezone": {"type": "string"},
+        "exclusionDates": {"type": "array"},  # items checked below: YAML dates or strings
+        "data": {},
+        "jitter": _DURATION,
+        "catchup": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["schedule"],
             "properties": {
-                "schedule": {"type": "string"},
-                "timezone": {"type": "string"},
-                "exclusionDates": {"type": "array"},  # items checked below: YAML dates or strings
-                "data": {},
-                "jitter": _DURATION,
-                "catchup": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "policy": {"enum": ["none", "last", "all"]},
-                        "maxDuration": _DURATION,
-                    },
-                },
+                "policy": {"enum": ["none", "last", "all"]},
+                "maxDuration": _DURATION,
             },
         },
     },
-}
+})
 
 
 class CatchupPolicy(StrEnum):

@@ -443,6 +443,36 @@ def validate_schema(doc: Document, schema: Mapping[str, Any]) -> list[SpecProble
     return sorted(problems.values(), key=lambda p: (p.line, p.field))
 
 
+API_VERSION = "eventsvc.dev/v1alpha1"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_HINT = "use lowercase letters, digits and '-', starting and ending alphanumeric (RFC 1123)"
+
+
+def document_schema(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of an eventsvc spec document: apiVersion, kind, metadata (an RFC 1123
+    name, labels, annotations) and the kind's own `spec` schema."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": API_VERSION},
+            "kind": {"const": kind},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "pattern": NAME_PATTERN, "x-hint": NAME_HINT},
+                    "labels": {"type": "object"},
+                    "annotations": {"type": "object"},
+                },
+                "additionalProperties": False,
+            },
+            "spec": dict(spec),
+        },
+    }
+
+
 class _Named(Protocol):
     @property
     def name(self) -> str: ...

@@ -23,54 +23,33 @@ from typing import Any
 from eventsvc import specfile
 from eventsvc.errors import SpecProblem
 
-API_VERSION = "eventsvc.dev/v1alpha1"
 KIND = "Watch"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-NAME_HINT = "use lowercase letters, digits and '-', starting and ending alphanumeric (RFC 1123)"
 _DNS = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _PLURAL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _VERSION = r"^v[0-9]+((alpha|beta)[0-9]+)?$"
 _FIELD = r"^[A-Za-z0-9_$@/-]+(\.[A-Za-z0-9_$@/-]+)*$"
-SCHEMA: dict[str, Any] = {
+SCHEMA: dict[str, Any] = specfile.document_schema(KIND, {
     "type": "object",
     "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "required": ["version", "resource", "fields"],
     "properties": {
-        "apiVersion": {"const": API_VERSION},
-        "kind": {"const": KIND},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": NAME_PATTERN, "x-hint": NAME_HINT},
-                "labels": {"type": "object"},
-                "annotations": {"type": "object"},
-            },
-            "additionalProperties": False,
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["version", "resource", "fields"],
-            "properties": {
-                "group": {"type": "string", "pattern": r"^$|" + _DNS,
-                          "x-hint": "an API group such as 'argoproj.io'; '' for the core group"},
-                "version": {"type": "string", "pattern": _VERSION,
-                            "x-hint": "an API version such as 'v1' or 'v1alpha1'"},
-                "resource": {"type": "string", "pattern": _PLURAL,
-                             "x-hint": "the lowercase plural, e.g. 'applications', 'workflows'"},
-                "namespace": {"type": "string", "pattern": NAME_PATTERN, "x-hint": NAME_HINT},
-                "labelSelector": {"type": "string"},
-                "fields": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "string", "pattern": _FIELD,
-                              "x-hint": "a dotted path such as 'status.health.status'"},
-                },
-            },
+        "group": {"type": "string", "pattern": r"^$|" + _DNS,
+                  "x-hint": "an API group such as 'argoproj.io'; '' for the core group"},
+        "version": {"type": "string", "pattern": _VERSION,
+                    "x-hint": "an API version such as 'v1' or 'v1alpha1'"},
+        "resource": {"type": "string", "pattern": _PLURAL,
+                     "x-hint": "the lowercase plural, e.g. 'applications', 'workflows'"},
+        "namespace": {"type": "string", "pattern": specfile.NAME_PATTERN,
+                  "x-hint": specfile.NAME_HINT},
+        "labelSelector": {"type": "string"},
+        "fields": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "pattern": _FIELD,
+                      "x-hint": "a dotted path such as 'status.health.status'"},
         },
     },
-}  # fmt: skip
+})  # fmt: skip
 _TOP_LEVEL = ("metadata", "spec", "status", "data", "type")
 
 

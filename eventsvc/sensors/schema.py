@@ -9,11 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from eventsvc import triggers
+from eventsvc.specfile import API_VERSION, NAME_HINT, NAME_PATTERN
 
-API_VERSION = "eventsvc.dev/v1alpha1"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DEP_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
-NAME_HINT = "use lowercase letters, digits and '-', starting and ending alphanumeric (RFC 1123)"
 _ATTR = {
     "pattern": "^[a-z0-9]{1,20}$",
     "x-hint": "CloudEvents attribute names are 1-20 lowercase letters or digits",
