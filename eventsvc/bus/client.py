@@ -545,47 +545,30 @@ class Bus:
     async def pull_consumer(self, spec: ConsumerSpec) -> PullConsumer:
         """Create or update the durable consumer `spec` and bind a pull subscription."""
         await self.ensure_consumer(spec)
-        what = f"consumer {spec.stream}/{spec.durable}"
-        sub = await _guard(
-            what, self._js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-        )
-        return PullConsumer(sub, spec.durable)
+        return await self.bind_consumer(spec.stream, spec.durable)
+
+    async def bind_consumer(self, stream: str, durable: str) -> PullConsumer:
+        """A pull subscription on the existing durable consumer `durable`."""
+        what = f"consumer {stream}/{durable}"
+        sub = await _guard(what, self._js.pull_subscribe_bind(durable=durable, stream=stream))
+        return PullConsumer(sub, durable)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> bool:
         """Create the durable consumer, starting at `spec.start`, or update one that exists
         (where it is in the stream does not change). True when it was created."""
-        stream, durable, start, filter_subjects = (spec.stream, spec.durable, spec.start,
-                                                   spec.subjects)  # fmt: skip
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            name=durable,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.NEW,
-            ack_wait=spec.ack_wait,
-            max_deliver=spec.max_deliver,
-            max_ack_pending=spec.max_ack_pending,
-        )
-        if start == START_ALL:
-            config.deliver_policy = api.DeliverPolicy.ALL
-        elif isinstance(start, int):
-            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = start
-        if len(filter_subjects) == 1:
-            config.filter_subject = filter_subjects[0]
-        else:
-            config.filter_subjects = list(filter_subjects)
-        what = f"consumer {stream}/{durable}"
+        config = _consumer_config(spec)
+        what = f"consumer {spec.stream}/{spec.durable}"
         try:
-            info = await self._js.consumer_info(stream, durable)
+            info = await self._js.consumer_info(spec.stream, spec.durable)
         except nats.js.errors.NotFoundError:
-            await _guard(what, self._js.add_consumer(stream, config))
+            await _guard(what, self._js.add_consumer(spec.stream, config))
             return True
         except (nats.errors.Error, TimeoutError) as e:
             raise _translate(what, e) from e
         # where it starts cannot change on an existing consumer: keep what it has
         config.deliver_policy = info.config.deliver_policy
         config.opt_start_seq = info.config.opt_start_seq
-        await _guard(what, self._js.add_consumer(stream, config))
+        await _guard(what, self._js.add_consumer(spec.stream, config))
         return False
 
     async def delete_consumer(self, stream: str, durable: str) -> None:
@@ -699,6 +682,28 @@ class Bus:
         except (nats.errors.Error, TimeoutError) as e:
             log.debug("drain failed, closing", error=str(e))
             await self._nc.close()
+
+
+def _consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
+    config = api.ConsumerConfig(
+        durable_name=spec.durable,
+        name=spec.durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.NEW,
+        ack_wait=spec.ack_wait,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+    )
+    if spec.start == START_ALL:
+        config.deliver_policy = api.DeliverPolicy.ALL
+    elif isinstance(spec.start, int):
+        config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = spec.start
+    if len(spec.subjects) == 1:
+        config.filter_subject = spec.subjects[0]
+    else:
+        config.filter_subjects = list(spec.subjects)
+    return config
 
 
 def _consumer_state(info: api.ConsumerInfo) -> ConsumerState:

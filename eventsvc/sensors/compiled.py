@@ -51,8 +51,11 @@ class CompiledSensor:
         self.name = spec.name
         self.rev = revision(spec)
         self.deps: list[tuple[Dependency, list[filters.Check]]] = []
+        self.gates: dict[str, filters.Node | None] = {}
+        """Per dependency, the part of its filters that reads attributes only
+        (`filters.compile_gated`): what the dispatcher decides on before decoding a body."""
         for d in spec.dependencies:
-            checks, _ = filters.compile_gated(d.filters)
+            checks, self.gates[d.name] = filters.compile_gated(d.filters)
             self.deps.append((d, checks))
         every = frozenset(d.name for d in spec.dependencies)
         self.triggers = [CompiledTrigger(t, every, config) for t in spec.triggers]

@@ -145,10 +145,10 @@ class Dispatcher:
         self._dispatched = {s: metrics.EVENTS_DISPATCHED.labels(s) for s in STREAMS}
 
     async def open(self) -> None:
-        await ensure_consumers(self.bus, self.config)
+        await ensure_consumers(self.bus, self.config)  # made (or updated) here: bound below
         self.floors = await load_floors(self.bus)
         for stream in STREAMS:
-            self._consumers[stream] = await self.bus.pull_consumer(consumer(stream, self.config))
+            self._consumers[stream] = await self.bus.bind_consumer(stream, DURABLE)
 
     async def route(self, sensors: Iterable[CompiledSensor]) -> None:
         """Route by these sensors from now on; returns once no batch uses the old index."""

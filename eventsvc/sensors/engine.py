@@ -51,7 +51,6 @@ class Engine:
         self._dispatch_task: asyncio.Task[None] | None = None
         self.stores: Stores | None = None
         self._lock = asyncio.Lock()
-        self.loaded = False
 
     async def start(self, sensors: list[SensorSpec]) -> None:
         bus = self.bus
@@ -69,7 +68,6 @@ class Engine:
         await self.dispatcher.open()
         await self.apply(sensors)
         self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatch")
-        self.loaded = True
         log.info("sensors running", sensors=sorted(self.workers))
 
     async def apply(self, sensors: list[SensorSpec]) -> None:

@@ -74,8 +74,7 @@ class Matcher:
         for i, sensor in enumerate(self.sensors):
             for dep, checks in sensor.deps:
                 node = _root(checks)
-                _, gate = filters.compile_gated(dep.filters)
-                entry = Entry(i, dep.name, dep.event_subject, node, gate)
+                entry = Entry(i, dep.name, dep.event_subject, node, sensor.gates[dep.name])
                 found.append((entry, _subject_key(dep.event_subject) + _required(node)))
         self.streams = frozenset(subjects.stream_of(e.event_subject) for e, _ in found)
         """The streams some dependency reads: events of the others concern no sensor."""

@@ -193,15 +193,13 @@ class SensorWorker:
         try:
             body = await self.stores.bus.body_of(headers, body)
             return events.from_nats(headers, body)
-        except BusError as e:
-            if not isinstance(e, ClaimGoneError):  # stored apart, unreadable now: later
-                self.log.warning("event body unreadable; will be redelivered", seq=hand.seq,
-                                 error=str(e))  # fmt: skip
-                await self._nak(msg, self.stores.config.redelivery_delay, self.log)
-                return None
+        except (events.EventDecodeError, ClaimGoneError) as e:
             error: Exception = e
-        except events.EventDecodeError as e:
-            error = e
+        except BusError as e:  # stored apart, unreadable now: later
+            self.log.warning("event body unreadable; will be redelivered", seq=hand.seq,
+                             error=str(e))  # fmt: skip
+            await self._nak(msg, self.stores.config.redelivery_delay, self.log)
+            return None
         self.log.warning("not a CloudEvent, sent to DLQ", subject=hand.subject, seq=hand.seq,
                          error=str(error))  # fmt: skip
         letter = deadletter.Letter(self.sensor.name, "decode", str(error), hand.subject,
