@@ -131,11 +131,22 @@ def decode_data(body: bytes, datacontenttype: str | None) -> Any:
         return body
 
 
+_MEDIA_TYPE_CHARS = re.compile(r"[\x20-\x7e]+")
+
+
 def make_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
     """A v1.0 CloudEvent, or EventDecodeError naming every missing or bad attribute."""
     missing = [name for name in REQUIRED if not attributes.get(name)]
     if missing:
         raise EventDecodeError(f"missing required CloudEvents attributes: {', '.join(missing)}")
+    content_type = attributes.get("datacontenttype")
+    if content_type is not None and not (
+        isinstance(content_type, str) and _MEDIA_TYPE_CHARS.fullmatch(content_type)
+    ):  # it travels as a raw header (content-type), not percent-encoded like ce-* values
+        raise EventDecodeError(
+            f"datacontenttype {content_type!r} is not a media type: use printable ASCII, "
+            "e.g. application/json"
+        )
     if attributes["specversion"] != "1.0":
         raise EventDecodeError(
             f"specversion {attributes['specversion']!r} is not supported; send 1.0"

@@ -658,7 +658,8 @@ class Bus:
             return None
         except (nats.errors.Error, TimeoutError) as e:
             raise _translate(f"get message {seq} of {stream}", e) from e
-        return dict(raw.headers or {}), raw.data or b""
+        # the stream API's header parser may hand back header objects: values are text here
+        return {k: str(v) for k, v in (raw.headers or {}).items()}, raw.data or b""
 
     @property
     def max_payload(self) -> int:

@@ -257,6 +257,18 @@ async def test_events_cloudevents_datacontenttype_is_400(
     assert await stored(bus) == []
 
 
+@pytest.mark.parametrize("content_type", ["application/jsön", "text/plain\x7f", "a\tb"])
+async def test_events_datacontenttype_outside_printable_ascii_is_400(
+    svc: Any, http: aiohttp.ClientSession, bus: Bus, content_type: str
+) -> None:
+    """It travels as a raw `content-type` header: a consumer reading it back through the
+    stream API got a header object instead of text (found by the property suite)."""
+    status, answer = await post_events(http, svc, ce(datacontenttype=content_type), STRUCTURED)
+    assert status == 400, answer
+    assert "printable ASCII" in answer["error"]
+    assert await stored(bus) == []
+
+
 async def test_events_empty_attribute_is_400(svc: Any, http: aiohttp.ClientSession, bus: Bus) -> None:
     status, answer = await post_events(http, svc, ce(tenant=""), STRUCTURED)
     assert status == 400, answer
