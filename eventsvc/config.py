@@ -149,6 +149,10 @@ class Config:
     http_host: str = "127.0.0.1"
     http_port: int = 12000
     max_body_bytes: int = 25 * 1024 * 1024
+    max_inflight_bytes: int = 100 * 1024 * 1024
+    """Bytes of request bodies held at once across every request (both intake endpoints);
+    past it a request is answered 503 + Retry-After before its body is read, so memory stays
+    inside the pod's limit whatever many senders do. At least `max_body_bytes`."""
     # NATS: no URL means an embedded nats-server
     nats_url: str | None = None
     nats_user: str | None = None
@@ -218,6 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http.host", "http_host", str),
     Setting("http.port", "http_port", _int),
     Setting("http.maxBodyBytes", "max_body_bytes", _size),
+    Setting("http.maxInflightBytes", "max_inflight_bytes", _size),
     Setting("nats.url", "nats_url", _opt_str),
     Setting("nats.user", "nats_user", _opt_str),
     Setting("nats.password", "nats_password", _opt_str),
@@ -427,6 +432,12 @@ def _check(config: Config) -> None:
         )
     if config.max_deliveries < 1:
         raise ConfigError("Config 'sensors.maxDeliveries' must be at least 1.")
+    if config.max_inflight_bytes < config.max_body_bytes:
+        raise ConfigError(
+            f"Config 'http.maxInflightBytes' ({config.max_inflight_bytes}) is smaller than "
+            f"'http.maxBodyBytes' ({config.max_body_bytes}): no body of the largest size "
+            "could ever be received; raise maxInflightBytes or lower maxBodyBytes."
+        )
     for name in config.github_allowed_events:  # a typo here drops every such webhook
         close = difflib.get_close_matches(name, GITHUB_EVENTS, n=1, cutoff=0.8)
         if name not in GITHUB_EVENTS and close:

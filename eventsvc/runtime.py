@@ -23,7 +23,7 @@ from eventsvc.config import Config
 from eventsvc.errors import ConfigError, SpecError
 from eventsvc.gateways.app import build_app
 from eventsvc.gateways.cloudevents_http import CloudEventsGateway
-from eventsvc.gateways.common import BusRef
+from eventsvc.gateways.common import BodyBudget, BusRef
 from eventsvc.gateways.cron import CronGateway
 from eventsvc.gateways.github import GitHubGateway
 from eventsvc.gateways.watch import WatchGateway
@@ -46,6 +46,7 @@ class State:
     engine: Engine | None = None
     watch: WatchGateway | None = None
     http_port: int | None = None
+    body_budget: BodyBudget | None = None
     nats_url: str | None = None
     bus_down_since: float | None = None  # monotonic time the connection was lost
 
@@ -105,8 +106,10 @@ class Service:
         watched = self._load_watches() if "watch" in config.components else []
         routes: list[web.RouteDef] = []
         if "gateway" in config.components:
-            routes += GitHubGateway(config, self.state.bus_ref).routes()
-            routes += CloudEventsGateway(config, self.state.bus_ref).routes()
+            budget = BodyBudget(config.max_inflight_bytes)  # one for both: it bounds memory
+            self.state.body_budget = budget
+            routes += GitHubGateway(config, self.state.bus_ref, budget).routes()
+            routes += CloudEventsGateway(config, self.state.bus_ref, budget).routes()
         url = config.nats_url
         if not url:
             self._embedded = EmbeddedNats(Path(config.data_dir) / "nats", port=config.nats_port)

@@ -27,6 +27,7 @@ from eventsvc.config import EVENTS_TOKEN_ENV, Config, EventsToken
 from eventsvc.events import CloudEvent
 from eventsvc.gateways.common import (
     MAX_BATCH_EVENTS,
+    BodyBudget,
     BusRef,
     Rejection,
     check_attributes,
@@ -234,8 +235,11 @@ def check_allowed(token: EventsToken | None, received: list[CloudEvent], batch: 
 
 
 class CloudEventsGateway:
-    def __init__(self, config: Config, bus_ref: BusRef) -> None:
+    def __init__(
+        self, config: Config, bus_ref: BusRef, budget: BodyBudget | None = None
+    ) -> None:
         self.limit = config.max_body_bytes
+        self.budget = budget or BodyBudget(config.max_inflight_bytes)
         self.bus_ref = bus_ref
         self.auth = EventsAuth(config)
 
@@ -244,7 +248,7 @@ class CloudEventsGateway:
 
     async def handle(self, request: web.Request) -> web.Response:
         token = self.auth.authenticate(request.headers.get("Authorization"))
-        body = await read_body(request, self.limit)
+        body = await read_body(request, self.limit, self.budget)
         received = decode_request(dict(request.headers), request.content_type, body)
         metrics.received(GATEWAY).inc(len(received))
         batch = request.content_type == events.BATCH_CONTENT_TYPE

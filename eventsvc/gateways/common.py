@@ -96,6 +96,7 @@ def guarded(gateway: str, handler: Handler) -> Handler:
         try:
             return await handler(request)
         except Rejection as r:
+            release_body(request)  # the refusal does not need the body: free it now
             metrics.EVENTS_REJECTED.labels(gateway, r.reason).inc()
             # a wrong secret or a broken sender must show in the log, not only in a metric
             glog.warning("request refused", status=r.status, reason=r.reason, error=r.message,
@@ -105,6 +106,8 @@ def guarded(gateway: str, handler: Handler) -> Handler:
             return json_response(
                 r.status, {"error": r.message, "reason": r.reason}, headers=r.headers
             )
+        finally:
+            release_body(request)
 
     return handle
 
@@ -141,8 +144,48 @@ def _unavailable(detail: str) -> Rejection:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, refused with 413 past `limit` bytes (checked before and while reading)."""
+BUSY_RETRY_AFTER_SECONDS = 1
+_RESERVED = web.RequestKey("eventsvc.body_reservation", tuple)  # (BodyBudget, bytes held)
+
+
+class BodyBudget:
+    """Bytes of request bodies the process holds at once, shared by every intake endpoint.
+
+    A request reserves its `Content-Length` before its body is read (a chunked one, chunk by
+    chunk) and gives it back when its answer is made (`guarded`). Past the budget the request
+    is answered 503 + Retry-After without reading the body: a crowd of large senders, or one
+    sender holding many connections, cannot take the process past its memory limit.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    def reserve(self, request: web.Request, size: int) -> None:
+        if self.used + size > self.total:
+            raise Rejection(
+                503, "busy",
+                f"too many request bodies are being received at once ({self.used} of "
+                f"{self.total} bytes held; http.maxInflightBytes); retry after "
+                f"{BUSY_RETRY_AFTER_SECONDS} s",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+            )  # fmt: skip
+        self.used += size
+        held = request.get(_RESERVED)
+        request[_RESERVED] = (self, (held[1] if held else 0) + size)
+
+
+def release_body(request: web.Request) -> None:
+    """Give back what `BodyBudget.reserve` took for this request (once)."""
+    held = request.pop(_RESERVED, None)
+    if held is not None:
+        budget, size = held
+        budget.used -= size
+
+
+async def read_body(request: web.Request, limit: int, budget: BodyBudget | None = None) -> bytes:
+    """The raw body, refused with 413 past `limit` bytes (checked before and while reading),
+    and with 503 when `budget` has no room for it (see `BodyBudget`)."""
     too_big = Rejection(
         413,
         "too_large",
@@ -152,6 +195,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None:
         if request.content_length > limit:
             raise too_big
+        if budget is not None:
+            budget.reserve(request, request.content_length)
         return await request.read()  # the length is known and within the limit
     chunks: list[bytes] = []
     size = 0
@@ -159,6 +204,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise too_big
+        if budget is not None:
+            budget.reserve(request, len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 

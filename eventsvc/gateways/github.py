@@ -20,6 +20,7 @@ from eventsvc.config import Config
 from eventsvc.errors import ConfigError
 from eventsvc.gateways.common import (
     MAX_HEADER_BYTES,
+    BodyBudget,
     BusRef,
     Rejection,
     accepted_response,
@@ -114,7 +115,9 @@ def _payload_bytes(body: bytes, content_type: str) -> bytes:
 
 
 class GitHubGateway:
-    def __init__(self, config: Config, bus_ref: BusRef) -> None:
+    def __init__(
+        self, config: Config, bus_ref: BusRef, budget: BodyBudget | None = None
+    ) -> None:
         if not config.github_webhook_secrets and not config.github_insecure_no_signature:
             raise ConfigError(
                 "no GitHub webhook secret: set EVENTSVC_GITHUB_WEBHOOK_SECRET (comma-separated "
@@ -126,6 +129,7 @@ class GitHubGateway:
         self.secrets = [s.encode() for s in config.github_webhook_secrets]
         self.allowed = frozenset(config.github_allowed_events)
         self.limit = config.max_body_bytes
+        self.budget = budget or BodyBudget(config.max_inflight_bytes)
         self.bus_ref = bus_ref
         self._subjects: dict[str, str] = {}
         # bound once: the module-level lazy proxy rebinds on every call (it is not cached)
@@ -136,7 +140,7 @@ class GitHubGateway:
 
     async def handle(self, request: web.Request) -> web.Response:
         metrics.received(GATEWAY).inc()
-        body = await read_body(request, self.limit)
+        body = await read_body(request, self.limit, self.budget)
         if self.secrets:
             verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.secrets)
         headers = request.headers
