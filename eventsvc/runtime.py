@@ -20,6 +20,7 @@ from eventsvc import bus as bus_mod
 from eventsvc import logs, schedules, specs, watches
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import Config
+from eventsvc.console import Console
 from eventsvc.errors import ConfigError, SpecError
 from eventsvc.gateways.app import build_app
 from eventsvc.gateways.cloudevents_http import CloudEventsGateway
@@ -110,6 +111,8 @@ class Service:
             self.state.body_budget = budget
             routes += GitHubGateway(config, self.state.bus_ref, budget).routes()
             routes += CloudEventsGateway(config, self.state.bus_ref, budget).routes()
+        routes += Console(config, self.state,
+                          lambda: self._reloader.problems if self._reloader else {}).routes()
         url = config.nats_url
         if not url:
             self._embedded = EmbeddedNats(Path(config.data_dir) / "nats", port=config.nats_port)

@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -599,19 +599,18 @@ class Bus:
         return [item async for item in self.read_stream(stream, subject)]
 
     async def read_stream(
-        self, stream: str, subject: str | None = None, follow: bool = False
-    ) -> AsyncIterator[Delivery]:
-        """Every message in `stream` (optionally one subject filter), oldest first; with
-        `follow`, keep waiting for new ones until the caller stops iterating."""
+        self, stream: str, subject: str | None = None, follow: bool = False, start: int = 0
+    ) -> AsyncGenerator[Delivery, None]:
+        """Every message in `stream` (optionally one subject filter), oldest first (from
+        sequence `start` when given); with `follow`, keep waiting for new ones until the
+        caller stops iterating."""
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE,
+                                    deliver_policy=api.DeliverPolicy.ALL)  # fmt: skip
+        if start > 0:
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start
         sub = await _guard(
-            f"read {stream}",
-            self._js.pull_subscribe(
-                subject or ">",
-                stream=stream,
-                config=api.ConsumerConfig(
-                    ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL
-                ),
-            ),
+            f"read {stream}", self._js.pull_subscribe(subject or ">", stream=stream, config=config)
         )
         consumer = PullConsumer(sub, stream)
         try:
@@ -660,6 +659,37 @@ class Bus:
             raise _translate(f"get message {seq} of {stream}", e) from e
         # the stream API's header parser may hand back header objects: values are text here
         return {k: str(v) for k, v in (raw.headers or {}).items()}, raw.data or b""
+
+    async def delete_message(self, stream: str, seq: int) -> bool:
+        """Remove the message at `seq` from `stream`; False when it was gone already."""
+        try:
+            await self._js.delete_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.js.errors.APIError as e:
+            if e.err_code == 10057:  # the server's "delete failed": no message at `seq`
+                return False
+            raise _translate(f"delete message {seq} of {stream}", e) from e
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"delete message {seq} of {stream}", e) from e
+        return True
+
+    async def subscribe(
+        self, subject: str, pending: int = 1024
+    ) -> AsyncGenerator[tuple[str, Mapping[str, str], bytes], None]:
+        """(subject, headers, body) of every message published on `subject` from now on
+        (core NATS, no replay), until the caller stops iterating. A reader that falls more
+        than `pending` messages behind loses the excess (the server's slow-consumer rule)."""
+        sub = await _guard(f"subscribe {subject}",
+                           self._nc.subscribe(subject, pending_msgs_limit=pending))  # fmt: skip
+        try:
+            async for msg in sub.messages:
+                yield msg.subject, msg.headers or {}, msg.data
+        finally:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error as e:
+                log.debug("unsubscribe failed", subject=subject, error=str(e))
 
     @property
     def max_payload(self) -> int:

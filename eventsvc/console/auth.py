@@ -1,0 +1,89 @@
+"""Who may read the console and its API, and who may change things (replay, discard).
+
+On a loopback bind with no token configured the console is open, as `make run` wants.
+Otherwise reading needs the read token (`EVENTSVC_UI_TOKEN`, or the file named by
+`EVENTSVC_UI_TOKEN_FILE`) or the write token, and replay/discard need the write token
+(`EVENTSVC_UI_WRITE_TOKEN(_FILE)`). A token comes as `Authorization: Bearer <token>`,
+or as the cookie the login form sets (an `EventSource` cannot send headers).
+Tokens are compared as digests in constant time, as the /events tokens are.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from enum import StrEnum
+
+from aiohttp import web
+
+from eventsvc.config import Config, read_secret
+from eventsvc.gateways.cloudevents_http import _digest, is_loopback
+from eventsvc.gateways.common import forbidden, unauthorized
+
+READ_TOKEN_ENV = "EVENTSVC_UI_TOKEN"
+WRITE_TOKEN_ENV = "EVENTSVC_UI_WRITE_TOKEN"
+COOKIE = "eventsvc_ui"
+_READ = f"{READ_TOKEN_ENV} (or {READ_TOKEN_ENV}_FILE)"
+_WRITE = f"{WRITE_TOKEN_ENV} (or {WRITE_TOKEN_ENV}_FILE)"
+
+
+class Access(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+class ConsoleAuth:
+    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+        read = read_secret(READ_TOKEN_ENV, environ, missing_ok=True)
+        write = read_secret(WRITE_TOKEN_ENV, environ, missing_ok=True)
+        self._read = _digest(read) if read else None
+        self._write = _digest(write) if write else None
+        self.open = self._read is None and self._write is None and is_loopback(config.http_host)
+
+    def presented(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization")
+        if header:
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise unauthorized("token_malformed",
+                                   "the Authorization header must be 'Bearer <token>'")  # fmt: skip
+            return token.strip()
+        return request.cookies.get(COOKIE) or None
+
+    def check(self, request: web.Request, access: Access) -> None:
+        """Nothing when `request` may do `access`; a 401 or 403 `Rejection` otherwise,
+        whose message names the setting (never what was sent)."""
+        if not self.open:
+            self.check_token(self.presented(request), access)
+
+    def check_token(self, token: str | None, access: Access) -> None:
+        """As `check`, for a token given directly (the login form's)."""
+        if self.open:
+            return
+        if self._read is None and self._write is None:
+            raise unauthorized("auth_not_configured",
+                               "the console is closed: no token is configured and the server "
+                               f"does not listen on loopback only; set {_READ} and "
+                               f"{_WRITE} on the server")  # fmt: skip
+        if token is None:
+            raise unauthorized("token_missing",
+                               f"the console needs a token: send 'Authorization: Bearer "
+                               f"<token>' with the token of {_READ}, or log in at "
+                               "/ui/login")  # fmt: skip
+        digest = _digest(token)
+        # both compared, no early exit: the timing tells nothing about which one matched
+        is_write = self._write is not None and hmac.compare_digest(digest, self._write)
+        is_read = self._read is not None and hmac.compare_digest(digest, self._read)
+        if not (is_write or is_read):
+            raise unauthorized("token_invalid",
+                               f"the token is not one the server accepts; check it against "
+                               f"{_READ} (reading) or {_WRITE} (replay, discard)",
+                               invalid_token=True)  # fmt: skip
+        if access is Access.WRITE and not is_write:
+            why = ("no write token is configured" if self._write is None
+                   else "this token may only read")  # fmt: skip
+            raise forbidden("write_token_needed",
+                            f"replay and discard need the write token: {why}; set {_WRITE} "
+                            "on the server and send that token")  # fmt: skip
+
+

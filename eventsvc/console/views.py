@@ -1,0 +1,215 @@
+"""What the console shows, as JSON-able dicts: sensors with their status, the verdicts of
+every sensor on one event, the flow overview, schedules. The HTTP layer (`api`) only
+parses requests and answers with these.
+
+The verdicts are those `eventsvc test` prints (`sensors.dryrun`), not a second copy of
+the filter logic: per dependency, every filter line, and the first one that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from eventsvc import events, schedules, specs
+from eventsvc.bus import Bus
+from eventsvc.config import Config
+from eventsvc.console import store
+from eventsvc.errors import BusError, SpecProblem
+from eventsvc.events import CloudEvent
+from eventsvc.gateways import cron
+from eventsvc.gateways.common import BusRef
+from eventsvc.sensors import dispatch, dryrun, filters, worker
+from eventsvc.sensors.compiled import CompiledSensor
+from eventsvc.sensors.engine import Engine
+from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
+
+OVERVIEW_EVENTS = 2000  # the newest events the overview counts sources over
+OVERVIEW_RESULTS = 5000  # the newest results it counts runs over
+
+
+class ServiceView(Protocol):
+    """What the console reads of the running service (`runtime.State` is one)."""
+
+    bus_ref: BusRef
+    engine: Engine | None
+    stopping: bool
+
+
+Problems = Callable[[], Mapping[Path, list[SpecProblem]]]
+
+
+class Views:
+    def __init__(self, config: Config, service: ServiceView, problems: Problems) -> None:
+        self.config = config
+        self.service = service
+        self.problems = problems
+
+    def sensors(self) -> list[CompiledSensor]:
+        """The sensors running here; when this process runs no sensors, those on disk."""
+        engine = self.service.engine
+        if engine is not None:
+            return [engine.workers[n].sensor for n in sorted(engine.workers)]
+        loaded = specs.load_paths([self.config.sensors_dir])
+        return [CompiledSensor(s, self.config) for s in sorted(loaded.sensors,
+                                                                key=lambda s: s.name)]  # fmt: skip
+
+    def rejected(self) -> dict[str, list[str]]:
+        """Problems of the last rejected reload, by file."""
+        return {str(path): [str(p) for p in found] for path, found in self.problems().items()}
+
+    # ------------------------------------------------------------ sensors
+
+    def sensor_summary(self, sensor: CompiledSensor) -> dict[str, Any]:
+        spec = sensor.spec
+        return {
+            "name": spec.name,
+            "file": spec.file,
+            "status": "rejected change" if spec.file in self.rejected() else "loaded",
+            "dependencies": [{"name": d.name, "eventSubject": d.event_subject,
+                              "filters": _jsonable(d.filters)}
+                             for d in spec.dependencies],
+            "triggers": [{"name": t.name, "kind": t.kind, "conditions": t.conditions}
+                         for t in spec.triggers],
+        }
+
+    async def sensor_detail(self, bus: Bus, name: str) -> dict[str, Any] | None:
+        sensor = next((s for s in self.sensors() if s.name == name), None)
+        if sensor is None:
+            return None
+        out = self.sensor_summary(sensor)
+        try:
+            out["yaml"] = await asyncio.to_thread(Path(sensor.spec.file).read_text)
+        except OSError as e:
+            out["yaml"] = f"# {sensor.spec.file} cannot be read: {e.strerror}"
+        out["problems"] = self.rejected().get(sensor.spec.file, [])
+        out["backlog"] = await self._backlog(bus, name)
+        out["runs"] = await store.list_runs(bus, sensor=name, limit=20)
+        return out
+
+    async def _backlog(self, bus: Bus, name: str) -> int | None:
+        try:
+            return await bus.consumer_backlog(WORK, worker.durable(name))
+        except BusError:
+            return None
+
+    # ------------------------------------------------------------ one event
+
+    def verdicts(self, nats_subject: str, event: CloudEvent) -> list[dict[str, Any]]:
+        """Per sensor: matched (and by which dependencies), or the first filter that ruled
+        it out in each dependency, with every line `eventsvc test` prints for it."""
+        view = filters.EventView.of(event)
+        out = []
+        for sensor in self.sensors():
+            deps = []
+            for dep, checks in sensor.deps:
+                ok, lines = dryrun._explain_dependency(
+                    dep.event_subject, checks, nats_subject or None, view
+                )
+                failed = next((line for line in lines if line.startswith("FAIL")), None)
+                deps.append({"name": dep.name, "matched": ok, "failed": failed, "lines": lines})
+            matched = [d["name"] for d in deps if d["matched"]]
+            out.append({"sensor": sensor.name, "matched": bool(matched),
+                        "matchedDependencies": matched, "dependencies": deps})  # fmt: skip
+        return out
+
+    async def event_detail(self, bus: Bus, event_id: str, seq: int = 0) -> dict[str, Any] | None:
+        found = await store.find_event(bus, event_id, seq)
+        if found is None:
+            return None
+        msg, event = found
+        doc = events.to_dict(event)
+        data = doc.pop("data", None)
+        data_b64 = doc.pop("data_base64", None)
+        return {
+            "seq": msg.seq,
+            "natsSubject": msg.subject,
+            "attributes": doc,
+            "data": data if data_b64 is None else {"data_base64": data_b64},
+            "verdicts": self.verdicts(msg.subject, event),
+            "runs": await store.list_runs(bus, event_id=event_id, limit=200),
+        }
+
+    # ------------------------------------------------------------ overview
+
+    async def overview(self, bus: Bus) -> dict[str, Any]:
+        sources: Counter[tuple[str, str, str]] = Counter()
+        async with contextlib.aclosing(store.newest(bus, EVENTS, scan=OVERVIEW_EVENTS)) as found:
+            async for msg in found:
+                attrs = store.attributes(msg) or {}
+                origin = msg.subject.split(".")[1] if msg.subject.count(".") else msg.subject
+                sources[(origin, str(attrs.get("source", "?")), str(attrs.get("type", "?")))] += 1
+        runs: Counter[tuple[str, str, str]] = Counter()
+        for record in await store.list_runs(bus, limit=OVERVIEW_RESULTS, scan=OVERVIEW_RESULTS):
+            key = (str(record.get("sensor")), str(record.get("trigger")),
+                   str(record.get("outcome")))  # fmt: skip
+            runs[key] += 1
+        backlogs = {c.name: c.pending for c in await _consumers(bus, WORK)}
+        sensors = []
+        for sensor in self.sensors():
+            item = self.sensor_summary(sensor)
+            item["backlog"] = backlogs.get(worker.durable(sensor.name))
+            for trig in item["triggers"]:
+                trig["runs"] = {o: n for (s, t, o), n in runs.items()
+                                if s == sensor.name and t == trig["name"]}  # fmt: skip
+            sensors.append(item)
+        return {
+            "sources": [{"origin": o, "source": s, "type": t, "count": n}
+                        for (o, s, t), n in sources.most_common(200)],
+            "sensors": sensors,
+            "rejected": self.rejected(),
+            "bus": await self.bus_health(bus),
+        }
+
+    async def bus_health(self, bus: Bus) -> dict[str, Any]:
+        streams: dict[str, Any] = {}
+        for name in (EVENTS, RESULTS, DLQ):
+            try:
+                state = await bus.stream_state(name)
+                streams[name] = {"messages": state.messages, "lastSeq": state.last_seq}
+            except BusError as e:
+                streams[name] = {"error": str(e)}
+        dispatch_backlog = {c.name: c.pending for c in await _consumers(bus, EVENTS)}
+        return {"connected": bus.connected, "streams": streams,
+                "dispatchBacklog": dispatch_backlog.get(dispatch.DURABLE)}  # fmt: skip
+
+    # ------------------------------------------------------------ schedules
+
+    async def schedules(self, bus: Bus | None, now: datetime | None = None) -> dict[str, Any]:
+        now = now or datetime.now(UTC)
+        found, problems = await asyncio.to_thread(schedules.load_schedules,
+                                                  [self.config.sensors_dir])  # fmt: skip
+        kv = await bus.kv(cron.KV_BUCKET) if bus is not None else None
+        out = []
+        for s in sorted(found, key=lambda s: s.name):
+            upcoming: list[str] = []
+            after = now
+            with contextlib.suppress(schedules.NoNextFire):
+                for _ in range(3):
+                    after = schedules.next_fire(s, after)
+                    upcoming.append(after.isoformat())
+            last = await kv.get(s.name) if kv is not None else None
+            last_at = cron._decode_last(last[0]) if last else None
+            out.append({"name": s.name, "file": s.file, "expression": s.expression,
+                        "timezone": s.timezone, "catchup": str(s.catchup),
+                        "maxCatchupSeconds": s.max_catchup, "next": upcoming,
+                        "lastTick": last_at.isoformat() if last_at else None})  # fmt: skip
+        return {"now": now.isoformat(), "schedules": out,
+                "problems": [str(p) for p in problems]}  # fmt: skip
+
+
+async def _consumers(bus: Bus, stream: str) -> list[Any]:
+    try:
+        return list(await bus.consumer_states(stream))
+    except BusError:
+        return []
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
