@@ -31,7 +31,7 @@ async def _send(port: int, body: bytes, delivery: str, answers: list[int]) -> No
             (f"POST /webhooks/github HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
              f"X-GitHub-Event: push\r\nX-GitHub-Delivery: {delivery}\r\n"
              f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {len(body)}\r\n"
-             "Connection: close\r\n\r\n").encode()  # fmt: skip
+             "Connection: close\r\n\r\n").encode()
         )
         writer.write(body)
         await writer.drain()

@@ -14,12 +14,13 @@ warns and names the subject to use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from eventsvc import specfile, subjects
 from eventsvc.errors import SpecProblem
-from eventsvc.sensors import conditions
+from eventsvc.sensors import conditions, params
 
 ACTING = frozenset({"k8s", "argoWorkflow", "environment", "promotion", "githubStatus",
                     "githubComment"})  # fmt: skip
@@ -59,6 +60,58 @@ def check(doc: specfile.Document) -> list[SpecProblem]:
             f"{subject!r}, where any publisher may send an event of that type; its triggers act "
             f"on the cluster or GitHub: set eventSubject under {root} (e.g. {root}push)"))))
     return out
+
+
+_AUTHORITY_CLOSED = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*[/?#]")
+
+DESTINATIONS = {
+    ("http", "url"): "the host of http.url",
+    ("promotion", "repo"): "the repository of promotion.repo",
+}
+"""Fields that say where a trigger sends its request (and, for promotion, its credentials)."""
+
+
+def destinations(doc: specfile.Document) -> list[SpecProblem]:
+    """Warnings for triggers whose destination (an http URL's scheme or host, a promotion's
+    repository) is rendered from event data: whoever sends a matching event chooses where the
+    request goes. Values in an URL's path or query are encoded and stay values."""
+    out: list[SpecProblem] = []
+    for index, item in enumerate(doc.value["spec"]["triggers"]):
+        tpl = item["template"]
+        for (kind, field), what in DESTINATIONS.items():
+            section = tpl.get(kind)
+            if not isinstance(section, Mapping):
+                continue
+            path: specfile.FieldPath = ("spec", "triggers", index, "template", kind, field)
+            value = section.get(field)
+            if isinstance(value, str) and _from_event(value, kind == "http"):
+                out.append(_warning(doc.problem(path, _destination_message(what, field))))
+            for p, param in enumerate(item.get("parameters") or []):
+                if isinstance(param, Mapping) and param.get("dest") == field and isinstance(
+                    param.get("src"), Mapping
+                ) and any(k in param["src"] for k in params.SOURCES):
+                    where: specfile.FieldPath = ("spec", "triggers", index, "parameters", p,
+                                                 "dest")  # fmt: skip
+                    out.append(_warning(doc.problem(where, _destination_message(what, field))))
+    return out
+
+
+def _from_event(text: str, url: bool) -> bool:
+    pieces = params.split_template(text)
+    first = next((i for i, piece in enumerate(pieces) if isinstance(piece, tuple)), None)
+    if first is None:
+        return False
+    if not url:
+        return True
+    literal = "".join(p for p in pieces[:first] if isinstance(p, str))
+    return _AUTHORITY_CLOSED.match(literal) is None
+
+
+def _destination_message(what: str, field: str) -> str:
+    return (f"warning: {what} comes from event data: whoever sends a matching event chooses "
+            f"where this trigger's request goes; write the destination literally and put "
+            f"event values after it (in the path or query, where they are encoded), or set "
+            f"{field} from a filtered, trusted dependency only")  # fmt: skip
 
 
 def _warning(problem: SpecProblem) -> SpecProblem:

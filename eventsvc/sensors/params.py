@@ -20,10 +20,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import cel, filters
+from eventsvc.triggers.base import URL_MARK
 
 if TYPE_CHECKING:
     from eventsvc.sensors.spec import TriggerSpec
@@ -127,8 +129,18 @@ def _field(path: Sequence[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
+def encode_url_value(value: str) -> str:
+    """A rendered value placed into a URL: every reserved character percent-encoded, so
+    event data stays one value (`../admin`, `x&admin=true`, `#` or `@` change nothing)."""
+    return quote(value, safe="")
+
+
 def _compile_string(
-    text: str, path: tuple[str | int, ...], declared: frozenset[str], problems: list[Problem]
+    text: str,
+    path: tuple[str | int, ...],
+    declared: frozenset[str],
+    problems: list[Problem],
+    encode: Callable[[str], str] | None = None,
 ) -> Renderer:
     pieces: list[str | cel.Program] = []
     for piece in split_template(text):
@@ -156,21 +168,44 @@ def _compile_string(
     if not any(isinstance(p, cel.Program) for p in pieces):
         return lambda scope: text
     parts = tuple(pieces)
+    if encode is not None:  # a URL with values in it: each value is one encoded piece
+        return lambda scope: "".join(
+            p if isinstance(p, str) else encode(cel.format_value(run(p, scope))) for p in parts
+        )
     return lambda scope: "".join(
         p if isinstance(p, str) else cel.format_value(run(p, scope)) for p in parts
     )
 
 
+def url_fields(kind_schema: Mapping[str, Any] | None) -> frozenset[str]:
+    """The top-level fields of a kind that are URLs (`URL_MARK` in its schema)."""
+    props = (kind_schema or {}).get("properties", {})
+    return frozenset(k for k, v in props.items() if isinstance(v, Mapping) and v.get(URL_MARK))
+
+
 def compile_template(
-    value: Any, declared: frozenset[str], path: tuple[str | int, ...] = ()
+    value: Any,
+    declared: frozenset[str],
+    path: tuple[str | int, ...] = (),
+    urls: frozenset[str] = frozenset(),
 ) -> tuple[Renderer, list[Problem]]:
-    """A function building a fresh copy of `value` with its `{{ }}` leaves evaluated."""
+    """A function building a fresh copy of `value` with its `{{ }}` leaves evaluated;
+    `urls`: the keys of `value` (a mapping) that are URLs."""
     problems: list[Problem] = []
+    if isinstance(value, Mapping) and urls:
+        items = [(k, _compile_node(v, (*path, k), declared, problems,
+                                   encode_url_value if k in urls else None))
+                 for k, v in value.items()]  # fmt: skip
+        return (lambda scope: {k: r(scope) for k, r in items}), problems
     return _compile_node(value, path, declared, problems), problems
 
 
 def _compile_node(
-    value: Any, path: tuple[str | int, ...], declared: frozenset[str], problems: list[Problem]
+    value: Any,
+    path: tuple[str | int, ...],
+    declared: frozenset[str],
+    problems: list[Problem],
+    encode: Callable[[str], str] | None = None,
 ) -> Renderer:
     if isinstance(value, Mapping):
         items = [(k, _compile_node(v, (*path, k), declared, problems)) for k, v in value.items()]
@@ -179,7 +214,7 @@ def _compile_node(
         subs = [_compile_node(v, (*path, i), declared, problems) for i, v in enumerate(value)]
         return lambda scope: [r(scope) for r in subs]
     if isinstance(value, str) and "{{" in value:
-        return _compile_string(value, path, declared, problems)
+        return _compile_string(value, path, declared, problems, encode)
     return lambda scope: value
 
 
@@ -352,6 +387,14 @@ def apply(section: dict[str, Any], param: Parameter, value: Any) -> None:
 class Plan:
     template: Renderer
     parameters: tuple[Parameter, ...]
+    urls: frozenset[str] = frozenset()
+
+    def value_of(self, param: Parameter, scope: Scope) -> Any:
+        """A parameter's value; one appended or prepended to a URL field is encoded."""
+        value = param.resolve(scope)
+        if param.operation != "overwrite" and len(param.dest) == 1 and param.dest[0] in self.urls:
+            return encode_url_value(cel.format_value(value))
+        return value
 
 
 def compile_plan(
@@ -363,25 +406,30 @@ def compile_plan(
 ) -> tuple[Plan | None, list[Problem]]:
     """The plan for one trigger item (`{template, parameters}`), or its problems."""
     base: tuple[str | int, ...] = ("template", kind)
-    renderer, problems = compile_template(item["template"][kind], declared, base)
+    urls = url_fields(kind_schema)
+    renderer, problems = compile_template(item["template"][kind], declared, base, urls)
     params, found = compile_parameters(item.get("parameters") or [], declared, available,
                                        kind_schema)  # fmt: skip
     problems += found
     if problems:
         return None, problems
-    return Plan(renderer, tuple(params)), []
+    return Plan(renderer, tuple(params), urls), []
 
 
 def render(trigger: TriggerSpec, events: Mapping[str, CloudEvent]) -> dict[str, Any]:
     """The trigger's kind section, with this firing's events rendered in."""
     plan = trigger.plan
     if plan is None:
+        from eventsvc.triggers import REGISTRY
+
         declared = frozenset(events)
-        plan, problems = compile_plan(trigger.raw, trigger.kind, declared, declared)
+        kind = REGISTRY.get(trigger.kind)
+        plan, problems = compile_plan(trigger.raw, trigger.kind, declared, declared,
+                                      kind.schema if kind else None)  # fmt: skip
         if plan is None:
             raise PermanentTriggerError("; ".join(f"{_field(p)}: {m}" for p, m in problems))
     scope = Scope(events)
     section: dict[str, Any] = plan.template(scope)
     for param in plan.parameters:
-        apply(section, param, param.resolve(scope))
+        apply(section, param, plan.value_of(param, scope))
     return section

@@ -16,6 +16,11 @@ import aiohttp
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
 
+URL_MARK = "x-eventsvc-url"
+"""In a trigger kind's schema, marks a string field that is a URL: a value rendered into
+it with text around it is percent-encoded (sensors/params.py). A field that is one
+`{{ expr }}` and nothing else is a whole-URL template, the author's explicit choice."""
+
 if TYPE_CHECKING:
     from eventsvc.bus import Bus
 

@@ -12,7 +12,7 @@ import aiohttp
 from eventsvc import events
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
-from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
+from eventsvc.triggers.base import URL_MARK, Services, TriggerContext, TriggerResult
 
 # statuses worth retrying: the server may recover; other 4xx will not change by themselves
 _RETRYABLE = {408, 425, 429}
@@ -28,7 +28,8 @@ class HttpTrigger:
         "additionalProperties": False,
         "required": ["url"],
         "properties": {
-            "url": {"type": "string", "minLength": 1},
+            # values rendered into it with text around them are percent-encoded
+            "url": {"type": "string", "minLength": 1, URL_MARK: True},
             "method": {"enum": ["POST", "PUT", "PATCH", "GET", "DELETE"]},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
             "timeout": {"type": ["string", "number"]},
@@ -55,8 +56,23 @@ class HttpTrigger:
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
         url = str(spec["url"])
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = repr(url if len(url) <= 200 else url[:200] + "...")
+            raise PermanentTriggerError(f"url {shown} (as rendered for event "
+                                        f"{ctx.first.get_id()}) is not an http(s) URL with a "
+                                        "host; fix the url template")  # fmt: skip
         method = str(spec.get("method", "POST"))
-        headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE, **spec.get("headers", {})}
+        headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE}
+        for name, value in (spec.get("headers") or {}).items():
+            text = value if isinstance(value, str) else str(value)
+            if not text.isprintable() or not str(name).isprintable():  # CR, LF, NUL, ...
+                raise PermanentTriggerError(
+                    f"header {str(name)[:100]!r}: the value rendered for event "
+                    f"{ctx.first.get_id()} holds a control character (CR, LF, ...), which "
+                    "would start a new header; refused"
+                )
+            headers[str(name)] = text
         if ctx.run_key and not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = ctx.run_key  # the same on every attempt of this run
         raw = events.to_structured(ctx.first)

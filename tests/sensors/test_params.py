@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -71,9 +72,12 @@ def test_typed_values_from_expressions() -> None:
 
 def test_event_data_cannot_change_structure() -> None:
     hostile = "x\"}\nheaders: {evil: 1}\n{{ data.number }}"
-    t = trigger('{url: "https://x/{{ data.pull_request.title }}"}')
+    t = trigger('{url: "https://x/{{ data.pull_request.title }}", headers: {'
+                'X-Title: "t: {{ data.pull_request.title }}"}}')
     section = params.render(t, {"pr": pr_event(**{"pull_request": {"title": hostile}})})
-    assert section == {"url": "https://x/" + hostile}  # the text, verbatim, not re-rendered
+    # the text, verbatim, not re-rendered (and, in a URL, one percent-encoded value)
+    assert section == {"url": "https://x/" + quote(hostile, safe=""),
+                       "headers": {"X-Title": "t: " + hostile}}  # fmt: skip
 
 
 def test_missing_key_names_the_key_and_the_event() -> None:
