@@ -107,9 +107,15 @@ _IMAGE = {
         "name": _STR,
         **{k: {"type": ["string", "number"]} for k in _IMAGE_FIELDS},
         **{f"{k}From": {**_STR, "description": _FROM_HINT} for k in _IMAGE_FIELDS},
+        "imageFrom": {**_STR, "description": "dotted path in the event to an image reference "
+                      "(name:tag, name@digest) or a list of them, e.g. Argo CD's "
+                      "data.object.status.summary.images; the one for `name` gives newTag "
+                      "and digest"},
         "copyFrom": _FROM,
     },
 }
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^[a-z0-9]+([.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
 _SET = {
     "type": "object",
     "additionalProperties": False,
@@ -235,12 +241,22 @@ class PromotionTrigger:
                 continue
             fields = ("newTag", "digest", "newName") if kinds[0] == "image" else ("value",)
             given = [f for f in fields if f in body or f"{f}From" in body]
+            if "imageFrom" in body:
+                clash = [f for f in ("newTag", "digest") if f in given] + (
+                    ["copyFrom"] if "copyFrom" in body else [])  # fmt: skip
+                if clash:
+                    problems.append((("edits", i, "image", "imageFrom"),
+                                     f"imageFrom sets newTag and digest; remove "
+                                     f"{', '.join(clash)}"))  # fmt: skip
+                    continue
+                given.append("imageFrom")
             if "copyFrom" in body and given:
                 message = f"copyFrom cannot be combined with {', '.join(given)}"
                 problems.append((("edits", i, kinds[0], "copyFrom"), message))
             elif "copyFrom" not in body and not given:
                 problems.append((("edits", i, kinds[0]), "nothing to set: give "
                                  + " or ".join(f"{f}/{f}From" for f in fields)
+                                 + (", imageFrom" if kinds[0] == "image" else "")
                                  + " or copyFrom"))  # fmt: skip
             problems += [((("edits", i, kinds[0], f)), f"give {f} or {f}From, not both")
                          for f in fields if f in body and f"{f}From" in body]  # fmt: skip
@@ -542,6 +558,8 @@ class PromotionRun:
             else:
                 values = tuple((f, self._value(body, f, i)) for f in fields
                                if f in body or f"{f}From" in body)  # fmt: skip
+                if "imageFrom" in body:
+                    values += self._image_ref(body, i)
             target = str(body["name"] if kind == "image" else body["path"])
             out.append(Edit(file, target if kind == "image" else None,
                             target if kind == "set" else None, values, self.app))  # fmt: skip
@@ -559,6 +577,28 @@ class PromotionRun:
                 "event, e.g. data.release.tag_name"
             )
         return value
+
+    def _image_ref(self, body: Mapping[str, Any], index: int) -> tuple[tuple[str, Any], ...]:
+        """newTag and digest of the image reference for `name` at the event path imageFrom."""
+        path, name = str(body["imageFrom"]), str(body["name"])
+        found = ghevents.event_value(self.event, path)
+        refs = found if isinstance(found, list) else [found]
+        where = f"edits[{index}].image.imageFrom: {path!r} in event {self.event.get_id()}"
+        for ref in refs:
+            if not isinstance(ref, str):
+                continue
+            parsed = split_image_ref(ref)
+            if parsed is None or parsed[0] != name:
+                continue
+            _, tag, digest = parsed
+            if (tag is not None and not _TAG.match(tag)) or (
+                    digest is not None and not _DIGEST.match(digest)):  # fmt: skip
+                raise PermanentTriggerError(f"{where}: {ref!r} is not a valid image reference")
+            return tuple((k, v) for k, v in (("newTag", tag), ("digest", digest)) if v)
+        raise PermanentTriggerError(
+            f"{where}: no image reference to {name!r} with a tag or digest; point imageFrom at "
+            f"a reference such as {name}:1.2.3 or a list holding one"
+        )
 
     def _copy(
         self, snap: Snapshot, remote: Mapping[str, str], file: str, kind: str,
@@ -744,6 +784,18 @@ class PromotionRun:
 
 async def _collect(items: Any) -> list[dict[str, Any]]:
     return [item async for item in items]
+
+
+def split_image_ref(ref: str) -> tuple[str, str | None, str | None] | None:
+    """(name, tag, digest) of `name[:tag][@digest]`; None when it names neither."""
+    name, _, digest = ref.partition("@")
+    tag = None
+    head, sep, last = name.rpartition(":")
+    if sep and "/" not in last:  # a colon in the last segment: a tag, not a registry port
+        name, tag = head, last
+    if not name or (tag is None and not digest):
+        return None
+    return name, tag, digest or None
 
 
 def _ref_part(text: str) -> str:

@@ -327,7 +327,11 @@ def build_app(api: KubeApi) -> web.Application:
             listener(api.requests[-1], response.status)
         return response
 
+    async def end_watches(_: web.Application) -> None:
+        api.drop_watches()  # open watch streams would hold the server's shutdown
+
     app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_shutdown.append(end_watches)
     return app
 
 

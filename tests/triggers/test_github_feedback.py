@@ -122,4 +122,4 @@ def test_example_sensors_lint() -> None:
     loaded = specs.load_paths([Path(__file__).parents[2] / "sensors" / "promotion.yaml"])
     assert loaded.problems == []
     assert {s.name for s in loaded.sensors} == {
-        "promote-staging", "promote-production", "promote-branches"}
+        "promote-staging", "promote-production", "promote-branches", "promote-on-healthy"}
