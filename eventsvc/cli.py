@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eventsvc.github import commands as github_commands
 
     github_commands.add_parser(sub)
+    from eventsvc.convert import commands as convert_commands
+
+    convert_commands.add_parser(sub)
     return parser
 
 

@@ -58,6 +58,13 @@ def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str
         loaded.problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
         return
     kind = doc.value.get("kind")
+    if str(doc.value.get("apiVersion", "")).startswith("argoproj.io/") and kind in (
+        "Sensor", "EventSource"
+    ):  # one line, not a problem per Argo field
+        loaded.problems.append(doc.problem(("apiVersion",), f"an Argo Events {kind}, not an "
+                                           f"eventsvc file; convert it with: eventsvc convert "
+                                           f"argo-events {doc.file} -o DIR"))  # fmt: skip
+        return
     parser = KINDS.get(kind) if isinstance(kind, str) else None
     if parser is None:
         loaded.problems.append(

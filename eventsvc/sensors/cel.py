@@ -98,6 +98,11 @@ class Program:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        given: object = text  # YAML may hand over anything
+        if not isinstance(given, str):  # the parser would print its state dump on stdout
+            hint = (" (Argo Events' {expr, fields} form: write the expression itself over data, "
+                    "or run eventsvc convert argo-events)") if isinstance(given, dict) else ""
+            raise CelSyntaxError(f"expected a CEL expression as a string{hint}")
         with _COMPILING:
             self._compile(text)
 
