@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
@@ -26,6 +25,7 @@ from nats.protocol.command import hpub_cmd
 
 from eventsvc import logs
 from eventsvc.bus import claims
+from eventsvc.bus.natsclient import NatsClient
 from eventsvc.bus.streams import StreamSpec
 from eventsvc.config import Config
 from eventsvc.errors import BusError, BusUnavailableError, ClaimGoneError

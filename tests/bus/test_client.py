@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,36 @@ async def test_fast_publish_times_out_as_unavailable(bus: bus_mod.Bus) -> None:
         await quick.publish("silent.subject", b"{}", {"ce-id": "1"})
     assert not nc._resp_map  # the pending request is forgotten
     await sub.unsubscribe()
+
+
+@pytest.mark.parametrize("offence", ["control_line", "payload"])
+async def test_a_server_side_close_is_followed_by_a_reconnect(
+    nats_server: EmbeddedNats, config_factory: Any, offence: str
+) -> None:
+    """nats-server answers a protocol violation with -ERR and closes the connection; nats-py
+    would then close the client for good. The bus reconnects instead, and says so."""
+    states: list[str] = []
+    b = await bus_mod.connect(nats_server.url, config_factory(), on_state=states.append)
+    try:
+        await b.ensure_streams(bus_mod.default_streams(config_factory()))
+        nc = b._nc
+        if offence == "control_line":  # a subject past the server's 4 KB control line
+            await nc.publish("events.x." + "a" * 5000, b"")
+        else:  # a message past max_payload, sent around the client's own check
+            nc._max_payload = 1 << 30
+            await nc.publish("events.x", b"x" * (nats_server_max_payload() + 1))
+        await nc.flush(timeout=5) if nc.is_connected else None
+        for _ in range(200):
+            if "reconnected" in states and b.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert states[:2] == ["disconnected", "reconnected"], states
+        assert not nc.is_closed
+        ack = await b.publish("events.after", b"1", msg_id="after-close")
+        assert ack.stream == "EVENTS"
+    finally:
+        await b.close()
+
+
+def nats_server_max_payload() -> int:
+    return 1 << 20  # the embedded server's default
