@@ -309,6 +309,6 @@ def test_namespace_meets_restricted_pod_security(rendered: tuple[Obj, ...]) -> N
     for obj in rendered:
         namespace = obj["metadata"].get("namespace")
         if obj["kind"] in ("Role", "RoleBinding"):
-            assert namespace == "argocd"
+            assert namespace in ("argocd", "argo")  # Argo CD's and Argo Workflows' own
         elif obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
             assert namespace == ns["metadata"]["name"], f"{obj['kind']}/{obj['metadata']['name']}"

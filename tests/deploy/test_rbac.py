@@ -158,9 +158,19 @@ def test_the_check_catches_an_ungranted_verb() -> None:
     assert not missing({Permission("argoproj.io", "applications", "get", "argocd")}, have)
 
 
-def test_the_shipped_watches_need_list_and_watch_on_applications_in_argocd() -> None:
-    assert watched() == {Permission("argoproj.io", "applications", verb, "argocd")
+def test_the_shipped_watches_need_list_and_watch_on_applications_and_workflows() -> None:
+    assert watched() == {Permission("argoproj.io", resource, verb, namespace)
+                         for resource, namespace in (("applications", "argocd"),
+                                                     ("workflows", "argo"))
                          for verb in WATCH_VERBS}  # fmt: skip
+
+
+def test_workflows_are_watched_in_argo_only() -> None:
+    """list/watch on workflows come from a Role in `argo`, not from the ClusterRole."""
+    have = granted(overlay("production"), SERVICE_ACCOUNT)
+    watching = {p for p in have if p.resource == "workflows" and p.verb in WATCH_VERBS}
+    assert watching == {Permission("argoproj.io", "workflows", v, "argo") for v in WATCH_VERBS}
+    assert missing({Permission("argoproj.io", "workflows", "watch", "team-a")}, have)
 
 
 def test_a_watch_without_a_namespace_needs_the_verbs_everywhere(tmp_path: Path) -> None:
