@@ -34,7 +34,7 @@ def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, A
         return ghevents.render(str(spec.get(key) or ""), {}, event).strip()
 
     number = given("number")
-    if number and not number.isdigit():
+    if number and not (number.isascii() and number.isdigit()):
         raise PermanentTriggerError(f"number {number!r} is not a PR or issue number")
     repo, sha = given("repo"), given("sha")
     if repo:

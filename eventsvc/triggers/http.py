@@ -92,6 +92,6 @@ class HttpTrigger:
             return TriggerResult(detail={"status": status, "url": url})
         message = f"{method} {url} answered {status}: {text.strip() or '(empty body)'}"
         if status >= 500 or status in _RETRYABLE:
-            delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+            delay = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
             raise TemporaryTriggerError(message, delay=delay)
         raise PermanentTriggerError(message)

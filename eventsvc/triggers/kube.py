@@ -151,7 +151,7 @@ def map_error(error: BaseException, call: Call) -> Exception:
             return PermanentTriggerError(f"{where}: rejected by the API server: {message}")
         if status == 429 or status >= 500 or status == 0:
             retry_after = (error.headers or {}).get("Retry-After")
-            delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+            delay = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
             return TemporaryTriggerError(f"{where}: {status or 'error'} {message}", delay=delay)
         return PermanentTriggerError(f"{where}: {status} {message}")
     if isinstance(error, urllib3.exceptions.HTTPError | OSError | TimeoutError):

@@ -154,3 +154,25 @@ def test_lint_warns_when_the_destination_comes_from_event_data(
     found = [w for w in warnings if "comes from event data" in w.message]
     assert bool(found) == warned, warnings
     assert all(w.severity == "warning" for w in found)
+
+
+async def test_a_retry_after_in_other_digits_is_ignored_not_a_crash(recorder: Recorder) -> None:
+    from eventsvc.errors import TemporaryTriggerError
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.Response(status=503, headers={"Retry-After": "\u00b2"}, text="busy")
+
+    app = web.Application()
+    app.router.add_post("/busy", busy)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/busy"
+        trigger, _ = _trigger(f'{{url: "{url}"}}')
+        with pytest.raises(TemporaryTriggerError) as caught:
+            await _fire(trigger, _event())
+        assert caught.value.delay is None
+    finally:
+        await runner.cleanup()
