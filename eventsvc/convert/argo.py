@@ -31,6 +31,15 @@ _SENSOR_NOTES = {
 }  # fmt: skip
 
 
+_MALFORMED = (TypeError, AttributeError, KeyError, ValueError, IndexError)
+
+
+def _malformed(e: Exception) -> str:
+    return (f"the manifest is malformed where the converter did not expect it "
+            f"({type(e).__name__}: {str(e)[:120]}); nothing was written for it; fix it "
+            "(kubectl apply --dry-run=server checks it) and convert again")
+
+
 def is_argo(value: Any) -> bool:
     return (isinstance(value, Mapping) and str(value.get("apiVersion", "")).startswith(API_GROUP)
             and value.get("kind") in KINDS)  # fmt: skip
@@ -59,13 +68,21 @@ def convert_paths(paths: Sequence[str | Path]) -> Result:
     found_sources = sources.Sources()
     for doc in (d for d in docs if d.value["kind"] == "EventSource"):
         out = Output(doc)
-        sources.convert_event_source(doc, out, found_sources)
+        try:
+            sources.convert_event_source(doc, out, found_sources)
+        except _MALFORMED as e:
+            out.not_converted((), (), _malformed(e))
         result.findings += out.findings
         _write_schedules(doc, out, found_sources, result)
     result.instructions = found_sources.instructions
     for doc in (d for d in docs if d.value["kind"] == "Sensor"):
         out = Output(doc)
-        value = convert_sensor(doc, out, found_sources)
+        try:
+            value = convert_sensor(doc, out, found_sources)
+        except _MALFORMED as e:
+            out.not_converted((), (), _malformed(e))
+            result.findings += out.findings
+            continue
         result.findings += out.findings
         name = value["metadata"]["name"]
         out.comments.setdefault((), []).insert(0, f"Converted from {doc.file} (Argo Events) "
@@ -102,7 +119,10 @@ def _write_schedules(doc: specfile.Document, out: Output, found: sources.Sources
 def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) -> dict[str, Any]:
     value = doc.value
     spec = value.get("spec") or {}
-    name = str(value.get("metadata", {}).get("name", "sensor"))
+    if not isinstance(spec, Mapping):
+        raise TypeError("spec must be a mapping")
+    meta = value.get("metadata") if isinstance(value.get("metadata"), Mapping) else {}
+    name = str(meta.get("name", "sensor"))
     new_name = sources.rfc1123(name)
     sensor: dict[str, Any] = {"apiVersion": specfile.API_VERSION, "kind": "Sensor",
                               "metadata": {"name": new_name}}  # fmt: skip
@@ -115,17 +135,20 @@ def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) 
         elif key not in ("dependencies", "triggers"):
             out.not_converted(("spec", key), ("spec",), f"{key!r} is not known to the converter")
     deps: dict[str, sources.SourceEvent] = {}
-    for i, dep in enumerate(spec.get("dependencies") or []):
+    for i, dep in enumerate(_list_of(spec, "dependencies", out)):
         converted = _dependency(dep, i, out, found, deps)
         if converted is not None:
             new_spec["dependencies"].append(converted)
     scope_resets: list[tuple[Any, Any]] = []
-    for i, item in enumerate(spec.get("triggers") or []):
+    for i, item in enumerate(_list_of(spec, "triggers", out)):
         src = ("spec", "triggers", i)
         dst = ("spec", "triggers", len(new_spec["triggers"]))
         scope = triggers.Scope(deps, _available(item, deps))
-        converted = triggers.convert_trigger(item, src, dst, out, scope) if isinstance(
-            item, Mapping) else None
+        converted = None
+        if isinstance(item, Mapping):
+            converted = triggers.convert_trigger(item, src, dst, out, scope)
+        else:
+            out.not_converted(src, dst, "a trigger must be a mapping with a template")
         scope_resets += scope.resets
         if converted is not None:
             new_spec["triggers"].append(converted)
@@ -136,6 +159,14 @@ def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) 
         new_spec["correlation"] = {"conditionsReset": resets}
     sensor["spec"] = new_spec
     return sensor
+
+
+def _list_of(spec: Mapping[str, Any], key: str, out: Output) -> list[Any]:
+    value = spec.get(key)
+    if value is None or isinstance(value, list):
+        return value or []
+    out.not_converted(("spec", key), ("spec", key), f"{key} must be a list")
+    return []
 
 
 def _collapse(out: Output, at: tuple[str | int, ...]) -> None:
@@ -159,7 +190,11 @@ def _dependency(dep: Any, i: int, out: Output, found: sources.Sources,
     if not isinstance(dep, Mapping) or not isinstance(dep.get("name"), str):
         out.not_converted(src, ("spec", "dependencies"), "a dependency needs a name")
         return None
-    se = found.find(str(dep.get("eventSourceName", "")), str(dep.get("eventName", "")))
+    if not dep.get("eventSourceName") or not dep.get("eventName"):
+        out.not_converted(src, ("spec", "dependencies"), "eventSourceName and eventName are "
+                          "required")  # fmt: skip
+        return None
+    se = found.find(str(dep["eventSourceName"]), str(dep["eventName"]))
     deps[dep["name"]] = se
     new: dict[str, Any] = {"name": dep["name"], "eventSubject": se.subject}
     if not se.type:

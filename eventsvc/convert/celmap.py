@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from eventsvc.convert.report import NotConvertible
+from eventsvc.sensors import cel
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CEL_RESERVED = frozenset({
@@ -128,7 +129,12 @@ def expr_to_cel(text: str, fields: Mapping[str, str]) -> str:
             words.append(("num", tok if any(c in tok for c in ".eE") else tok + ".0"))
         else:
             words.append(("op", tok))
-    return _join(_rewrite(words, text))
+    out = _join(_rewrite(words, text))
+    try:
+        cel.Program(out)
+    except cel.CelSyntaxError:
+        raise NotConvertible(f"{text!r} is not a complete expression") from None
+    return out
 
 
 def _rewrite(words: list[tuple[str, str]], text: str) -> list[str]:

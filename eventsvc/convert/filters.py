@@ -14,7 +14,7 @@ from typing import Any
 
 from eventsvc.convert import celmap
 from eventsvc.convert.celmap import Ref
-from eventsvc.convert.report import NotConvertible, Output
+from eventsvc.convert.report import NotConvertible, Output, listed, mapped
 from eventsvc.convert.sources import SourceEvent
 
 Path = tuple[str | int, ...]
@@ -49,6 +49,7 @@ def _ref(path: Any, se: SourceEvent) -> Ref:
 
 def data_item(item: Mapping[str, Any], se: SourceEvent) -> tuple[dict[str, Any] | None, str]:
     """(eventsvc data item or None, the same test in CEL)."""
+    item = mapped(item, "a data filter")
     if item.get("template"):
         raise NotConvertible("a data filter template (Go template over the value) is not "
                              "converted; write the test as a CEL expression in exprs")  # fmt: skip
@@ -121,7 +122,7 @@ def convert(flt: Mapping[str, Any], operator: str, se: SourceEvent, src: Path, d
     items: list[dict[str, Any]] = []
     item_cels: list[str] = []
     needs_cel = False
-    for i, item in enumerate(flt.get("data") or []):
+    for i, item in enumerate(_listed(flt, "data", src, dst, out)):
         try:
             plain, cel = data_item(item, se)
         except NotConvertible as e:
@@ -137,7 +138,7 @@ def convert(flt: Mapping[str, Any], operator: str, se: SourceEvent, src: Path, d
     # exprs
     expr_op = str(flt.get("exprLogicalOperator") or "and")
     exprs: list[str] = []
-    for i, ex in enumerate(flt.get("exprs") or []):
+    for i, ex in enumerate(_listed(flt, "exprs", src, dst, out)):
         try:
             exprs.append(_expr(ex, se))
         except NotConvertible as e:
@@ -146,6 +147,8 @@ def convert(flt: Mapping[str, Any], operator: str, se: SourceEvent, src: Path, d
         groups.append(_join(exprs, expr_op))
     # context
     argo_ctx = flt.get("context") or {}
+    if not isinstance(argo_ctx, Mapping):
+        out.not_converted((*src, "context"), dst, "context must be a mapping")
     ctx_tests: list[str] = []
     for key, value in argo_ctx.items() if isinstance(argo_ctx, Mapping) else ():
         if not value:
@@ -167,6 +170,8 @@ def convert(flt: Mapping[str, Any], operator: str, se: SourceEvent, src: Path, d
     if ctx_tests:
         groups.append(_join(ctx_tests, "and"))
     time = flt.get("time")
+    if time is not None and not isinstance(time, Mapping):
+        out.not_converted((*src, "time"), dst, "time must be a mapping with start and stop")
     window = _time(time) if isinstance(time, Mapping) else None
     if operator == "or" and len(groups) + (window is not None) > 1:
         if window is not None:
@@ -199,9 +204,18 @@ def convert(flt: Mapping[str, Any], operator: str, se: SourceEvent, src: Path, d
     return result, None
 
 
+def _listed(flt: Mapping[str, Any], key: str, src: Path, dst: Path, out: Output) -> list[Any]:
+    try:
+        return listed(flt.get(key), key)
+    except NotConvertible as e:
+        out.not_converted((*src, key), dst, str(e))
+        return []
+
+
 def _plain_flags(flt: Mapping[str, Any], se: SourceEvent) -> list[bool]:
     flags = []
-    for item in flt.get("data") or []:
+    data = flt.get("data")
+    for item in data if isinstance(data, list) else []:
         try:
             plain, _ = data_item(item, se)
         except NotConvertible:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventsvc import specfile
 
@@ -14,6 +15,24 @@ NOTE = "eventsvc: "
 
 class NotConvertible(ValueError):
     """Raised by the mapping helpers: the message says why."""
+
+
+def listed(value: Any, what: str) -> list[Any]:
+    """`value` when it is a list (None: empty); NotConvertible otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NotConvertible(f"{what} must be a list")
+    return value
+
+
+def mapped(value: Any, what: str) -> Mapping[str, Any]:
+    """`value` when it is a mapping (None: empty); NotConvertible otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise NotConvertible(f"{what} must be a mapping")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

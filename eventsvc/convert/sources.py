@@ -112,7 +112,10 @@ def convert_event_source(doc: specfile.Document, out: Output, found: Sources) ->
             continue
         base = ("spec", key)
         events = spec[key]
-        if key not in SUPPORTED or not isinstance(events, Mapping):
+        if key in SUPPORTED and not isinstance(events, Mapping):
+            out.not_converted(base, (), f"{key} must map event names to their settings")
+            continue
+        if key not in SUPPORTED:
             out.not_converted(base, (), f"{key} event sources have no eventsvc gateway; "
                               "publish CloudEvents on events.<origin>.<kind> from a service, "
                               "or POST them to /events")  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from eventsvc.convert import celmap
-from eventsvc.convert.report import NotConvertible, Output
+from eventsvc.convert.report import NotConvertible, Output, listed
 from eventsvc.convert.sources import SourceEvent, rfc1123
 
 Path = tuple[str | int, ...]
@@ -74,10 +74,10 @@ def convert_trigger(item: Mapping[str, Any], src: Path, dst: Path, out: Output,
     params: list[dict[str, Any]] = []
     tsrc: Path = (*src, "template", kind.key)
     tdst: Path = (*dst, "template", kind.key)
-    for i, p in enumerate(tpl[kind.key].get("parameters") or []):
+    for i, p in enumerate(_params(tpl[kind.key], tsrc, dst, out)):
         _parameter(p, (*tsrc, "parameters", i), (*dst, "parameters"), out, scope, kind,
                    kind.resource_prefix, params)  # fmt: skip
-    for i, p in enumerate(item.get("parameters") or []):
+    for i, p in enumerate(_params(item, src, dst, out)):
         _parameter(p, (*src, "parameters", i), (*dst, "parameters"), out, scope, kind,
                    None, params)  # fmt: skip
     for key in ("payload",):
@@ -89,6 +89,14 @@ def convert_trigger(item: Mapping[str, Any], src: Path, dst: Path, out: Output,
         result["parameters"] = params
     _delivery(item, src, dst, out, scope, result, kind, dlq)
     return result
+
+
+def _params(spec: Mapping[str, Any], src: Path, dst: Path, out: Output) -> list[Any]:
+    try:
+        return listed(spec.get("parameters"), "parameters")
+    except NotConvertible as e:
+        out.not_converted((*src, "parameters"), dst, str(e))
+        return []
 
 
 def _kind(tpl: Mapping[str, Any], src: Path, dst: Path, out: Output) -> _Kind | None:
@@ -441,12 +449,18 @@ def _delivery(item: Mapping[str, Any], src: Path, dst: Path, out: Output, scope:
             if "jitter" in retry:
                 new["jitter"] = min(1.0, _amount(retry["jitter"]))
             result["retryStrategy"] = new
-        except NotConvertible as e:
+        except (NotConvertible, ValueError, TypeError) as e:
             out.not_converted((*src, "retryStrategy"), dst, str(e))
     rate = item.get("rateLimit")
     if isinstance(rate, Mapping):
-        result["rateLimit"] = {"requestsPerUnit": int(rate.get("requestsPerUnit") or 1),
-                               "unit": str(rate.get("unit") or "Second")}  # fmt: skip
+        unit = str(rate.get("unit") or "Second")
+        try:
+            if unit not in ("Second", "Minute", "Hour"):
+                raise ValueError(f"unit {unit!r} is not Second, Minute or Hour")
+            result["rateLimit"] = {"requestsPerUnit": int(rate.get("requestsPerUnit") or 1),
+                                   "unit": unit}  # fmt: skip
+        except (ValueError, TypeError) as e:
+            out.not_converted((*src, "rateLimit"), dst, str(e))
     policy = item.get("policy")
     if isinstance(policy, Mapping):
         _policy(policy, (*src, "policy"), dst, out, kind)
@@ -483,8 +497,8 @@ def _policy(policy: Mapping[str, Any], src: Path, dst: Path, out: Output, kind: 
                                   "the run when the policy times out")  # fmt: skip
     status = policy.get("status")
     if isinstance(status, Mapping):
-        allow = [int(s) for s in status.get("allow") or []]
-        if all(200 <= s < 300 for s in allow):
+        allow = [s for s in status.get("allow") or [] if isinstance(s, int)]
+        if allow and all(200 <= s < 300 for s in allow):
             out.note(dst, "policy.status: eventsvc counts every 2xx as success")
         else:
             out.not_converted((*src, "status", "allow"), dst, "eventsvc's http trigger counts "

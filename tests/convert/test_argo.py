@@ -263,3 +263,69 @@ def test_argo_exprs_shape_prints_no_parser_dump(capsys: pytest.CaptureFixture[st
     assert "STATE STACK" not in captured.out + captured.err
     assert "{expr, fields}" in captured.out
     assert len(captured.out) < 1000
+
+
+# -- NATS: templates, trigger-level parameters, patch, terminate, dlqTrigger, `or` -------------
+
+
+def nats_event(data: dict[str, Any]) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": "b1", "type": "nats", "source": "nats",
+            "subject": "builds", "datacontenttype": "application/json", "data": data}  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "fires"), [
+    ({"id": 42, "status": "failed", "retries": 0}, True),
+    ({"id": 42, "status": "ok", "retries": 3}, True),  # filtersLogicalOperator: or
+    ({"id": 42, "status": "ok", "retries": 1}, False),
+    ({"id": 42, "status": "failed-ish", "retries": 1}, False),
+])  # fmt: skip
+def test_nats_sensor_fires_where_argo_fires(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                            data: dict[str, Any], fires: bool) -> None:  # fmt: skip
+    rc, out, err = convert(capsys, tmp_path / "out", ARGO / "nats.yaml")
+    assert rc == 0, err
+    assert "--nats-subject events.nats.nats.builds" in out
+    lint_clean(tmp_path / "out")
+    event = nats_event({**data, "tags": [], "workflow": "w"})
+    rc, text = dry_run(capsys, tmp_path, tmp_path / "out" / "builds.yaml", event,
+                       "--nats-subject", "events.nats.nats.builds",
+                       "--expect-fire" if fires else "--expect-no-fire", "mark-build")
+    assert rc == 0, text
+
+
+def test_templates_render_as_argo_renders_them(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:  # fmt: skip
+    convert(capsys, tmp_path / "out", ARGO / "nats.yaml")
+    event = nats_event({"id": 42, "status": "failed", "retries": 0, "tags": ["a", "b"],
+                        "workflow": "build-42"})  # fmt: skip
+    rc, text = dry_run(capsys, tmp_path, tmp_path / "out" / "builds.yaml", event,
+                       "--nats-subject", "events.nats.nats.builds")
+    assert rc == 0, text
+    assert '"status": "failed"' in text  # "{{ .Input.body.status }}" -> src.expr
+    assert '"summary": "build 42 is failed"' in text  # text and a sprig default, in place
+    assert '"source": "nats/builds"' in text  # contextTemplate
+    assert '"tags": "tags=[\\"a\\",\\"b\\"]"' in text  # toJson inside text: compact JSON
+    assert '"namespace": "ci"' in text  # trigger-level parameter, missing key: its default
+    assert '"name": "build-42"' in text  # terminate: the Workflow's name from the event
+
+
+def test_malformed_manifests_are_findings_not_tracebacks(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    rc, _, err = convert(capsys, tmp_path / "out", ARGO / "malformed.yaml")
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "spec.dependencies[0].filters.data: data must be a list" in err
+    assert "'x ==' is not a complete expression" in err
+    assert "nothing was written for it" in err  # spec: [1, 2]
+    assert "spec.github: github must map event names to their settings" in err
+
+
+def test_exprs_translate_to_cel() -> None:
+    from eventsvc.convert import celmap
+
+    fields = {"a": "data.a", "b": "data.b"}
+    assert celmap.expr_to_cel("a in ('x', 'y') && b !~ '^t'", fields) == (
+        'data.a in ["x", "y"] && !string(data.b).matches("^t")')
+    assert celmap.expr_to_cel("a != nil || 2 < b", fields) == (
+        "data.a != null || 2.0 < double(data.b)")
+    with pytest.raises(celmap.NotConvertible, match="neither a field"):
+        celmap.expr_to_cel("c == 1", fields)
