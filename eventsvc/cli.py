@@ -186,13 +186,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     logs.configure("console", "error")  # stdout is the table
 
     async def show(bus: bus_mod.Bus) -> int:
-        print(results.header(), flush=True)
+        if args.output == "table":
+            print(results.header(), flush=True)
         async for msg in bus.read_stream(RESULTS, subject, follow=args.follow):
             try:
                 event = events.from_nats(msg.headers, msg.data)
             except events.EventDecodeError:
                 continue
-            print(results.row(event), flush=True)
+            line = json.dumps(events.to_dict(event)) if args.output == "json" else None
+            print(line or results.row(event), flush=True)
         return EXIT_OK
 
     return _on_bus("results", url, show)
@@ -202,6 +204,8 @@ def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("results", help="show trigger run results as a table")
     p.add_argument("--sensor", help="only this sensor's results")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new results")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table",
+                   help="json: each result CloudEvent as one JSON line")  # fmt: skip
     p.add_argument("--nats-url", help="default: EVENTSVC_NATS_URL, else the embedded server "
                    "a local `eventsvc run` started (under EVENTSVC_DATA_DIR or .eventsvc), "
                    "else nats://127.0.0.1:4222")
@@ -254,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eventsvc.convert import commands as convert_commands
 
     convert_commands.add_parser(sub)
+    from eventsvc.console import commands as console_commands
+
+    console_commands.add_parser(sub)
     return parser
 
 

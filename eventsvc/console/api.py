@@ -244,7 +244,7 @@ class Api:
                         continue
                     subject, headers, body = pending.result()
                     pending, idle = None, 0.0
-                    item = await _live_item(bus, subject, headers, body)
+                    item = await live_item(bus, subject, headers, body)
                     if item is not None and test(item):
                         await resp.write(b"data: " + json.dumps(item).encode() + b"\n\n")
             except (ConnectionResetError, StopAsyncIteration):
@@ -256,7 +256,7 @@ class Api:
         return resp
 
 
-async def _live_item(bus: Bus, subject: str, headers: Any, body: bytes) -> dict[str, Any] | None:
+async def live_item(bus: Bus, subject: str, headers: Any, body: bytes) -> dict[str, Any] | None:
     attrs = events.binary_attributes(headers)
     if attrs is None:
         try:
