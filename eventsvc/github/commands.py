@@ -10,7 +10,7 @@ import sys
 from eventsvc.config import load_config
 from eventsvc.durations import format_duration, parse_duration
 from eventsvc.errors import ConfigError, TriggerError
-from eventsvc.github import redeliver
+from eventsvc.github import hooks, redeliver
 from eventsvc.github.client import GitHubClient, GitHubSettings
 
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--dry-run", action="store_true", help="list what would be redelivered")
     r.add_argument("--config", help="YAML config file (or EVENTSVC_CONFIG)")
     r.set_defaults(func=cmd_redeliver)
+    hooks.add_parser(gsub)
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
