@@ -75,7 +75,7 @@ class State:
         }
         if "sensors" in config.components:
             checks["sensors_loaded"] = self.sensors_loaded
-        if self.watch is not None:
+        if self.watch is not None and self.watch.states:
             checks["watches_connected"] = self.watch.ready()
         return checks
 
@@ -135,8 +135,9 @@ class Service:
         if "cron" in config.components:
             self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
             await self._cron.start(timers)
-        if watched:  # the component runs only when a Watch file exists
-            self.state.watch = WatchGateway(bus, lambda: kube.Cluster.connect(config))
+        if "watch" in config.components:  # connects to the cluster once a Watch file exists
+            self.state.watch = WatchGateway(bus, lambda: kube.Cluster.connect(config),
+                                            sensors_dir=config.sensors_dir)  # fmt: skip
             await self.state.watch.start(watched)
         log.info("eventsvc ready", components=list(config.components), nats=logs.redact_url(url),
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip

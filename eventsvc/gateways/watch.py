@@ -23,6 +23,16 @@ with a doubling backoff; each watch's state is exposed for readiness.
 An event is published before its state is recorded in KV: a process that dies between
 the two announces the change again after its restart, with the same `Nats-Msg-Id`, which
 JetStream drops within its duplicate window (`streams.duplicateWindow`, 24 h).
+
+Reload: the gateway polls the sensors directory (file names, mtimes and sizes) and
+replaces its watches when Watch files change; a change with problems is logged and the
+running set kept. An added Watch starts (silently recording what exists, or resuming
+from its KV state when it ran before); a removed one stops (its KV state is kept, so
+adding it back resumes). A changed Watch restarts: when its resource or namespace
+changed its KV state is forgotten and it starts afresh; otherwise it relists and
+announces what entered or left its selection, while objects recorded under another
+list of `fields` are recorded again silently. The cluster is connected to when the
+first Watch starts, so a service without Watch files needs no cluster.
 """
 
 from __future__ import annotations
@@ -34,9 +44,10 @@ import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from eventsvc import events, logs, metrics, subjects, watches
+from eventsvc import events, logs, metrics, specfile, subjects, watches
 from eventsvc.bus import Bus, KeyValueStore
 from eventsvc.errors import BusError, EventsvcError, PermanentTriggerError, TemporaryTriggerError
 from eventsvc.triggers import kube
@@ -191,8 +202,9 @@ class _Runner:
     """Lists and watches one resource; decides what to announce against the KV."""
 
     def __init__(self, watch: Watch, cluster: kube.Cluster, bus: Bus, kv: KeyValueStore,
-                 state: WatchState, max_backoff: float) -> None:  # fmt: skip
+                 state: WatchState, max_backoff: float, relist: bool = False) -> None:  # fmt: skip
         self.watch, self.cluster, self.bus, self.kv, self.state = watch, cluster, bus, kv, state
+        self.relist_first = relist  # the Watch changed: compare everything with the KV
         self.res = kube.Resource(watch.api_version, "", watch.resource, namespaced=True)
         self.source = str(cluster.api.configuration.host)
         self.max_backoff = max_backoff
@@ -212,6 +224,8 @@ class _Runner:
                 if resumed is None:
                     stored = await self.kv.get(f"{self.watch.name}.rv")
                     rv, resumed = (stored[0].decode() if stored else None), stored is not None
+                    if self.relist_first:
+                        rv = None
                 if rv is None:  # first start: record silently; later: announce differences
                     rv = await self.relist(announce=bool(resumed))
                     resumed = True
@@ -299,6 +313,8 @@ class _Runner:
                 break  # already announced, or a state older than the one stored
             before = old.get("fields") if old else None
             change = watches.classify(before, values)
+            if isinstance(before, dict) and set(before) != set(values):
+                change = None  # recorded under another list of fields: a new baseline
             if announce and change is not None:
                 # announced before it is recorded: a crash in between announces it again
                 # after the restart, under the same Nats-Msg-Id, which JetStream drops
@@ -366,39 +382,102 @@ class WatchGateway:
         *,
         kv_bucket: str = KV_BUCKET,
         max_backoff: float = 30.0,
+        sensors_dir: str | Path | None = None,
+        poll_interval: float = 2.0,
     ) -> None:
         self.bus = bus
         self._connect = connect
         self._bucket = kv_bucket
         self._max_backoff = max_backoff
+        self._sensors_dir = Path(sensors_dir) if sensors_dir else None
+        self._poll_interval = poll_interval
+        self._files_seen: dict[Path, specfile.Stamp] | None = None
+        self._kv: KeyValueStore | None = None
         self._cluster: kube.Cluster | None = None
+        self._watches: dict[str, Watch] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reload_task: asyncio.Task[None] | None = None
         self.states: dict[str, WatchState] = {}
 
+    @property
+    def watches(self) -> list[Watch]:
+        return list(self._watches.values())
+
     async def start(self, initial: Sequence[Watch]) -> None:
-        kv = await self.bus.kv(self._bucket)
-        self._cluster = await self._connect()
-        for watch in initial:
-            state = self.states[watch.name] = WatchState()
-            runner = _Runner(watch, self._cluster, self.bus, kv, state, self._max_backoff)
-            self._tasks[watch.name] = asyncio.create_task(runner.run(), name=f"watch-{watch.name}")
+        self._kv = await self.bus.kv(self._bucket)
+        if self._sensors_dir is not None:
+            self._files_seen = specfile.file_stamps(self._sensors_dir)
+        await self.replace_watches(initial)
+        if self._sensors_dir is not None:
+            self._reload_task = asyncio.create_task(self._reload_loop(), name="watch-reload")
         log.info("watch gateway started", watches=sorted(self._tasks))
 
-    async def stop(self) -> None:
-        for task in self._tasks.values():
+    async def replace_watches(self, new: Sequence[Watch]) -> None:
+        """Run exactly `new` from now on: added ones start, removed ones stop, changed ones
+        restart (see the module's notes on what a changed Watch announces)."""
+        wanted = {w.name: w for w in new}
+        for name in [n for n in self._watches if n not in wanted]:
+            await self._stop_one(name)
+            log.info("watch removed", watch=name)
+        for name, watch in wanted.items():
+            running = self._watches.get(name)
+            if running is not None and running.same_as(watch):
+                continue
+            relist = running is not None
+            if running is not None:
+                await self._stop_one(name)
+                if _identity(running) != _identity(watch):
+                    await self._forget(name)
+                    relist = False
+                log.info("watch changed", watch=name)
+            elif self._reload_task is not None:  # not the initial set
+                log.info("watch added", watch=name)
+            await self._start_one(watch, relist)
+
+    async def _start_one(self, watch: Watch, relist: bool) -> None:
+        assert self._kv is not None
+        if self._cluster is None:  # the first Watch: connect now
+            self._cluster = await self._connect()
+        state = self.states[watch.name] = WatchState()
+        runner = _Runner(watch, self._cluster, self.bus, self._kv, state, self._max_backoff,
+                         relist)  # fmt: skip
+        self._watches[watch.name] = watch
+        self._tasks[watch.name] = asyncio.create_task(runner.run(), name=f"watch-{watch.name}")
+
+    async def _stop_one(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        self._watches.pop(name, None)
+        self.states.pop(name, None)
+        if task is not None:
             task.cancel()
-        results = await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self._tasks.clear()
-        for r in results:
-            if isinstance(r, Exception):
-                log.error("watch task failed", error=f"{type(r).__name__}: {r}")
+            (result,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(result, Exception):
+                log.error("watch task failed", watch=name, error=f"{type(result).__name__}: "
+                          f"{result}")  # fmt: skip
+
+    async def _forget(self, name: str) -> None:
+        """Drop a Watch's KV state: it watches something else now."""
+        assert self._kv is not None
+        prefix = f"{name}."
+        for key in await self._kv.keys():
+            if key.startswith(prefix):
+                await self._kv.delete(key)
+
+    async def stop(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            await asyncio.gather(self._reload_task, return_exceptions=True)
+            self._reload_task = None
+        for name in list(self._tasks):
+            await self._stop_one(name)
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
         log.info("watch gateway stopped")
 
     def failed(self) -> BaseException | None:
-        for task in self._tasks.values():
+        tasks = [*self._tasks.values(), *([self._reload_task] if self._reload_task else [])]
+        for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return task.exception()
         return None
@@ -406,3 +485,35 @@ class WatchGateway:
     def ready(self) -> bool:
         """Every watch has an open stream (reported by /readyz)."""
         return all(s.watching for s in self.states.values())
+
+    # ------------------------------------------------------------ reload
+
+    async def _reload_loop(self) -> None:
+        assert self._sensors_dir is not None
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            seen = await asyncio.to_thread(specfile.file_stamps, self._sensors_dir)
+            if seen == self._files_seen:
+                continue
+            self._files_seen = seen
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read Watch files from the sensors directory; False (and logs) when invalid."""
+        assert self._sensors_dir is not None
+        found, problems = await asyncio.to_thread(watches.load_watches, [self._sensors_dir])
+        if problems:
+            for p in problems:
+                log.error("watch file invalid; keeping the running watches", problem=str(p))
+            return False
+        try:
+            await self.replace_watches(found)
+        except (EventsvcError, OSError) as e:  # e.g. no cluster configured for a first Watch
+            log.error("watches not reloaded", error=str(e))
+            self._files_seen = None  # try again at the next poll
+            return False
+        return True
+
+
+def _identity(watch: Watch) -> tuple[str, str, str, str | None]:
+    return (watch.group, watch.version, watch.resource, watch.namespace)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ from aiohttp import web
 
 from eventsvc import events, specfile, watches
 from eventsvc.bus import Bus
+from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.bus.streams import EVENTS
 from eventsvc.config import Config
 from eventsvc.gateways.watch import WatchGateway
 from eventsvc.triggers import kube
+from tests.conftest import RunningService
 from tests.triggers.kubeapi import KubeApi, build_app, write_kubeconfig
 
 AV = "argoproj.io/v1alpha1"
@@ -215,3 +218,136 @@ async def test_two_replicas_announce_each_change_once(
     found = await wait_events(bus, 5)
     assert [summary(e)[0] for e in found] == ["added", "changed", "changed", "changed", "deleted"]
     assert one.states["apps"].published + two.states["apps"].published == 5
+
+
+# ---------------------------------------------------------------- hot reload
+
+
+@pytest.fixture
+async def reloading(
+    api: KubeApi, bus: Bus, config_factory: Callable[..., Config], tmp_path: Path
+) -> AsyncIterator[tuple[WatchGateway, Path, list[int]]]:
+    """A gateway reloading Watch files from a directory that starts empty, and how many
+    times it connected to the cluster."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+    config = dataclasses.replace(
+        config_factory(), sections={"kubernetes": {"kubeconfig": str(kubeconfig)}}
+    )
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    connects: list[int] = []
+
+    async def connect() -> kube.Cluster:
+        connects.append(1)
+        return await kube.Cluster.connect(config)
+
+    gateway = WatchGateway(bus, connect, max_backoff=0.2, sensors_dir=folder, poll_interval=0.05)
+    await gateway.start([])
+    try:
+        yield gateway, folder, connects
+    finally:
+        await gateway.stop()
+
+
+def write_watch(folder: Path, text: str = WATCH) -> None:
+    path = folder / "apps.yaml"
+    path.write_text(text)
+    stamp = path.stat().st_mtime_ns + 1_000_000  # a new stamp even within one clock tick
+    os.utime(path, ns=(stamp, stamp))
+
+
+async def test_a_watch_file_added_while_running_starts_watching(
+    api: KubeApi, bus: Bus, reloading: tuple[WatchGateway, Path, list[int]]
+) -> None:
+    gateway, folder, connects = reloading
+    api.seed(app("before"))
+    await asyncio.sleep(0.2)
+    assert gateway.states == {} and gateway.ready() and connects == []  # no cluster needed yet
+    write_watch(folder)
+    await until(lambda: "apps" in gateway.states and gateway.ready())
+    assert connects == [1]
+    api.seed(app("shop"))
+    [added] = await wait_events(bus, 1)  # "before" existed already: recorded silently
+    assert summary(added)[:2] == ("added", "argocd/shop")
+
+
+async def test_a_removed_watch_file_stops_and_adding_it_back_resumes(
+    api: KubeApi, bus: Bus, reloading: tuple[WatchGateway, Path, list[int]]
+) -> None:
+    gateway, folder, _ = reloading
+    write_watch(folder)
+    await until(lambda: "apps" in gateway.states and gateway.ready())
+    api.seed(app("shop"))
+    await wait_events(bus, 1)
+    (folder / "apps.yaml").unlink()
+    await until(lambda: gateway.states == {})
+    assert gateway.watches == []
+    status(api, "shop", health=health("Healthy"))  # while not watched
+    await asyncio.sleep(0.3)
+    assert len(await announced(bus)) == 1
+    write_watch(folder)  # resumes from the kept resourceVersion: the change is announced once
+    found = await wait_events(bus, 2)
+    assert summary(found[1])[:2] == ("changed", "argocd/shop")
+
+
+async def test_a_changed_watch_restarts_without_announcing_its_new_baseline(
+    api: KubeApi, bus: Bus, reloading: tuple[WatchGateway, Path, list[int]]
+) -> None:
+    gateway, folder, _ = reloading
+    write_watch(folder, WATCH.replace(", status.sync.status]", "]"))
+    await until(lambda: "apps" in gateway.states and gateway.ready())
+    api.seed(app("shop"))
+    api.seed({**app("other"), "metadata": {"name": "other", "namespace": "argocd",
+                                           "labels": {"tier": "web"}}})  # fmt: skip
+    await wait_events(bus, 1)
+    status(api, "shop", sync={"status": "Synced"})  # not watched yet: silent
+    # more fields, and a selector that now also takes `other` in
+    write_watch(folder, WATCH.replace("eventsvc.dev/managed=true", "tier!=cache"))
+    await until(lambda: [len(w.fields) for w in gateway.watches] == [2] and gateway.ready())
+    found = await wait_events(bus, 2)  # `other` entered the selection; `shop` is a baseline
+    assert summary(found[1])[:2] == ("added", "argocd/other")
+    status(api, "shop", sync={"status": "OutOfSync"})  # the new field is watched
+    found = await wait_events(bus, 3)
+    assert summary(found[2]) == ("changed", "argocd/shop", {
+        "status.sync.status": {"from": "Synced", "to": "OutOfSync"}})  # fmt: skip
+
+
+async def test_a_watch_moved_to_another_namespace_starts_afresh_and_bad_files_are_ignored(
+    api: KubeApi, bus: Bus, reloading: tuple[WatchGateway, Path, list[int]]
+) -> None:
+    gateway, folder, _ = reloading
+    api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    write_watch(folder)
+    await until(lambda: "apps" in gateway.states and gateway.ready())
+    api.seed(app("shop"))
+    await wait_events(bus, 1)
+    write_watch(folder, WATCH.replace("fields:", "feilds:"))  # invalid: the running set stays
+    await asyncio.sleep(0.3)
+    assert gateway.watches[0].namespace == "argocd" and gateway.ready()
+    api.seed({**app("team-app"), "metadata": {"name": "team-app", "namespace": "team",
+                                              "labels": {"eventsvc.dev/managed": "true"}}})
+    write_watch(folder, WATCH.replace("namespace: argocd", "namespace: team"))
+    await until(lambda: [w.namespace for w in gateway.watches] == ["team"] and gateway.ready())
+    await asyncio.sleep(0.3)
+    assert len(await announced(bus)) == 1  # team-app existed before: recorded silently,
+    status(api, "shop", health=health("Degraded"))  # and argocd is no longer watched
+    api.modify(AV, "applications", "team-app", "team", {"status": {"health": health("Healthy")}})
+    found = await wait_events(bus, 2)
+    assert summary(found[1])[:2] == ("changed", "team/team-app")
+
+
+async def test_the_running_service_picks_up_a_first_watch_file(
+    api: KubeApi, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    nats_server: EmbeddedNats, start_service: Callable[..., Awaitable[RunningService]],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("EVENTSVC_KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", api.url)))
+    service = await start_service(nats_url=nats_server.url)
+    gateway = service.service.state.watch
+    assert gateway is not None and gateway.states == {}
+    assert "watches_connected" not in service.service.state.readiness(service.service.config)
+    write_watch(tmp_path / "sensors")
+    await until(lambda: "apps" in gateway.states and gateway.ready(), limit=30)
+    assert service.service.state.readiness(service.service.config)["watches_connected"]
+    api.seed(app("shop"))
+    [added] = await wait_events(bus, 1)
+    assert summary(added)[:2] == ("added", "argocd/shop")
