@@ -153,6 +153,10 @@ def _github(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | in
     lines.append("  point the webhook of " + (", ".join(r.removeprefix("https://github.com/")
                  for r in repos) or ", ".join(orgs) or "the repositories") +
                  " at https://<eventsvc host>/webhooks/github, content type application/json")
+    where = " ".join([f"--repo {r.removeprefix('https://github.com/')}" for r in repos]
+                     + [f"--org {o}" for o in orgs]) or "--repo OWNER/NAME"
+    lines.append(f"  (eventsvc github hooks sync {where} --url https://<eventsvc host>/webhooks/"
+                 "github creates or repairs it, as Argo's event source did)")
     if "*" not in kinds:
         lines.append(f"  events: {', '.join(kinds)} (eventsvc config github.allowedEvents: "
                      f"[{', '.join(kinds)}] accepts only these)")

@@ -231,7 +231,7 @@ def test_unsupported_features_are_commented_reported_and_exit_1(
 
 def test_no_argo_manifest_is_a_usage_error(capsys: pytest.CaptureFixture[str],
                                            tmp_path: Path) -> None:  # fmt: skip
-    rc, _, err = convert(capsys, tmp_path / "out", Path("sensors"))
+    rc, _, err = convert(capsys, tmp_path / "out", ARGO.parents[2] / "sensors")
     assert rc == 2
     assert "no Argo Events Sensor or EventSource" in err
 
