@@ -12,6 +12,7 @@ import re
 import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import nats
@@ -161,6 +162,11 @@ class Delivery:
     @property
     def stream_seq(self) -> int:
         return int(self._msg.metadata.sequence.stream)
+
+    @property
+    def stored_at(self) -> datetime | None:
+        """When the stream stored the message."""
+        return self._msg.metadata.timestamp
 
     @property
     def num_pending(self) -> int:

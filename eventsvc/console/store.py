@@ -12,9 +12,10 @@ import json
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from eventsvc import events
+from eventsvc import events, subjects
 from eventsvc.bus import Bus, Delivery
 from eventsvc.bus.claims import HEADER as CLAIM_HEADER
 from eventsvc.errors import EventsvcError
@@ -34,11 +35,15 @@ class Stored:
     subject: str
     headers: Mapping[str, str]
     body: bytes
+    stored_at: datetime | None = None
 
 
-async def newest(bus: Bus, stream: str, scan: int = 0) -> AsyncGenerator[Stored, None]:
-    """Messages of `stream` newest first, in windows of `WINDOW`; at most `scan` messages
-    of the stream looked at (0: all). Close it (`contextlib.aclosing`) when stopping early."""
+async def newest(
+    bus: Bus, stream: str, scan: int = 0, subject: str | None = None
+) -> AsyncGenerator[Stored, None]:
+    """Messages of `stream` (on `subject`, filtered by the server) newest first, in windows
+    of `WINDOW` sequences; at most `scan` sequences of the stream looked at (0: all).
+    Close it (`contextlib.aclosing`) when stopping early."""
     state = await bus.stream_state(stream)
     if state.messages == 0:
         return
@@ -46,21 +51,27 @@ async def newest(bus: Bus, stream: str, scan: int = 0) -> AsyncGenerator[Stored,
     floor = max(state.first_seq, end - scan + 1) if scan else state.first_seq
     while end >= floor:
         start = max(floor, end - WINDOW + 1)
-        for item in reversed(await window(bus, stream, start, end)):
-            yield Stored(item.stream_seq, item.subject, dict(item.headers), item.data)
+        for item in reversed(await window(bus, stream, start, end, subject)):
+            yield _stored(item)
         end = start - 1
 
 
-async def window(bus: Bus, stream: str, start: int, end: int) -> list[Delivery]:
-    """The messages of `stream` from sequence `start` to `end`, oldest first."""
+def _stored(item: Delivery) -> Stored:
+    return Stored(item.stream_seq, item.subject, item.headers, item.data, item.stored_at)
+
+
+async def window(
+    bus: Bus, stream: str, start: int, end: int, subject: str | None = None
+) -> list[Delivery]:
+    """The messages of `stream` (on `subject`) from sequence `start` to `end`, oldest first."""
     out: list[Delivery] = []
-    async with contextlib.aclosing(bus.read_stream(stream, start=start)) as items:
+    async with contextlib.aclosing(bus.read_stream(stream, subject, start=start)) as items:
         async for item in items:
             if item.stream_seq > end:
                 break
             out.append(item)
-            if item.stream_seq == end:
-                break  # not waiting for a fetch to come back empty
+            if item.stream_seq == end or item.num_pending == 0:
+                break  # the last one: not waiting for a fetch to come back empty
     return out
 
 
@@ -120,12 +131,12 @@ async def list_events(
 async def find_event(bus: Bus, event_id: str, seq: int = 0) -> tuple[Stored, CloudEvent] | None:
     """The newest stored event with id `event_id` (at `seq` when given and still there)."""
     if seq:
-        got = await bus.get_message(EVENTS, seq)
-        if got is not None:
-            found = await _with_id(bus, Stored(seq, "", got[0], got[1]), event_id)
+        at = await window(bus, EVENTS, seq, seq)
+        if at and at[0].stream_seq == seq:
+            msg = _stored(at[0])
+            found = await _with_id(bus, msg, event_id)
             if found is not None:
-                at = await window(bus, EVENTS, seq, seq)
-                return Stored(seq, at[0].subject if at else "", got[0], got[1]), found
+                return msg, found
     async with contextlib.aclosing(newest(bus, EVENTS)) as stored:
         async for msg in stored:
             event = await _with_id(bus, msg, event_id)
@@ -165,16 +176,19 @@ async def list_runs(
     sensor: str = "",
     trigger: str = "",
     outcome: str = "",
-    since: str = "",
+    since: str | datetime = "",
     event_id: str = "",
     limit: int = 100,
     scan: int = 20_000,
+    subject: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Results newest first; `since` is an RFC 3339 time (runs at or after it)."""
+    """Results newest first; `since` is a time (RFC 3339 text or a datetime): the scan
+    stops at the first result older than it."""
+    floor = _when(since) if isinstance(since, str) else since
     out: list[dict[str, Any]] = []
     needle = json.dumps(event_id).encode() if event_id else b""
     wanted = {"sensor": sensor, "trigger": trigger, "outcome": outcome}
-    async with contextlib.aclosing(newest(bus, RESULTS, scan=scan)) as stored:
+    async with contextlib.aclosing(newest(bus, RESULTS, scan, subject)) as stored:
         async for msg in stored:
             if needle and needle not in msg.body and CLAIM_HEADER not in msg.headers:
                 continue  # cheap: most results do not name the event
@@ -182,7 +196,8 @@ async def list_runs(
                 record = run_record(msg, await decode(bus, msg))
             except EventsvcError:
                 continue
-            if since and str(record.get("time") or "") < since:
+            when = _when(str(record.get("time") or ""))
+            if floor is not None and when is not None and when < floor:
                 break  # newest first: everything further back is older still
             if any(v and record.get(k) != v for k, v in wanted.items()):
                 continue
@@ -192,6 +207,52 @@ async def list_runs(
             if len(out) >= limit:
                 break
     return out
+
+
+def _when(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+RUN_CLOCK_SKEW = timedelta(minutes=2)
+"""A result is published after its event was stored; the scan for an event's runs stops
+at results older than the event by this much (replicas' clocks may differ a little)."""
+
+
+async def runs_of(
+    bus: Bus, msg: Stored, event_id: str, sensors: list[str], limit: int = 200
+) -> list[dict[str, Any]]:
+    """The results of the runs the stored event `msg` caused among `sensors` (those it
+    matched: only their result subjects are read)."""
+    since = msg.stored_at - RUN_CLOCK_SKEW if msg.stored_at is not None else ""
+    out: list[dict[str, Any]] = []
+    for sensor in sensors:
+        out += await list_runs(bus, event_id=event_id, since=since, limit=limit,
+                               subject=f"results.{subjects.token(sensor)}.>")  # fmt: skip
+    return sorted(out, key=lambda r: r["seq"], reverse=True)
+
+
+async def run_counts(bus: Bus, scan: int) -> dict[tuple[str, str, str], int]:
+    """(sensor, trigger, outcome) -> runs among the newest `scan` results. A binary-mode
+    result's body is its data: read as JSON alone, without building the CloudEvent."""
+    counts: dict[tuple[str, str, str], int] = {}
+    async with contextlib.aclosing(newest(bus, RESULTS, scan=scan)) as stored:
+        async for msg in stored:
+            try:
+                if attributes(msg) is not None and CLAIM_HEADER not in msg.headers:
+                    data = json.loads(msg.body)
+                else:
+                    data = (await decode(bus, msg)).get_data()
+            except (ValueError, EventsvcError):
+                continue
+            if isinstance(data, dict):
+                key = (str(data.get("sensor")), str(data.get("trigger")),
+                       str(data.get("outcome")))  # fmt: skip
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 async def find_run(bus: Bus, run_id: str) -> dict[str, Any] | None:

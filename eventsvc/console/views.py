@@ -30,8 +30,8 @@ from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.engine import Engine
 from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
 
-OVERVIEW_EVENTS = 2000  # the newest events the overview counts sources over
-OVERVIEW_RESULTS = 5000  # the newest results it counts runs over
+OVERVIEW_EVENTS = 1000  # the newest events the overview counts sources over
+OVERVIEW_RESULTS = 2000  # the newest results it counts runs over
 
 
 class ServiceView(Protocol):
@@ -127,13 +127,15 @@ class Views:
         doc = events.to_dict(event)
         data = doc.pop("data", None)
         data_b64 = doc.pop("data_base64", None)
+        verdicts = self.verdicts(msg.subject, event)
+        matched = [v["sensor"] for v in verdicts if v["matched"]]
         return {
             "seq": msg.seq,
             "natsSubject": msg.subject,
             "attributes": doc,
             "data": data if data_b64 is None else {"data_base64": data_b64},
-            "verdicts": self.verdicts(msg.subject, event),
-            "runs": await store.list_runs(bus, event_id=event_id, limit=200),
+            "verdicts": verdicts,
+            "runs": await store.runs_of(bus, msg, event_id, matched),
         }
 
     # ------------------------------------------------------------ overview
@@ -145,11 +147,7 @@ class Views:
                 attrs = store.attributes(msg) or {}
                 origin = msg.subject.split(".")[1] if msg.subject.count(".") else msg.subject
                 sources[(origin, str(attrs.get("source", "?")), str(attrs.get("type", "?")))] += 1
-        runs: Counter[tuple[str, str, str]] = Counter()
-        for record in await store.list_runs(bus, limit=OVERVIEW_RESULTS, scan=OVERVIEW_RESULTS):
-            key = (str(record.get("sensor")), str(record.get("trigger")),
-                   str(record.get("outcome")))  # fmt: skip
-            runs[key] += 1
+        runs = await store.run_counts(bus, OVERVIEW_RESULTS)
         backlogs = {c.name: c.pending for c in await _consumers(bus, WORK)}
         sensors = []
         for sensor in self.sensors():
