@@ -73,6 +73,8 @@ def convert_paths(paths: Sequence[str | Path]) -> Result:
         except _MALFORMED as e:
             out.not_converted((), (), _malformed(e))
         result.findings += out.findings
+        found_sources.instructions += [f"  not converted: {f.field}: {f.why}"
+                                       for f in out.findings]  # no file holds a comment
         _write_schedules(doc, out, found_sources, result)
     result.instructions = found_sources.instructions
     for doc in (d for d in docs if d.value["kind"] == "Sensor"):
@@ -211,10 +213,8 @@ def _dependency(dep: Any, i: int, out: Output, found: sources.Sources,
             out.not_converted((*src, key), dst, f"{key!r} is not known to the converter")
     flt = dep.get("filters") or {}
     operator = str(dep.get("filtersLogicalOperator") or "and")
-    converted, _ = filters.convert(flt if isinstance(flt, Mapping) else {}, operator, se,
-                                   (*src, "filters"), (*dst, "filters"), out)  # fmt: skip
-    if operator == "or" and len(converted) > 1 and "exprs" not in converted:
-        new["filtersLogicalOperator"] = "or"
+    converted = filters.convert(flt if isinstance(flt, Mapping) else {}, operator, se,
+                                (*src, "filters"), (*dst, "filters"), out)  # fmt: skip
     if converted:
         new["filters"] = converted
     return new

@@ -10,6 +10,7 @@ CEL expression, so the dependency's own event selection (its context) stays ANDe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvc.convert import celmap
@@ -99,109 +100,122 @@ def _join(parts: Sequence[str], op: str) -> str:
     if len(parts) == 1:
         return parts[0]
     glue = " || " if op == "or" else " && "
-    return glue.join(f"({p})" if (" || " in p or " && " in p) and not p.startswith("(") else p
-                     for p in parts)  # fmt: skip
+    return glue.join(f"({p})" if " || " in p or " && " in p else p for p in parts)
+
+
+_KNOWN = ("data", "exprs", "context", "time", "script", "dataLogicalOperator",
+          "exprLogicalOperator")  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Groups:
+    """Argo's filter groups, converted: each also as CEL, for `filtersLogicalOperator: or`."""
+
+    items: list[tuple[dict[str, Any] | None, str]] = field(default_factory=list)
+    data_op: str = "and"
+    exprs: list[str] = field(default_factory=list)
+    expr_op: str = "and"
+    context: dict[str, Any] = field(default_factory=dict)  # the selection, plus Argo's
+    context_cel: list[str] = field(default_factory=list)
+    window: dict[str, Any] | None = None
+
+    def as_cel(self) -> list[str]:
+        groups = []
+        if self.items:
+            groups.append(_join([cel for _, cel in self.items], self.data_op))
+        if self.exprs:
+            groups.append(_join(self.exprs, self.expr_op))
+        if self.context_cel:
+            groups.append(_join(self.context_cel, "and"))
+        return groups
 
 
 def convert(flt: Mapping[str, Any], operator: str, se: SourceEvent, src: Path, dst: Path,
-            out: Output) -> tuple[dict[str, Any], str | None]:  # fmt: skip
-    """(eventsvc filters, filtersLogicalOperator or None) for one dependency."""
-    context: dict[str, Any] = dict(se.context)
-    result: dict[str, Any] = {}
-    groups: list[str] = []  # every group as CEL, for `or`
-    extra_cel: list[str] = []  # tests eventsvc's data/context cannot hold, ANDed
+            out: Output) -> dict[str, Any]:  # fmt: skip
+    """eventsvc's `filters` for one dependency; the groups always combine with `and` there."""
     for key in flt:
-        if key not in ("data", "exprs", "context", "time", "script", "dataLogicalOperator",
-                       "exprLogicalOperator"):  # fmt: skip
+        if key not in _KNOWN:
             out.not_converted((*src, key), dst, f"filter {key!r} is not known to the converter")
     if flt.get("script"):
         out.not_converted((*src, "script"), dst, "Lua script filters have no eventsvc "
                           "counterpart; rewrite the test as a CEL expression in exprs")  # fmt: skip
-    # data
-    data_op = str(flt.get("dataLogicalOperator") or "and")
-    items: list[dict[str, Any]] = []
-    item_cels: list[str] = []
-    needs_cel = False
+    g = _Groups(data_op=str(flt.get("dataLogicalOperator") or "and"),
+                expr_op=str(flt.get("exprLogicalOperator") or "and"), context=dict(se.context))
     for i, item in enumerate(_listed(flt, "data", src, dst, out)):
         try:
-            plain, cel = data_item(item, se)
+            g.items.append(data_item(item, se))
         except NotConvertible as e:
             out.not_converted((*src, "data", i), (*dst, "data"), str(e))
-            continue
-        item_cels.append(cel)
-        if plain is None:
-            needs_cel = True
-        else:
-            items.append(plain)
-    if item_cels:
-        groups.append(_join(item_cels, data_op))
-    # exprs
-    expr_op = str(flt.get("exprLogicalOperator") or "and")
-    exprs: list[str] = []
     for i, ex in enumerate(_listed(flt, "exprs", src, dst, out)):
         try:
-            exprs.append(_expr(ex, se))
+            g.exprs.append(_expr(ex, se))
         except NotConvertible as e:
             out.not_converted((*src, "exprs", i), (*dst, "exprs"), str(e))
-    if exprs:
-        groups.append(_join(exprs, expr_op))
-    # context
-    argo_ctx = flt.get("context") or {}
-    if not isinstance(argo_ctx, Mapping):
+    _context(flt.get("context"), se, g, src, dst, out)
+    time = flt.get("time")
+    if time is not None and not isinstance(time, Mapping):
+        out.not_converted((*src, "time"), dst, "time must be a mapping with start and stop")
+    g.window = _time(time) if isinstance(time, Mapping) else None
+    cels = g.as_cel()
+    if operator == "or" and len(cels) + (g.window is not None) > 1:
+        if g.window is not None:
+            out.not_converted((*src, "time"), (*dst, "exprs"), "a time window OR-ed with other "
+                              "filters has no eventsvc form; the other filters are kept")
+        # one expression for Argo's groups; the dependency's own selection stays ANDed
+        result: dict[str, Any] = {"exprs": [_join(cels, "or")]}
+        return {"context": dict(se.context), **result} if se.context else result
+    return _all_of(g)
+
+
+def _context(argo: Any, se: SourceEvent, g: _Groups, src: Path, dst: Path, out: Output) -> None:
+    if argo is not None and not isinstance(argo, Mapping):
         out.not_converted((*src, "context"), dst, "context must be a mapping")
-    ctx_tests: list[str] = []
-    for key, value in argo_ctx.items() if isinstance(argo_ctx, Mapping) else ():
+        return
+    for key, value in (argo or {}).items():
         if not value:
             continue
         if se.type in ("github", "calendar") and key in ("type", "source", "subject"):
             if se.implied().get(key) == value:
                 out.note((*dst, "context"), f"context.{key} {value!r}: implied by the "
                          "dependency's event source")  # fmt: skip
-                continue
-            out.not_converted((*src, "context", key), (*dst, "context"),
-                              f"{value!r} never matches events of {se.type} event source "
-                              f"{se.source!r}, in Argo either")  # fmt: skip
+            else:
+                out.not_converted((*src, "context", key), (*dst, "context"),
+                                  f"{value!r} never matches events of {se.type} event source "
+                                  f"{se.source!r}, in Argo either")  # fmt: skip
             continue
-        ctx_tests.append(f"event.{key} == {celmap.cel_string(str(value))}")
-        if key in context and context[key] != value:
-            context = {"all": [context, {key: str(value)}]}
+        g.context_cel.append(f"event.{key} == {celmap.cel_string(str(value))}")
+        if key in g.context and g.context[key] != value:
+            g.context = {"all": [g.context, {key: str(value)}]}
         else:
-            context[key] = str(value)
-    if ctx_tests:
-        groups.append(_join(ctx_tests, "and"))
-    time = flt.get("time")
-    if time is not None and not isinstance(time, Mapping):
-        out.not_converted((*src, "time"), dst, "time must be a mapping with start and stop")
-    window = _time(time) if isinstance(time, Mapping) else None
-    if operator == "or" and len(groups) + (window is not None) > 1:
-        if window is not None:
-            out.not_converted((*src, "time"), (*dst, "exprs"), "a time window OR-ed with other "
-                              "filters has no eventsvc form; the other filters are kept")
-        result["exprs"] = [_join(groups, "or")]
-        context = dict(se.context)
+            g.context[key] = str(value)
+
+
+def _all_of(g: _Groups) -> dict[str, Any]:
+    """The groups ANDed, as eventsvc does: data items it can say stay `data`; the rest CEL."""
+    result: dict[str, Any] = {"context": g.context} if g.context else {}
+    plain = [item for item, _ in g.items if item is not None]
+    rest = [cel for item, cel in g.items if item is None]
+    extra: list[str] = []
+    if rest and g.data_op == "or":
+        extra.append(_join([cel for _, cel in g.items], "or"))
+    elif plain:
+        result["data"] = plain
+        if g.data_op == "or" and len(plain) > 1:
+            result["dataLogicalOperator"] = "or"
+        extra += rest
     else:
-        if items and not (needs_cel and data_op == "or"):
-            result["data"] = items
-            if data_op == "or" and len(items) > 1:
-                result["dataLogicalOperator"] = "or"
-            if needs_cel:
-                extra_cel += [c for c, item in zip(item_cels, _plain_flags(flt, se), strict=False)
-                              if not item]  # fmt: skip
-        elif item_cels:
-            extra_cel.append(_join(item_cels, data_op))
-        if exprs and extra_cel:
-            result["exprs"] = [_join(exprs, expr_op), *extra_cel]
-        elif exprs:
-            result["exprs"] = exprs
-            if expr_op == "or" and len(exprs) > 1:
-                result["exprLogicalOperator"] = "or"
-        elif extra_cel:
-            result["exprs"] = extra_cel
-        if window is not None:
-            result["time"] = window
-    if context:
-        result = {"context": context, **result}
-    return result, None
+        extra += rest
+    if g.exprs and extra:
+        result["exprs"] = [_join(g.exprs, g.expr_op), *extra]
+    elif g.exprs:
+        result["exprs"] = g.exprs
+        if g.expr_op == "or" and len(g.exprs) > 1:
+            result["exprLogicalOperator"] = "or"
+    elif extra:
+        result["exprs"] = extra
+    if g.window is not None:
+        result["time"] = g.window
+    return result
 
 
 def _listed(flt: Mapping[str, Any], key: str, src: Path, dst: Path, out: Output) -> list[Any]:
@@ -210,18 +224,6 @@ def _listed(flt: Mapping[str, Any], key: str, src: Path, dst: Path, out: Output)
     except NotConvertible as e:
         out.not_converted((*src, key), dst, str(e))
         return []
-
-
-def _plain_flags(flt: Mapping[str, Any], se: SourceEvent) -> list[bool]:
-    flags = []
-    data = flt.get("data")
-    for item in data if isinstance(data, list) else []:
-        try:
-            plain, _ = data_item(item, se)
-        except NotConvertible:
-            continue
-        flags.append(plain is not None)
-    return flags
 
 
 def _expr(ex: Any, se: SourceEvent) -> str:

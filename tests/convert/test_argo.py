@@ -329,3 +329,44 @@ def test_exprs_translate_to_cel() -> None:
         "data.a != null || 2.0 < double(data.b)")
     with pytest.raises(celmap.NotConvertible, match="neither a field"):
         celmap.expr_to_cel("c == 1", fields)
+
+
+ONE_GROUP_OR = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: one-group}
+spec:
+  dependencies:
+    - name: dep
+      eventSourceName: webhook
+      eventName: example
+      filtersLogicalOperator: or
+      filters:
+        dataLogicalOperator: or
+        data:
+          - {path: header.X-GitHub-Event, type: string, value: [push]}
+          - {path: body.force, type: bool, value: ["true"]}
+  triggers:
+    - template: {name: go, conditions: dep, log: {}}
+"""
+
+
+@pytest.mark.parametrize(("source", "attrs", "data", "fires"), [
+    ("webhook", {"githubevent": "push"}, {"force": False}, True),
+    ("webhook", {}, {"force": True}, True),
+    ("webhook", {}, {"force": False}, False),
+    ("elsewhere", {"githubevent": "push"}, {"force": True}, False),  # the selection stays ANDed
+])  # fmt: skip
+def test_or_never_loosens_the_dependency_selection(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, attrs: dict[str, str],
+    data: dict[str, Any], fires: bool,
+) -> None:  # fmt: skip
+    (tmp_path / "argo.yaml").write_text(ONE_GROUP_OR)
+    rc, _, err = convert(capsys, tmp_path / "out", tmp_path / "argo.yaml")
+    assert rc == 0, err
+    lint_clean(tmp_path / "out")
+    event = {**webhook_event(data), "source": source, **attrs}
+    rc, text = dry_run(capsys, tmp_path, tmp_path / "out" / "one-group.yaml", event,
+                       "--nats-subject", "events.http.webhook",
+                       "--expect-fire" if fires else "--expect-no-fire", "go")  # fmt: skip
+    assert rc == 0, text
