@@ -130,6 +130,12 @@ def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) 
                               "metadata": {"name": new_name}}  # fmt: skip
     if new_name != name:
         out.note(("metadata", "name"), f"renamed from {name!r} (RFC 1123)")
+    for key in ("labels", "annotations"):
+        if isinstance(meta.get(key), Mapping) and meta[key]:
+            sensor["metadata"][key] = {str(k): str(v) for k, v in meta[key].items()}
+    if meta.get("namespace"):
+        out.note(("metadata",), f"namespace {meta['namespace']!r} not needed: sensors are "
+                 "files eventsvc loads, not objects in a namespace")  # fmt: skip
     new_spec: dict[str, Any] = {"dependencies": [], "triggers": []}
     for key in spec:
         if key in _SENSOR_NOTES:

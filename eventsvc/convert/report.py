@@ -61,3 +61,11 @@ class Output:
 
     def note(self, out: OutPath, text: str) -> None:
         self.comments.setdefault(out, []).append(NOTE + text)
+
+    def unknown(self, value: Mapping[str, Any], known: Sequence[str], src: Sequence[str | int],
+                out: OutPath) -> None:  # fmt: skip
+        """Every key of `value` the converter does not read is reported, never dropped."""
+        for key in value:
+            if key not in known:
+                self.not_converted((*src, key), out, f"{key!r} has no eventsvc counterpart "
+                                   "the converter knows")  # fmt: skip

@@ -122,8 +122,8 @@ def convert_event_source(doc: specfile.Document, out: Output, found: Sources) ->
             continue
         for event, config in events.items():
             conf = config if isinstance(config, Mapping) else {}
-            handler = _HANDLERS[key]
-            handler(name, str(event), conf, (*base, event), out, found)
+            _HANDLERS[key](name, str(event), conf, (*base, event), out, found)
+            out.unknown(conf, _READ[key], (*base, event), ())
 
 
 def _github(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | int, ...],
@@ -174,6 +174,15 @@ def _github(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | in
                      " EVENTSVC_GITHUB_APP_ID, EVENTSVC_GITHUB_INSTALLATION_ID, "
                      "EVENTSVC_GITHUB_APP_PRIVATE_KEY_FILE")  # fmt: skip
     hook: Mapping[str, Any] = conf["webhook"] if isinstance(conf.get("webhook"), Mapping) else {}
+    if conf.get("githubBaseURL"):
+        lines.append(f"  GitHub Enterprise {conf['githubBaseURL']}: EVENTSVC_GITHUB_API_URL "
+                     "(the API root, e.g. https://HOST/api/v3)")  # fmt: skip
+    if conf.get("insecure"):
+        lines.append("  insecure: the hook skipped TLS verification; eventsvc github hooks sync "
+                     "turns it on: give eventsvc a certificate GitHub trusts")  # fmt: skip
+    if conf.get("metadata"):
+        out.not_converted((*base, "metadata"), (), "event source metadata is not added to "
+                          "GitHub events; read what you need from the event")  # fmt: skip
     if hook.get("url"):
         lines.append(f"  was served at {hook.get('url')}{hook.get('endpoint', '')}; eventsvc "
                      "serves /webhooks/github on port 12000 (http.port)")
@@ -261,6 +270,19 @@ def _nats(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | int,
 
 
 _HANDLERS = {"github": _github, "calendar": _calendar, "webhook": _webhook, "nats": _nats}
+_SERVED = ("endpoint", "port", "method", "url", "serverCertSecret", "serverKeySecret",
+           "maxPayloadSize")  # what eventsvc's own HTTP server settles  # fmt: skip
+_READ: dict[str, tuple[str, ...]] = {
+    "github": ("repositories", "owner", "repository", "organizations", "events", "webhook",
+               "webhookSecret", "apiToken", "githubApp", "filter", "contentType", "active",
+               "insecure", "deleteHookOnFinish", "githubBaseURL", "githubUploadURL",
+               "id", "metadata"),
+    "calendar": ("schedule", "interval", "timezone", "exclusionDates", "metadata",
+                 "persistence", "filter"),
+    "webhook": (*_SERVED, "authSecret", "filter", "metadata"),
+    "nats": ("url", "subject", "jsonBody", "connectionBackoff", "tls", "auth", "filter",
+             "metadata", "queue"),
+}  # fmt: skip
 
 
 def split_path(path: str) -> tuple[str, ...]:

@@ -32,6 +32,13 @@ _UNSUPPORTED_KINDS = {
     "nats": "external NATS", "argoRollouts": "Argo Rollouts",
 }  # fmt: skip
 _UNSUPPORTED_SOURCES = {"s3": "S3", "git": "git", "url": "URL", "configmap": "ConfigMap"}
+_READ = {  # the keys each kind converts or reports itself
+    "k8s": ("operation", "source", "patchStrategy", "liveObject"),
+    "argoWorkflow": ("operation", "source", "args"),
+    "http": ("url", "method", "headers", "timeout", "secureHeaders", "basicAuth", "tls",
+             "payload"),
+    "log": ("intervalSeconds",),
+}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -69,6 +76,10 @@ def convert_trigger(item: Mapping[str, Any], src: Path, dst: Path, out: Output,
     kind = _kind(tpl, (*src, "template"), (*dst, "template"), out)
     if kind is None:
         return None
+    out.unknown(tpl, ("name", "conditions", "conditionsReset", kind.key), (*src, "template"),
+                (*dst, "template"))  # fmt: skip
+    out.unknown(tpl[kind.key], (*_READ[kind.key], "parameters"), (*src, "template", kind.key),
+                (*dst, "template", kind.key))  # fmt: skip
     new_tpl[kind.key] = kind.section
     result: dict[str, Any] = {"template": new_tpl}
     params: list[dict[str, Any]] = []
