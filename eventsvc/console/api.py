@@ -142,7 +142,7 @@ class Api:
 
     async def run(self, request: web.Request) -> web.Response:
         run_id = request.match_info["id"]
-        found = await store.find_run(self._bus(), run_id)
+        found = await self.views.run_detail(self._bus(), run_id)
         if found is None:
             raise Rejection(404, "not_found", f"no stored run result with id {run_id[:200]!r}")
         return json_response(200, found)

@@ -184,7 +184,7 @@ async def list_runs(
 ) -> list[dict[str, Any]]:
     """Results newest first; `since` is a time (RFC 3339 text or a datetime): the scan
     stops at the first result older than it."""
-    floor = _when(since) if isinstance(since, str) else since
+    floor = parse_time(since) if isinstance(since, str) else since
     out: list[dict[str, Any]] = []
     needle = json.dumps(event_id).encode() if event_id else b""
     wanted = {"sensor": sensor, "trigger": trigger, "outcome": outcome}
@@ -196,7 +196,7 @@ async def list_runs(
                 record = run_record(msg, await decode(bus, msg))
             except EventsvcError:
                 continue
-            when = _when(str(record.get("time") or ""))
+            when = parse_time(str(record.get("time") or ""))
             if floor is not None and when is not None and when < floor:
                 break  # newest first: everything further back is older still
             if any(v and record.get(k) != v for k, v in wanted.items()):
@@ -209,7 +209,7 @@ async def list_runs(
     return out
 
 
-def _when(text: str) -> datetime | None:
+def parse_time(text: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -13,25 +13,26 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc import events, schedules, specs
+from eventsvc import events, schedules, specs, subjects
 from eventsvc.bus import Bus
 from eventsvc.config import Config
 from eventsvc.console import store
-from eventsvc.errors import BusError, SpecProblem
+from eventsvc.errors import BusError, EventsvcError, SpecProblem
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import cron
 from eventsvc.gateways.common import BusRef
-from eventsvc.sensors import dispatch, dryrun, filters, worker
+from eventsvc.sensors import dispatch, dryrun, filters, params, worker
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.engine import Engine
 from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
 
 OVERVIEW_EVENTS = 1000  # the newest events the overview counts sources over
 OVERVIEW_RESULTS = 2000  # the newest results it counts runs over
+ATTEMPTS_WITHIN = timedelta(days=1)  # a run's earlier attempts are looked for this far back
 
 
 class ServiceView(Protocol):
@@ -137,6 +138,48 @@ class Views:
             "verdicts": verdicts,
             "runs": await store.runs_of(bus, msg, event_id, matched),
         }
+
+    # ------------------------------------------------------------ one run
+
+    async def run_detail(self, bus: Bus, run_id: str) -> dict[str, Any] | None:
+        """A run's result, every attempt of it (the results of the same trigger on the same
+        events), and the body its trigger is given, rendered again from the stored events
+        with the running sensor (as `eventsvc test` renders it)."""
+        run = await store.find_run(bus, run_id)
+        if run is None:
+            return None
+        sensor, trigger = str(run.get("sensor")), str(run.get("trigger"))
+        ids = list(run.get("eventIds") or [])
+        when = store.parse_time(str(run.get("time") or ""))
+        attempts = await store.list_runs(
+            bus, event_id=ids[0] if ids else "", since=when - ATTEMPTS_WITHIN if when else "",
+            subject=subjects.result(sensor, trigger), limit=100,
+        ) if ids else []  # fmt: skip
+        run["attempts"] = sorted((a for a in attempts if a.get("eventIds") == ids),
+                                 key=lambda a: a["seq"])  # fmt: skip
+        run["rendered"] = await self._rendered(bus, sensor, trigger, run.get("events") or {})
+        return run
+
+    async def _rendered(
+        self, bus: Bus, sensor: str, trigger: str, by_dep: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        compiled = next((s for s in self.sensors() if s.name == sensor), None)
+        named = [t for t in compiled.triggers if t.spec.name == trigger] if compiled else []
+        if not named:
+            return {"error": f"sensor {sensor!r} has no trigger {trigger!r} now (a "
+                    "dlqTrigger is not rendered again)"}  # fmt: skip
+        trig = named[0]
+        events_by_dep: dict[str, CloudEvent] = {}
+        for dep, doc in by_dep.items():
+            found = await store.find_event(bus, str((doc or {}).get("id", "")))
+            if found is None:
+                return {"error": f"event {doc.get('id')!r} of dependency {dep!r} is no longer "
+                        "stored (streams.events.maxAge)"}  # fmt: skip
+            events_by_dep[dep] = found[1]
+        try:
+            return {"body": {trig.spec.kind: _jsonable(params.render(trig.spec, events_by_dep))}}
+        except EventsvcError as e:
+            return {"error": f"cannot render: {e}"}
 
     # ------------------------------------------------------------ overview
 

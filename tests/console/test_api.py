@@ -64,6 +64,8 @@ async def test_an_event_with_its_verdicts_and_runs(console_service: RunningServi
         run_id = detail["runs"][0]["id"]
         status, run = await get(session, f"{base}/api/v1/runs/{run_id}")
         assert status == 200 and run["eventIds"] == [event_id]
+        assert [a["id"] for a in run["attempts"]] == [run_id]
+        assert run["rendered"] == {"body": {"log": {"message": "PR 7"}}}
         status, missing = await get(session, f"{base}/api/v1/events/no-such-id")
         assert status == 404 and missing["reason"] == "not_found"
 

@@ -258,7 +258,11 @@ async function runPage(id) {
       ["time", time(r.time)], ["error", r.error || "—"],
       ["events", (r.eventIds || []).map((e) => h("div", { class: "mono" }, eventLink(e)))],
       ["links", links.length ? links.map((u) => h("div", {}, outLink(u))) : "—"]])),
+    h("h2", {}, "Attempts"), (r.attempts || []).length ? runsTable(r.attempts.map(runRow)) : message("No other attempt recorded."),
     h("h2", {}, "Detail (what the trigger reported)"), jsonTree(r.detail || {}),
+    h("h2", {}, "Body the trigger is given"),
+    h("p", { class: "muted" }, "Rendered again from the stored events with the running sensor, as eventsvc test renders it."),
+    r.rendered && r.rendered.body ? h("div", { id: "rendered" }, jsonTree(r.rendered.body)) : message((r.rendered && r.rendered.error) || "not available", true),
     h("h2", {}, "Events it fired on"), jsonTree(r.events || {}));
 }
 
