@@ -211,6 +211,8 @@ UNSUPPORTED = [
     (34, "spec.triggers[2].template.http.secureHeaders[0]", "no secret references"),
     (39, "spec.triggers[2].template.http.payload", "builds no custom body"),
     (45, "spec.triggers[2].template.http.parameters[0]", "'upper'"),
+    (48, "spec.triggers[3].template.futureField", "no eventsvc counterpart"),
+    (51, "spec.triggers[3].template.k8s.futureK8sField", "no eventsvc counterpart"),
 ]
 
 
@@ -225,7 +227,7 @@ def test_unsupported_features_are_commented_reported_and_exit_1(
         assert re.search(rf"^{re.escape(source)}:{line}: {re.escape(field)}: .*{re.escape(why)}",
                          err, re.M), (field, err)  # fmt: skip
         assert f"# eventsvc: not converted: {field}: " in text
-    assert "6 not converted" in err
+    assert f"{len(UNSUPPORTED)} not converted" in err
     lint_clean(tmp_path / "out")  # what did convert still lints clean
 
 
