@@ -211,8 +211,8 @@ UNSUPPORTED = [
     (34, "spec.triggers[2].template.http.secureHeaders[0]", "no secret references"),
     (39, "spec.triggers[2].template.http.payload", "builds no custom body"),
     (45, "spec.triggers[2].template.http.parameters[0]", "'upper'"),
-    (48, "spec.triggers[3].template.futureField", "no eventsvc counterpart"),
-    (51, "spec.triggers[3].template.k8s.futureK8sField", "no eventsvc counterpart"),
+    (51, "spec.triggers[3].template.futureField", "no eventsvc counterpart"),
+    (54, "spec.triggers[3].template.k8s.futureK8sField", "no eventsvc counterpart"),
 ]
 
 
