@@ -26,6 +26,7 @@ from eventsvc.gateways.common import Rejection, json_response
 log = logs.get("eventsvc.console")
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
+MAX_TRY_BYTES = 256 * 1024  # the YAML sent to the dry run
 KEEPALIVE = 15.0  # seconds between comments on an idle live tail (proxies close silent ones)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,6 +69,7 @@ class Api:
             web.post(f"{PREFIX}/dlq/replay", self._guard(w, self.replay)),
             web.post(f"{PREFIX}/dlq/discard", self._guard(w, self.discard)),
             web.get(f"{PREFIX}/schedules", self._guard(r, self.schedules)),
+            web.post(f"{PREFIX}/try", self._guard(r, self.try_sensor)),
             web.get(f"{PREFIX}/whoami", self._guard(r, self.whoami)),
             web.post(f"{PREFIX}/login", self.login),
         ]
@@ -154,6 +156,25 @@ class Api:
 
     async def schedules(self, request: web.Request) -> web.Response:
         return json_response(200, await self.views.schedules(self.views.service.bus_ref.bus))
+
+    async def try_sensor(self, request: web.Request) -> web.Response:
+        """POST {"yaml": ..., "event": <id>, "seq": <optional>}: the dry run, no effects."""
+        if request.content_length and request.content_length > MAX_TRY_BYTES:
+            raise Rejection(413, "too_large", f"send at most {MAX_TRY_BYTES} bytes of YAML")
+        try:
+            body = json.loads(await request.content.read(MAX_TRY_BYTES + 1))
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("yaml"), str) or not (
+                isinstance(body.get("event"), str) and body["event"]):
+            raise Rejection(400, "bad_request", 'send {"yaml": "<Sensor YAML>", "event": "<id>"}')
+        seq = body.get("seq")
+        try:
+            result = await self.views.try_sensor(self._bus(), body["yaml"], body["event"],
+                                                 seq if isinstance(seq, int) else 0)  # fmt: skip
+        except LookupError as e:
+            raise Rejection(404, "not_found", str(e)) from e
+        return json_response(200, result)
 
     async def whoami(self, request: web.Request) -> web.Response:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc import events, schedules, specs, subjects
+from eventsvc import events, schedules, specfile, specs, subjects
 from eventsvc.bus import Bus
 from eventsvc.config import Config
 from eventsvc.console import store
@@ -26,12 +27,14 @@ from eventsvc.events import CloudEvent
 from eventsvc.gateways import cron
 from eventsvc.gateways.common import BusRef
 from eventsvc.sensors import dispatch, dryrun, filters, params, worker
+from eventsvc.sensors import spec as sensor_spec
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.engine import Engine
 from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
 
 OVERVIEW_EVENTS = 1000  # the newest events the overview counts sources over
 OVERVIEW_RESULTS = 2000  # the newest results it counts runs over
+TRY_FILE = "try.yaml"  # the name the dry run gives the YAML it was sent
 ATTEMPTS_WITHIN = timedelta(days=1)  # a run's earlier attempts are looked for this far back
 
 
@@ -181,6 +184,17 @@ class Views:
         except EventsvcError as e:
             return {"error": f"cannot render: {e}"}
 
+    # ------------------------------------------------------------ try a sensor
+
+    async def try_sensor(self, bus: Bus, text: str, event_id: str, seq: int = 0) -> dict[str, Any]:
+        """The dry run of `eventsvc test` for the Sensor(s) in `text` against a stored event:
+        its printed report, and the triggers that would fire. Nothing runs."""
+        found = await store.find_event(bus, event_id, seq)
+        if found is None:
+            raise LookupError(f"no stored event with id {event_id[:200]!r}")
+        msg, event = found
+        return await asyncio.to_thread(_dry_run, text, msg, event)
+
     # ------------------------------------------------------------ overview
 
     async def overview(self, bus: Bus) -> dict[str, Any]:
@@ -243,6 +257,27 @@ class Views:
                         "lastTick": last_at.isoformat() if last_at else None})  # fmt: skip
         return {"now": now.isoformat(), "schedules": out,
                 "problems": [str(p) for p in problems]}  # fmt: skip
+
+
+def _dry_run(text: str, msg: store.Stored, event: CloudEvent) -> dict[str, Any]:
+    docs, problems = specfile.parse_documents(text, TRY_FILE)
+    sensors = []
+    for doc in docs:
+        if isinstance(doc.value, dict) and doc.value.get("kind") == "Sensor":
+            spec, found = sensor_spec.parse_sensor(doc)
+            problems += [p for p in found if p.severity != "warning"]
+            if spec is not None:
+                sensors.append(spec)
+    if problems or not sensors:
+        lines = [str(p) for p in problems] or [f"{TRY_FILE}: no Sensor document"]
+        return {"ok": False, "report": "\n".join(lines), "fires": []}
+    out = io.StringIO()
+    fires: set[str] = set()
+    item = dryrun.Input(event, msg.subject or None, f"stored event #{msg.seq}")
+    for spec in sensors:
+        fired, _ = dryrun.run_sensor(spec, [item], out)
+        fires |= fired
+    return {"ok": True, "report": out.getvalue(), "fires": sorted(fires)}
 
 
 async def _consumers(bus: Bus, stream: str) -> list[Any]:

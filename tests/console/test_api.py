@@ -16,7 +16,7 @@ from eventsvc.config import Config
 from eventsvc.console.auth import Access, ConsoleAuth
 from eventsvc.gateways.common import Rejection
 from tests.conftest import RunningService
-from tests.console.conftest import eventually, send_pr, send_thing
+from tests.console.conftest import PR_SENSOR, eventually, send_pr, send_thing
 
 
 async def get(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, Any]:
@@ -68,6 +68,21 @@ async def test_an_event_with_its_verdicts_and_runs(console_service: RunningServi
         assert run["rendered"] == {"body": {"log": {"message": "PR 7"}}}
         status, missing = await get(session, f"{base}/api/v1/events/no-such-id")
         assert status == 404 and missing["reason"] == "not_found"
+
+        # the dry run of a changed sensor against the stored event: nothing runs
+        changed = PR_SENSOR.replace("value: [main]", "value: [main, release]")
+        changed = changed.replace("name: pr-main", "name: pr-tried")
+        async with session.post(f"{base}/api/v1/try",
+                                json={"yaml": changed, "event": event_id}) as resp:  # fmt: skip
+            assert resp.status == 200
+            tried = await resp.json()
+        assert tried["ok"] is True and tried["fires"] == ["announce"]
+        assert "dependency pr: MATCHED" in tried["report"]
+        async with session.post(f"{base}/api/v1/try",
+                                json={"yaml": "kind: Sensor\n", "event": event_id}) as resp:
+            tried = await resp.json()
+        assert tried["ok"] is False and "try.yaml:" in tried["report"]
+        assert len(await runs_for(session, base, event_id)) == 1  # still the one real run
 
 
 async def test_sensors_runs_and_schedules(console_service: RunningService, tmp_path: Path) -> None:

@@ -84,6 +84,13 @@ async def test_live_tail_then_detail_with_verdicts_and_run(
         assert name in flow
     await shot(browser, "flow")
 
+    # the dry run of a sensor against this stored event, from the page
+    await browser.open(f"{base}/ui/try?sensor=pr-release&event={event_id}")
+    await browser.click("#main form button")
+    await browser.wait(lambda d: "does not fire" in d.find_element("id", "try-out").text,
+                       "the dry run's report")  # fmt: skip
+    assert "FAIL  data.pull_request.base.ref" in await browser.text("#try-out pre")
+
 
 async def _runs(session: aiohttp.ClientSession, base: str, event_id: str) -> list[Any]:
     async with session.get(f"{base}/api/v1/runs", params={"event": event_id}) as resp:

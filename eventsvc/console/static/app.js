@@ -216,6 +216,7 @@ async function eventPage(id) {
   });
   const runs = d.runs.map((r) => runRow(r));
   show(h("h1", {}, "Event ", h("span", { class: "mono" }, d.attributes.id)),
+    h("p", {}, link(`/ui/try${qs({ event: d.attributes.id, seq: String(d.seq) })}`, "Try a sensor on this event")),
     h("div", { class: "card" }, kv([["stream sequence", String(d.seq)], ["NATS subject", h("span", { class: "mono" }, d.natsSubject)], ...attrs])),
     h("h2", {}, "Sensors"), table(["sensor", "verdict", "why (the first filter that ruled it out)"], verdicts, { id: "verdicts" }),
     h("h2", {}, "Runs it caused"), runs.length ? runsTable(runs) : message("No trigger run recorded for this event (yet)."),
@@ -280,6 +281,7 @@ async function sensorsPage() {
 async function sensorPage(name) {
   const s = await api(`/sensors/${enc(name)}`);
   show(h("h1", {}, "Sensor ", s.name),
+    h("p", {}, link(`/ui/try${qs({ sensor: s.name })}`, "Try a change of this sensor on a stored event")),
     h("div", { class: "card" }, kv([["status", h("span", { class: `badge ${s.status === "loaded" ? "ok" : "bad"}` }, s.status)],
       ["file", h("span", { class: "mono" }, s.file)], ["backlog", String(s.backlog ?? "?")]])),
     s.problems.length ? [h("h2", {}, "Problems of the rejected change (the running version is kept)"), h("pre", {}, s.problems.join("\n"))] : null,
@@ -332,6 +334,29 @@ async function schedulesPage() {
     s.problems.length ? h("pre", {}, s.problems.join("\n")) : null);
 }
 
+async function tryPage() {
+  const q = query(["sensor", "event", "seq"]);
+  let yaml = "";
+  if (q.sensor) yaml = (await api(`/sensors/${enc(q.sensor)}`)).yaml;
+  const text = h("textarea", { id: "try-yaml", rows: 22, cols: 100, spellcheck: "false", "aria-label": "Sensor YAML", class: "mono" });
+  text.value = yaml;
+  const event = h("input", { id: "try-event", placeholder: "event id", value: q.event, size: 50, "aria-label": "event id" });
+  const out = h("div", { id: "try-out" });
+  const run = async (e) => {
+    e.preventDefault();
+    out.replaceChildren(message("running…"));
+    try {
+      const r = await post("/try", { yaml: text.value, event: event.value.trim(), seq: q.event === event.value.trim() && q.seq ? Number(q.seq) : undefined });
+      out.replaceChildren(r.ok ? message(r.fires.length ? `fires: ${r.fires.join(", ")}` : "no trigger fires") : message("the YAML has problems", true),
+        h("pre", {}, r.report));
+    } catch (err) { out.replaceChildren(message(String(err.message || err), true)); }
+  };
+  show(h("h1", {}, "Try a sensor"),
+    h("p", { class: "muted" }, "The dry run of eventsvc test: the sensor below against a stored event. Nothing is published, no trigger runs, nothing is saved."),
+    h("form", { onsubmit: run }, h("div", {}, text), h("p", {}, "against event ", event, " ", h("button", { type: "submit", class: "primary" }, "Dry run"))),
+    out);
+}
+
 function loginPage(why) {
   const input = h("input", { type: "password", name: "token", placeholder: "token", autocomplete: "current-password", "aria-label": "token" });
   const out = h("div");
@@ -359,6 +384,7 @@ const ROUTES = [
   [/^\/ui\/runs\/(.+)$/, runPage],
   [/^\/ui\/dlq\/?$/, () => dlqPage()],
   [/^\/ui\/schedules\/?$/, schedulesPage],
+  [/^\/ui\/try\/?$/, tryPage],
   [/^\/ui\/login\/?$/, () => loginPage()],
 ];
 
