@@ -282,3 +282,33 @@ async def test_the_api_refuses_without_token(
             assert resp.status == 200
         status, _ = await get(session, f"{base}/api/v1/dlq")  # the cookie now
         assert status == 200
+
+
+async def test_a_rejected_reload_shows_with_its_problems(
+    console_service: RunningService, tmp_path: Path
+) -> None:
+    """The sensor keeps running its last good version; the console says why the change was
+    refused, with file:line."""
+    path = tmp_path / "sensors" / "pr-release.yaml"
+    path.write_text(path.read_text().replace("log: {message: backport}", "log: {mesage: 1}"))
+    base = console_service.url
+    async with aiohttp.ClientSession() as session:
+
+        async def rejected() -> dict[str, Any]:
+            _, body = await get(session, f"{base}/api/v1/sensors/pr-release")
+            return body if body["status"] != "loaded" else {}
+
+        sensor = await eventually(rejected, "the reload to be rejected")
+        assert sensor["status"] == "rejected change"
+        assert any(p.startswith(f"{path}:") for p in sensor["problems"]), sensor["problems"]
+        _, overview = await get(session, f"{base}/api/v1/overview")
+        assert str(path) in overview["rejected"]
+
+
+async def test_the_live_tail_ends_when_the_service_stops(console_service: RunningService) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{console_service.url}/api/v1/events/stream") as resp:
+            await resp.content.readline()
+            await asyncio.wait_for(console_service.stop(), 30)
+            await asyncio.wait_for(resp.content.read(), 10)  # the stream ends
+            assert resp.content.at_eof()
