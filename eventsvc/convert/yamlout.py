@@ -6,6 +6,7 @@ out, so the block structure is written here and scalars are quoted by PyYAML.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ def scalar(value: Any) -> str:
     """One scalar (or an empty collection) as flow YAML, quoted where YAML needs it."""
     if isinstance(value, str) and "\n" not in value and value and not _needs_quotes(value):
         return value
+    if isinstance(value, str) and "\n" in value:  # one line: a JSON string is YAML too
+        return json.dumps(value, ensure_ascii=False)
     text = yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=True)
     return text.removesuffix("\n...\n").rstrip("\n")
 
@@ -82,6 +85,9 @@ def _sequence(value: list[Any], path: Path, indent: int, comments: Comments,
     for i, item in enumerate(value):
         where = (*path, i)
         out.extend(_comment_lines(comments.get(where, ()), indent))
+        if isinstance(item, str) and "\n" in item:
+            out.append(f"{pad}- {_literal(item, indent + 2)}")
+            continue
         if not _is_block(item):
             out.append(f"{pad}- {scalar(item)}")
             continue
