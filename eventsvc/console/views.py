@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from prometheus_client import REGISTRY
+
 from eventsvc import events, schedules, specfile, specs, subjects
 from eventsvc.bus import Bus
 from eventsvc.config import Config
@@ -199,17 +201,25 @@ class Views:
 
     async def overview(self, bus: Bus) -> dict[str, Any]:
         sources: Counter[tuple[str, str, str]] = Counter()
+        seen: Counter[str] = Counter()  # NATS subjects
         async with contextlib.aclosing(store.newest(bus, EVENTS, scan=OVERVIEW_EVENTS)) as found:
             async for msg in found:
                 attrs = store.attributes(msg) or {}
                 origin = msg.subject.split(".")[1] if msg.subject.count(".") else msg.subject
                 sources[(origin, str(attrs.get("source", "?")), str(attrs.get("type", "?")))] += 1
+                seen[msg.subject] += 1
         runs = await store.run_counts(bus, OVERVIEW_RESULTS)
         backlogs = {c.name: c.pending for c in await _consumers(bus, WORK)}
         sensors = []
         for sensor in self.sensors():
             item = self.sensor_summary(sensor)
             item["backlog"] = backlogs.get(worker.durable(sensor.name))
+            item["matchedHere"] = REGISTRY.get_sample_value(
+                "eventsvc_sensor_events_matched_total", {"sensor": sensor.name})  # fmt: skip
+            patterns = [d.event_subject for d in sensor.spec.dependencies]
+            item["listensTo"] = sorted(
+                s for s in seen if any(subjects.matches(pat, s) for pat in patterns)
+            )
             for trig in item["triggers"]:
                 trig["runs"] = {o: n for (s, t, o), n in runs.items()
                                 if s == sensor.name and t == trig["name"]}  # fmt: skip
@@ -217,6 +227,7 @@ class Views:
         return {
             "sources": [{"origin": o, "source": s, "type": t, "count": n}
                         for (o, s, t), n in sources.most_common(200)],
+            "subjects": [{"subject": s, "count": n} for s, n in seen.most_common(100)],
             "sensors": sensors,
             "rejected": self.rejected(),
             "bus": await self.bus_health(bus),

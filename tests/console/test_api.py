@@ -120,6 +120,8 @@ async def test_sensors_runs_and_schedules(console_service: RunningService, tmp_p
         assert names == ["flaky", "pr-main", "pr-release"]
         pr_main = next(s for s in overview["sensors"] if s["name"] == "pr-main")
         assert pr_main["triggers"][0]["runs"] == {"success": 1}
+        assert pr_main["listensTo"] == ["events.github.pull_request"]
+        assert overview["subjects"] == [{"subject": "events.github.pull_request", "count": 1}]
         assert any(s["source"] == "https://github.com/acme/shop" for s in overview["sources"])
 
         (tmp_path / "sensors" / "nightly.yaml").write_text(

@@ -126,21 +126,6 @@ function filterForm(fields, values) {
 async function flowPage() {
   const o = await api("/overview");
   const health = healthLine(o.bus);
-  const rows = [];
-  for (const s of o.sensors) {
-    const subjects = s.dependencies.map((d) => h("div", { class: "mono" }, `${d.name}: ${d.eventSubject}`));
-    const triggers = s.triggers.map((t) => h("div", {},
-      h("strong", {}, t.name), ` (${t.kind}) `,
-      Object.keys(t.runs).length ? Object.entries(t.runs).map(([k, n]) => [outcomeBadge(k), `${n} `]) : h("span", { class: "muted" }, "no runs yet")));
-    rows.push(
-      h("div", { class: "node" }, subjects),
-      h("div", { class: "arrow" }, "→"),
-      h("div", { class: "node sensor", "data-sensor": s.name }, sensorLink(s.name),
-        s.status !== "loaded" ? h("span", { class: "badge bad" }, s.status) : null,
-        h("div", { class: "muted" }, `backlog ${s.backlog ?? "?"}`)),
-      h("div", { class: "arrow" }, "→"),
-      h("div", { class: "node trigger" }, triggers));
-  }
   const sources = table(["origin", "source", "type", "events"], o.sources.map((x) =>
     h("tr", {}, h("td", {}, x.origin), h("td", { class: "mono" }, x.source),
       h("td", { class: "mono" }, link(`/ui/events${qs({ type: x.type })}`, x.type)), h("td", {}, x.count))));
@@ -150,16 +135,70 @@ async function flowPage() {
     h("div", { class: "card", id: "bus-health" }, health),
     rejected.length ? h("div", { class: "card" }, h("h2", {}, "Rejected sensor changes"),
       rejected.map(([f, ps]) => h("pre", {}, [f, ...ps].join("\n")))) : null,
-    h("h2", {}, "Sensors: subjects → sensor → triggers (runs among the latest results)"),
-    o.sensors.length ? h("div", { class: "flow", id: "flow" },
-      h("div", { class: "head" }, "listens to"), h("div"), h("div", { class: "head" }, "sensor"), h("div"), h("div", { class: "head" }, "triggers"),
-      rows) : message("No sensors are loaded."),
+    h("h2", {}, "Subjects seen → sensors → triggers"),
+    o.sensors.length ? graph(o) : message("No sensors are loaded."),
     h("h2", {}, "Sources seen (latest events)"),
     o.sources.length ? sources : message("No events stored yet."));
   document.getElementById("health").textContent = o.bus.connected ? "bus connected" : "bus DISCONNECTED";
   // live counts: drawn again every few seconds while the page is open
   clearTimeout(flowPage.timer);
   flowPage.timer = setTimeout(() => flowPage().catch(() => {}), 5000);
+}
+
+// the flow as a graph: three columns of nodes, joined by SVG curves drawn once laid out
+function graph(o) {
+  const wrap = h("div", { class: "graph", id: "flow" });
+  const column = (title, note) => h("div", { class: "col" }, h("div", { class: "head" }, title, h("div", { class: "note" }, note)));
+  const subjects = column("subjects seen", "among the latest events");
+  const sensors = column("sensors", "matched: by this process since it started");
+  const triggers = column("triggers", "runs among the latest results");
+  const nodes = new Map();
+  const edges = [];
+  for (const x of o.subjects) {
+    const n = h("div", { class: "node subject" }, h("div", { class: "mono" }, x.subject), h("div", { class: "muted" }, `${x.count} event${x.count === 1 ? "" : "s"}`));
+    nodes.set(`s:${x.subject}`, n);
+    subjects.append(n);
+  }
+  for (const s of o.sensors) {
+    const n = h("div", { class: "node sensor", "data-sensor": s.name }, sensorLink(s.name),
+      s.status !== "loaded" ? [" ", h("span", { class: "badge bad" }, s.status)] : null,
+      s.dependencies.map((d) => h("div", { class: "mono muted" }, `${d.name}: ${d.eventSubject}`)),
+      h("div", { class: "muted" }, `matched ${s.matchedHere ?? 0} · backlog ${s.backlog ?? "?"}`));
+    nodes.set(`n:${s.name}`, n);
+    sensors.append(n);
+    for (const subject of s.listensTo) edges.push([`s:${subject}`, `n:${s.name}`]);
+    for (const t of s.triggers) {
+      const runs = Object.entries(t.runs);
+      const tn = h("div", { class: "node trigger" }, h("strong", {}, t.name), ` (${t.kind}) `,
+        runs.length ? runs.map(([k, c]) => [outcomeBadge(k), `${c} `]) : h("span", { class: "muted" }, "no runs yet"));
+      nodes.set(`t:${s.name}/${t.name}`, tn);
+      triggers.append(tn);
+      edges.push([`n:${s.name}`, `t:${s.name}/${t.name}`]);
+    }
+  }
+  if (!o.subjects.length) subjects.append(message("No events stored yet."));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "edges");
+  const draw = () => {
+    const box = wrap.getBoundingClientRect();
+    svg.setAttribute("width", String(box.width));
+    svg.setAttribute("height", String(box.height));
+    svg.replaceChildren();
+    for (const [from, to] of edges) {
+      const a = nodes.get(from), b = nodes.get(to);
+      if (!a || !b) continue;
+      const ra = a.getBoundingClientRect(), rb = b.getBoundingClientRect();
+      const x1 = ra.right - box.left, y1 = ra.top + ra.height / 2 - box.top;
+      const x2 = rb.left - box.left, y2 = rb.top + rb.height / 2 - box.top;
+      const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+      path.setAttribute("d", `M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}`);
+      svg.append(path);
+    }
+  };
+  wrap.append(svg, subjects, sensors, triggers);
+  requestAnimationFrame(draw);
+  window.onresize = draw;
+  return wrap;
 }
 
 function healthLine(bus) {
