@@ -142,6 +142,10 @@ def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) 
             out.note(("spec",), f"spec.{key} not needed: {_SENSOR_NOTES[key]}")
         elif key not in ("dependencies", "triggers"):
             out.not_converted(("spec", key), ("spec",), f"{key!r} is not known to the converter")
+    for key in ("dependencies", "triggers"):
+        if not spec.get(key):
+            out.not_converted(("spec", key), ("spec", key), "a Sensor needs at least one; "
+                              "Argo refuses it too")  # fmt: skip
     deps: dict[str, sources.SourceEvent] = {}
     for i, dep in enumerate(_list_of(spec, "dependencies", out)):
         converted = _dependency(dep, i, out, found, deps)
