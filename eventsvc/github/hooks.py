@@ -307,6 +307,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
             events = tuple(sorted({e.strip() for e in args.events.split(",") if e.strip()}))
         else:
             events = _sensor_events([args.sensors])
+        allowed = set(config.github_allowed_events)
+        if allowed:  # the gateway refuses the others: a hook sending them only fails
+            refused = [e for e in events if e not in allowed]
+            if refused:
+                print(f"eventsvc github hooks sync: {', '.join(refused)} left out: not in "
+                      "github.allowedEvents, so the gateway would refuse them", file=sys.stderr)
+            events = tuple(sorted(allowed)) if ALL in events else tuple(
+                e for e in events if e in allowed)  # fmt: skip
         if not events:
             raise ConfigError(f"no sensor under {args.sensors} reads GitHub events; pass "
                               "--sensors DIR or --events push,pull_request")  # fmt: skip

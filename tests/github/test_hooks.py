@@ -227,3 +227,19 @@ async def test_cli_sync_reads_the_sensors_and_config(
     fake.fail("GET", "/repos/acme/shop/hooks", 403, message="Resource not accessible")
     assert await asyncio.to_thread(cli.main, argv) == 1
     assert "403" in capsys.readouterr().err
+
+
+async def test_cli_sync_keeps_to_the_allowed_events(
+    fake: HookGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], keep_log_config: None,
+) -> None:  # fmt: skip
+    config = tmp_path / "config.yaml"
+    config.write_text("github:\n  allowedEvents: [push]\n")
+    monkeypatch.setenv("EVENTSVC_GITHUB_API_URL", fake.url)
+    monkeypatch.setenv("EVENTSVC_GITHUB_TOKEN", fakegithub.PAT)
+    monkeypatch.setenv("EVENTSVC_GITHUB_WEBHOOK_SECRET", SECRET)
+    argv = ["github", "hooks", "sync", "--repo", "acme/shop", "--url", URL, "--config",
+            str(config), "--events", "push,release"]  # fmt: skip
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    assert "release left out: not in github.allowedEvents" in capsys.readouterr().err
+    assert fake.hooks["acme/shop"][0]["events"] == ["push"]
