@@ -11,15 +11,18 @@ Tokens are compared as digests in constant time, as the /events tokens are.
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Mapping
 from enum import StrEnum
 
 from aiohttp import web
 
+from eventsvc import logs
 from eventsvc.config import Config, read_secret
 from eventsvc.gateways.cloudevents_http import _digest, is_loopback
 from eventsvc.gateways.common import forbidden, unauthorized
 
+log = logs.get("eventsvc.console")
 READ_TOKEN_ENV = "EVENTSVC_UI_TOKEN"
 WRITE_TOKEN_ENV = "EVENTSVC_UI_WRITE_TOKEN"
 COOKIE = "eventsvc_ui"
@@ -34,11 +37,27 @@ class Access(StrEnum):
 
 class ConsoleAuth:
     def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
-        read = read_secret(READ_TOKEN_ENV, environ, missing_ok=True)
-        write = read_secret(WRITE_TOKEN_ENV, environ, missing_ok=True)
+        env = os.environ if environ is None else environ
+        read = read_secret(READ_TOKEN_ENV, env, missing_ok=True)
+        write = read_secret(WRITE_TOKEN_ENV, env, missing_ok=True)
         self._read = _digest(read) if read else None
         self._write = _digest(write) if write else None
-        self.open = self._read is None and self._write is None and is_loopback(config.http_host)
+        # a token file that is named but missing or empty keeps the console closed
+        named = any(env.get(n) or env.get(n + "_FILE") for n in (READ_TOKEN_ENV, WRITE_TOKEN_ENV))
+        self.open = not named and is_loopback(config.http_host)
+        self._announce(config.http_host)
+
+    def _announce(self, host: str) -> None:
+        if self.open:
+            log.info("the console (/ui/, /api/v1/) is open: no token is configured and the "
+                     f"server listens on loopback only; set {_READ} before binding another "
+                     "address", host=host)  # fmt: skip
+        elif self._read is None and self._write is None:
+            log.warning(f"the console refuses every request: no token could be read; set "
+                        f"{_READ} and {_WRITE}", host=host)  # fmt: skip
+        else:
+            log.info("the console needs a token", read=self._read is not None,
+                     write=self._write is not None)  # fmt: skip
 
     def presented(self, request: web.Request) -> str | None:
         header = request.headers.get("Authorization")
@@ -62,9 +81,10 @@ class ConsoleAuth:
             return
         if self._read is None and self._write is None:
             raise unauthorized("auth_not_configured",
-                               "the console is closed: no token is configured and the server "
-                               f"does not listen on loopback only; set {_READ} and "
-                               f"{_WRITE} on the server")  # fmt: skip
+                               "the console is closed: no token is configured (or its "
+                               "_FILE is missing or empty) and the server does not listen "
+                               f"on loopback only; set {_READ} and {_WRITE} on the "
+                               "server")  # fmt: skip
         if token is None:
             raise unauthorized("token_missing",
                                f"the console needs a token: send 'Authorization: Bearer "

@@ -243,6 +243,12 @@ def test_another_bind_without_tokens_is_closed(config_factory: Any, host: str) -
     assert status == 401 and "EVENTSVC_UI_TOKEN" in message
 
 
+def test_a_token_file_that_is_missing_keeps_it_closed(config_factory: Any, tmp_path: Path) -> None:
+    env = {"EVENTSVC_UI_TOKEN_FILE": str(tmp_path / "not-mounted")}
+    status, message = check(ConsoleAuth(config_factory(), environ=env), Access.READ) or (0, "")
+    assert status == 401 and "EVENTSVC_UI_TOKEN" in message
+
+
 def test_read_and_write_tokens(config_factory: Any, tmp_path: Path) -> None:
     secret = tmp_path / "write"
     secret.write_text("w-token\n")
