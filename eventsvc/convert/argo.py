@@ -68,6 +68,7 @@ def convert_paths(paths: Sequence[str | Path]) -> Result:
     found_sources = sources.Sources()
     for doc in (d for d in docs if d.value["kind"] == "EventSource"):
         out = Output(doc)
+        first = len(found_sources.schedules)
         try:
             sources.convert_event_source(doc, out, found_sources)
         except _MALFORMED as e:
@@ -75,7 +76,7 @@ def convert_paths(paths: Sequence[str | Path]) -> Result:
         result.findings += out.findings
         found_sources.instructions += [f"  not converted: {f.field}: {f.why}"
                                        for f in out.findings]  # no file holds a comment
-        _write_schedules(doc, out, found_sources, result)
+        _write_schedules(doc, found_sources.schedules[first:], result)
     result.instructions = found_sources.instructions
     for doc in (d for d in docs if d.value["kind"] == "Sensor"):
         out = Output(doc)
@@ -100,22 +101,17 @@ def _unique(name: str, taken: Mapping[str, str]) -> str:
     return name
 
 
-def _write_schedules(doc: specfile.Document, out: Output, found: sources.Sources,
+def _write_schedules(doc: specfile.Document,
+                     schedules: Sequence[tuple[dict[str, Any], dict[Any, list[str]]]],
                      result: Result) -> None:  # fmt: skip
-    new = [s for s in found.schedules if not s.get("_written")]
-    if not new:
-        return
     texts = []
-    for i, sched in enumerate(new):
-        sched["_written"] = True
-        body = {k: v for k, v in sched.items() if k != "_written"}
-        comments = {k[1:]: v for k, v in out.comments.items() if k[:1] == ("spec",)}
-        comments = {("spec", *k): v for k, v in comments.items()} if i == 0 else {}
+    for body, comments in schedules:
         head = [f"Converted from {doc.file} (Argo Events calendar) by eventsvc convert "
                 "argo-events; ticks arrive on events.cron." + body["metadata"]["name"]]
-        texts.append(yamlout.dump(body, {(): head, **comments}))
-    name = sources.rfc1123(str(doc.value.get("metadata", {}).get("name", "calendar")))
-    result.files[_unique(f"{name}-schedules.yaml", result.files)] = "---\n".join(texts)
+        texts.append(yamlout.dump(body, {**comments, (): head + comments.get((), [])}))
+    if texts:
+        name = sources.rfc1123(str(doc.value.get("metadata", {}).get("name", "calendar")))
+        result.files[_unique(f"{name}-schedules.yaml", result.files)] = "---\n".join(texts)
 
 
 def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) -> dict[str, Any]:

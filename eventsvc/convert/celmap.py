@@ -42,7 +42,6 @@ class Ref:
         return out + "".join(_member(p) for p in self.path)
 
 
-PathMapper = Callable[[tuple[str, ...]], Ref]
 
 
 def _member(name: str) -> str:

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvc import specfile, subjects
-from eventsvc.convert import celmap
 from eventsvc.convert.celmap import Ref
-from eventsvc.convert.report import NotConvertible, Output
+from eventsvc.convert.report import NotConvertible, OutPath, Output
 
 SUPPORTED = ("github", "calendar", "webhook", "nats")
 _GITHUB_HEADERS = {"x-github-event": "githubevent", "x-github-delivery": "githubdelivery",
@@ -95,7 +94,8 @@ def guessed(source: str, event: str) -> SourceEvent:
 @dataclass(slots=True)
 class Sources:
     events: dict[tuple[str, str], SourceEvent] = field(default_factory=dict)
-    schedules: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[tuple[dict[str, Any], dict[OutPath, list[str]]]] = field(
+        default_factory=list)  # a Schedule document, and the comments it carries
     instructions: list[str] = field(default_factory=list)
 
     def find(self, source: str, event: str) -> SourceEvent:
@@ -122,8 +122,10 @@ def convert_event_source(doc: specfile.Document, out: Output, found: Sources) ->
             continue
         for event, config in events.items():
             conf = config if isinstance(config, Mapping) else {}
-            _HANDLERS[key](name, str(event), conf, (*base, event), out, found)
-            out.unknown(conf, _READ[key], (*base, event), ())
+            one = Output(doc)  # a calendar event's comments go into its Schedule
+            _HANDLERS[key](name, str(event), conf, (*base, event), one, found)
+            one.unknown(conf, _READ[key], (*base, event), ())
+            out.findings += one.findings
 
 
 def _github(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | int, ...],
@@ -222,7 +224,7 @@ def _calendar(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | 
             out.not_converted((*base, key), (), "event source filters are not converted")
     doc = {"apiVersion": specfile.API_VERSION, "kind": "Schedule",
            "metadata": {"name": schedule}, "spec": spec}  # fmt: skip
-    found.schedules.append(doc)
+    found.schedules.append((doc, out.comments))
     found.events[(name, event)] = SourceEvent(
         name, event, "calendar", f"events.cron.{schedule}",
         {"type": "dev.eventsvc.schedule.tick", "source": f"eventsvc://schedules/{schedule}"},
@@ -285,5 +287,3 @@ _READ: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def split_path(path: str) -> tuple[str, ...]:
-    return celmap.split_gjson(path)
