@@ -243,6 +243,8 @@ def _argo_workflow(spec: Mapping[str, Any], src: Path, dst: Path, out: Output) -
 
 def _http(spec: Mapping[str, Any], src: Path, dst: Path, out: Output) -> _Kind | None:
     section: dict[str, Any] = {"url": str(spec.get("url") or "")}
+    out.note(dst, "the body is the matched event as a structured CloudEvent (its data under "
+             "\"data\"), with an Idempotency-Key header")  # fmt: skip
     if spec.get("method"):
         section["method"] = str(spec["method"]).upper()
     headers = spec.get("headers")
