@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -80,7 +81,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     loaded = specs.load_paths(args.paths)
     for problem in sorted([*loaded.problems, *loaded.warnings],
                           key=lambda p: (p.file, p.line, p.field)):  # fmt: skip
-        print(problem)
+        as_json = json.dumps(dataclasses.asdict(problem)) if args.output == "json" else None
+        print(as_json or problem)
     if not loaded.files:
         print("eventsvc lint: no YAML files found", file=sys.stderr)
         return EXIT_USAGE
@@ -236,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "file:line: field: message. Exit 1 on findings, 2 when no YAML "
                        "file is found.")  # fmt: skip
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    p.add_argument("--output", "-o", choices=["text", "json"], default="text",
+                   help="json: each problem as one JSON line (file, line, field, message, "
+                   "severity)")  # fmt: skip
     p.set_defaults(func=cmd_lint)
     p = sub.add_parser("schema", help="print the Sensor JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -60,3 +60,13 @@ async def test_dlq_list_replay_discard_and_events(
 
     (result,) = await eventually(pr_results, "the PR's result")
     assert result["data"]["eventIds"] == [pr] and result["data"]["outcome"] == "success"
+
+
+def test_lint_output_json(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
+                   "spec: {}\n")  # fmt: skip
+    assert cli.main(["lint", "-o", "json", str(bad)]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(p["line"], p["field"], p["message"]) for p in lines} == {
+        (4, "spec.dependencies", "required"), (4, "spec.triggers", "required")}
