@@ -112,6 +112,7 @@ async def test_a_dead_letter_replayed_from_the_page_runs_again(
     await browser.open(f"{base}/ui/dlq")
     row = f'#letters tr[data-seq="{letter["seq"]}"]'
     assert first in await browser.text(row)
+    await shot(browser, "dlq")
     await browser.click(f"{row} button.replay")
     await browser.wait(lambda d: "replayed #" in d.find_element("id", "main").text,
                        "the replay to be confirmed")  # fmt: skip
