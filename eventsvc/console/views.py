@@ -18,9 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import REGISTRY
-
-from eventsvc import events, schedules, specfile, specs, subjects
+from eventsvc import events, metrics, schedules, specfile, specs, subjects
 from eventsvc.bus import Bus
 from eventsvc.config import Config
 from eventsvc.console import store
@@ -210,12 +208,12 @@ class Views:
                 seen[msg.subject] += 1
         runs = await store.run_counts(bus, OVERVIEW_RESULTS)
         backlogs = {c.name: c.pending for c in await _consumers(bus, WORK)}
+        matched = _matched_here()
         sensors = []
         for sensor in self.sensors():
             item = self.sensor_summary(sensor)
             item["backlog"] = backlogs.get(worker.durable(sensor.name))
-            item["matchedHere"] = REGISTRY.get_sample_value(
-                "eventsvc_sensor_events_matched_total", {"sensor": sensor.name})  # fmt: skip
+            item["matchedHere"] = matched.get(sensor.name, 0)
             patterns = [d.event_subject for d in sensor.spec.dependencies]
             item["listensTo"] = sorted(
                 s for s in seen if any(subjects.matches(pat, s) for pat in patterns)
@@ -289,6 +287,16 @@ def _dry_run(text: str, msg: store.Stored, event: CloudEvent) -> dict[str, Any]:
         fired, _ = dryrun.run_sensor(spec, [item], out)
         fires |= fired
     return {"ok": True, "report": out.getvalue(), "fires": sorted(fires)}
+
+
+def _matched_here() -> dict[str, float]:
+    """Events each sensor matched in this process since it started (its metric), read once."""
+    out: dict[str, float] = {}
+    for family in metrics.EVENTS_MATCHED.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                out[sample.labels.get("sensor", "")] = sample.value
+    return out
 
 
 async def _consumers(bus: Bus, stream: str) -> list[Any]:

@@ -45,6 +45,9 @@ async def test_an_event_with_its_verdicts_and_runs(console_service: RunningServi
         assert listed["events"][0]["natsSubject"] == "events.github.pull_request"
         status, none = await get(session, f"{base}/api/v1/events", params={"source": "nowhere"})
         assert none["events"] == []
+        seq = listed["events"][0]["seq"]
+        status, older = await get(session, f"{base}/api/v1/events", params={"before": str(seq)})
+        assert status == 200 and older["events"] == []
 
         status, detail = await get(session, f"{base}/api/v1/events/{event_id}")
         assert status == 200

@@ -221,12 +221,15 @@ let tail = null;
 
 async function eventsPage() {
   const f = query(["type", "source", "subject"]);
-  const list = await api(`/events${qs({ ...f, limit: 100 })}`);
+  const before = query(["before"]).before;
+  const list = await api(`/events${qs({ ...f, before, limit: 100 })}`);
   const body = h("tbody", { id: "events-body" }, list.events.map((e) => eventRow(e, false)));
   const status = h("span", { id: "live-status", class: "muted" }, "connecting…");
+  const last = list.events.length ? list.events[list.events.length - 1].seq : 0;
   show(h("h1", {}, "Events"), filterForm(["type", "source", "subject"], f),
     h("p", {}, "Live tail: ", status),
-    h("table", { id: "events" }, h("thead", {}, h("tr", {}, ["time", "id", "type", "source", "subject", "NATS subject"].map((x) => h("th", {}, x)))), body));
+    h("table", { id: "events" }, h("thead", {}, h("tr", {}, ["time", "id", "type", "source", "subject", "NATS subject"].map((x) => h("th", {}, x)))), body),
+    list.events.length >= 100 ? h("p", {}, link(`/ui/events${qs({ ...f, before: String(last) })}`, "Older events")) : null);
   if (tail) tail.close();
   tail = new EventSource(`${API}/events/stream${qs(f)}`);
   tail.onopen = () => { status.textContent = "live"; status.className = "ok"; };
