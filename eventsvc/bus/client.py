@@ -666,6 +666,17 @@ class Bus:
         # the stream API's header parser may hand back header objects: values are text here
         return {k: str(v) for k, v in (raw.headers or {}).items()}, raw.data or b""
 
+    async def last_seq(self, stream: str, subject: str) -> int:
+        """The sequence of the newest message of `stream` on `subject` (wildcards allowed);
+        0 when there is none."""
+        try:
+            raw = await self._js.get_msg(stream, subject=subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"last message on {subject} in {stream}", e) from e
+        return int(raw.seq or 0)
+
     async def delete_message(self, stream: str, seq: int) -> bool:
         """Remove the message at `seq` from `stream`; False when it was gone already."""
         try:

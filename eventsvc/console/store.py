@@ -49,6 +49,10 @@ async def newest(
         return
     end = state.last_seq
     floor = max(state.first_seq, end - scan + 1) if scan else state.first_seq
+    if subject is not None:
+        # from its newest message down, every window's read finds a message at once (in
+        # it, or the first one after it): none waits for a fetch to come back empty
+        end = min(end, await bus.last_seq(stream, subject))
     while end >= floor:
         start = max(floor, end - WINDOW + 1)
         for item in reversed(await window(bus, stream, start, end, subject)):
@@ -185,6 +189,9 @@ async def list_runs(
     """Results newest first; `since` is a time (RFC 3339 text or a datetime): the scan
     stops at the first result older than it."""
     floor = parse_time(since) if isinstance(since, str) else since
+    if subject is None and sensor:  # the server picks that sensor's results
+        subject = (subjects.result(sensor, trigger) if trigger
+                   else f"results.{subjects.token(sensor)}.>")  # fmt: skip
     out: list[dict[str, Any]] = []
     needle = json.dumps(event_id).encode() if event_id else b""
     wanted = {"sensor": sensor, "trigger": trigger, "outcome": outcome}
