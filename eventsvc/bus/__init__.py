@@ -12,6 +12,7 @@ from eventsvc.bus.client import (
     PullConsumer,
     StartAt,
     StreamState,
+    Subscription,
     connect,
 )
 from eventsvc.bus.streams import StreamSpec, default_streams
@@ -29,6 +30,7 @@ __all__ = [
     "StartAt",
     "StreamSpec",
     "StreamState",
+    "Subscription",
     "connect",
     "default_streams",
 ]

@@ -363,6 +363,31 @@ class KeyValueStore:
             raise _translate(f"kv keys {self.bucket}", e) from e
 
 
+class Subscription:
+    """A core NATS subscription read one message at a time. A reader that falls more than
+    its `pending` messages behind loses the excess (the server's slow-consumer rule)."""
+
+    def __init__(self, sub: Any, subject: str) -> None:
+        self._sub = sub
+        self.subject = subject
+
+    async def next(self, timeout: float) -> tuple[str, Mapping[str, str], bytes] | None:
+        """(subject, headers, body) of the next message; None when none came in `timeout`."""
+        try:
+            msg = await self._sub.next_msg(timeout=timeout)
+        except nats.errors.TimeoutError:
+            return None
+        except (nats.errors.Error, TimeoutError) as e:
+            raise _translate(f"subscription {self.subject}", e) from e
+        return msg.subject, msg.headers or {}, msg.data
+
+    async def close(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as e:
+            log.debug("unsubscribe failed", subject=self.subject, error=str(e))
+
+
 def _translate(what: str, e: BaseException) -> BusError:
     if isinstance(e, _UNAVAILABLE):
         return BusUnavailableError(f"{what}: NATS unavailable ({type(e).__name__}: {e})")
@@ -684,29 +709,21 @@ class Bus:
         except nats.js.errors.NotFoundError:
             return False
         except nats.js.errors.APIError as e:
-            if e.err_code == 10057:  # the server's "delete failed": no message at `seq`
-                return False
+            if e.err_code in (10043, 10057):  # sequence not found, or delete failed (past
+                return False  # the end): no message at `seq`
             raise _translate(f"delete message {seq} of {stream}", e) from e
         except (nats.errors.Error, TimeoutError) as e:
             raise _translate(f"delete message {seq} of {stream}", e) from e
         return True
 
-    async def subscribe(
-        self, subject: str, pending: int = 1024
-    ) -> AsyncGenerator[tuple[str, Mapping[str, str], bytes], None]:
-        """(subject, headers, body) of every message published on `subject` from now on
-        (core NATS, no replay), until the caller stops iterating. A reader that falls more
-        than `pending` messages behind loses the excess (the server's slow-consumer rule)."""
+    async def subscribe(self, subject: str, pending: int = 1024) -> Subscription:
+        """Every message published on `subject` from now on (core NATS, no replay): the
+        server knows of the subscription when this returns. Close it when done."""
         sub = await _guard(f"subscribe {subject}",
                            self._nc.subscribe(subject, pending_msgs_limit=pending))  # fmt: skip
-        try:
-            async for msg in sub.messages:
-                yield msg.subject, msg.headers or {}, msg.data
-        finally:
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error as e:
-                log.debug("unsubscribe failed", subject=subject, error=str(e))
+        flush = self._nc.flush(timeout=max(1, round(self.publish_timeout)))
+        await _guard(f"subscribe {subject}", flush)
+        return Subscription(sub, subject)
 
     @property
     def max_payload(self) -> int:

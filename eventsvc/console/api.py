@@ -7,8 +7,6 @@ cannot answer (503) become JSON answers in one place.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -247,33 +245,27 @@ class Api:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})  # fmt: skip
-        await resp.prepare(request)
-        await resp.write(b": live tail of events.>\n\n")
-        async with contextlib.aclosing(bus.subscribe("events.>")) as messages:
-            pending: asyncio.Task[Any] | None = None
+        subscription = await bus.subscribe("events.>")  # before the client hears "open"
+        try:
+            await resp.prepare(request)
+            await resp.write(b": live tail of events.>\n\n")
             idle = 0.0
-            try:
-                while not self.views.service.stopping:  # a stopping service ends the tail
-                    if pending is None:
-                        pending = asyncio.ensure_future(anext(messages))
-                    done, _ = await asyncio.wait({pending}, timeout=1.0)
-                    if not done:
-                        idle += 1.0
-                        if idle >= KEEPALIVE:
-                            await resp.write(b": keepalive\n\n")
-                            idle = 0.0
-                        continue
-                    subject, headers, body = pending.result()
-                    pending, idle = None, 0.0
-                    item = await live_item(bus, subject, headers, body)
-                    if item is not None and test(item):
-                        await resp.write(b"data: " + json.dumps(item).encode() + b"\n\n")
-            except (ConnectionResetError, StopAsyncIteration):
-                pass
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                    await asyncio.gather(pending, return_exceptions=True)
+            while not self.views.service.stopping:  # a stopping service ends the tail
+                got = await subscription.next(timeout=1.0)
+                if got is None:
+                    idle += 1.0
+                    if idle >= KEEPALIVE:
+                        await resp.write(b": keepalive\n\n")
+                        idle = 0.0
+                    continue
+                idle = 0.0
+                item = await live_item(bus, *got)
+                if item is not None and test(item):
+                    await resp.write(b"data: " + json.dumps(item).encode() + b"\n\n")
+        except ConnectionResetError:
+            pass  # the client left
+        finally:
+            await subscription.close()
         return resp
 
 

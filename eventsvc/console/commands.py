@@ -4,7 +4,6 @@ does, from the shell, reading the same streams through the same code (`store`)."
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -158,8 +157,12 @@ async def _follow(bus: Bus, filters: Mapping[str, str], args: argparse.Namespace
     from eventsvc.console.api import live_item
 
     test = store.contains(filters)
-    async with contextlib.aclosing(bus.subscribe("events.>")) as messages:
-        async for subject, headers, body in messages:
-            item = await live_item(bus, subject, headers, body)
+    subscription = await bus.subscribe("events.>")
+    try:
+        while True:
+            got = await subscription.next(timeout=60.0)
+            item = await live_item(bus, *got) if got is not None else None
             if item is not None and test(item):
                 _print(args, item, _event_cells(item))
+    finally:
+        await subscription.close()
