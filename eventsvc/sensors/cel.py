@@ -71,6 +71,79 @@ class _Runner(celpy.CompiledRunner):
         self.tp.transpile()
 
 
+# -- string functions ---------------------------------------------------------------------
+# What CEL's own strings extension offers (cel-go `ext.Strings`), for the rendering work
+# templates do: `data.ref.substring(11)`, `data.repo.lowerAscii()`, `data.title.trim()`.
+# celpy's transpiler calls a function by its module path, which it executes in the
+# globals of celpy.evaluation; `eventsvc` is put there so the path resolves.
+
+
+def lower_ascii(text: Any) -> celtypes.StringType:
+    return celtypes.StringType(_text(text, "lowerAscii").translate(_LOWER))
+
+
+def upper_ascii(text: Any) -> celtypes.StringType:
+    return celtypes.StringType(_text(text, "upperAscii").translate(_UPPER))
+
+
+def substring(text: Any, start: Any, end: Any = None) -> celtypes.StringType:
+    value = _text(text, "substring")
+    first = _index(start, "substring")
+    last = len(value) if end is None else _index(end, "substring")
+    if not 0 <= first <= last <= len(value):
+        raise ValueError(f"substring({first}, {last}) is out of range for a string of "
+                         f"length {len(value)}")  # fmt: skip
+    return celtypes.StringType(value[first:last])
+
+
+def trim(text: Any) -> celtypes.StringType:
+    return celtypes.StringType(_text(text, "trim").strip())
+
+
+def replace(text: Any, old: Any, new: Any, count: Any = None) -> celtypes.StringType:
+    limit = -1 if count is None else _index(count, "replace", allow_negative=True)
+    value = _text(text, "replace")
+    return celtypes.StringType(value.replace(_text(old, "replace"), _text(new, "replace"), limit))
+
+
+def split(text: Any, separator: Any) -> celtypes.ListType:
+    sep = _text(separator, "split")
+    if not sep:
+        raise ValueError("split: the separator is empty")
+    return celtypes.ListType([celtypes.StringType(p) for p in _text(text, "split").split(sep)])
+
+
+def join(items: Any, separator: Any = "") -> celtypes.StringType:
+    if not isinstance(items, list):
+        raise ValueError(f"join: expected a list, got {type(items).__name__}")
+    parts = [_text(i, "join") for i in items]
+    return celtypes.StringType(_text(separator, "join").join(parts))
+
+
+def _text(value: Any, function: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{function}: expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _index(value: Any, function: str, allow_negative: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{function}: expected an integer, got {type(value).__name__}")
+    if int(value) < 0 and not allow_negative:
+        raise ValueError(f"{function}: {int(value)} is negative")
+    return int(value)
+
+
+_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+FUNCTIONS: dict[str, Any] = {
+    "lowerAscii": lower_ascii, "upperAscii": upper_ascii, "substring": substring,
+    "trim": trim, "replace": replace, "split": split, "join": join,
+}  # fmt: skip
+"""CEL functions beyond the standard ones, callable as methods (`s.trim()`) or globally."""
+celpy.evaluation.result.__globals__.setdefault("eventsvc", sys.modules["eventsvc"])
+
+
 # celpy raises the interpreter's recursion limit when an Environment is made; on
 # CPython 3.11 that upsets `ast.parse` elsewhere (SystemError "AST constructor
 # recursion depth mismatch"), so the limit is put back at once.
@@ -118,7 +191,7 @@ class Program:
         self.event_refs = root_members(ast, "events")
         """`build` for every `events.build` the expression reads."""
         try:
-            self.runner = _ENV.program(ast)
+            self.runner = _ENV.program(ast, functions=FUNCTIONS)
         except Exception as e:  # transpiling can reject what parsing allowed
             raise CelSyntaxError(f"cannot compile: {e}") from e
 

@@ -16,6 +16,13 @@ import aiohttp
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
 
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` in seconds (ASCII digits only: `²` is not a number), else None.
+    An HTTP date is not followed: the trigger's own backoff applies."""
+    return float(value) if value and value.isascii() and value.isdigit() else None
+
+
 URL_MARK = "x-eventsvc-url"
 """In a trigger kind's schema, marks a string field that is a URL: a value rendered into
 it with text around it is percent-encoded (sensors/params.py). A field that is one

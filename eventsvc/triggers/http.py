@@ -12,7 +12,13 @@ import aiohttp
 from eventsvc import events
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
-from eventsvc.triggers.base import URL_MARK, Services, TriggerContext, TriggerResult
+from eventsvc.triggers.base import (
+    URL_MARK,
+    Services,
+    TriggerContext,
+    TriggerResult,
+    retry_after_seconds,
+)
 
 # statuses worth retrying: the server may recover; other 4xx will not change by themselves
 _RETRYABLE = {408, 425, 429}
@@ -92,6 +98,6 @@ class HttpTrigger:
             return TriggerResult(detail={"status": status, "url": url})
         message = f"{method} {url} answered {status}: {text.strip() or '(empty body)'}"
         if status >= 500 or status in _RETRYABLE:
-            delay = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
+            delay = retry_after_seconds(retry_after)
             raise TemporaryTriggerError(message, delay=delay)
         raise PermanentTriggerError(message)

@@ -31,7 +31,7 @@ from prometheus_client import Histogram
 
 from eventsvc.config import Config
 from eventsvc.errors import ConfigError, PermanentTriggerError, TemporaryTriggerError
-from eventsvc.triggers.base import Services
+from eventsvc.triggers.base import Services, retry_after_seconds
 
 FIELD_MANAGER = "eventsvc"
 LABEL_SENSOR = "eventsvc.dev/sensor"
@@ -151,7 +151,7 @@ def map_error(error: BaseException, call: Call) -> Exception:
             return PermanentTriggerError(f"{where}: rejected by the API server: {message}")
         if status == 429 or status >= 500 or status == 0:
             retry_after = (error.headers or {}).get("Retry-After")
-            delay = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
+            delay = retry_after_seconds(retry_after)
             return TemporaryTriggerError(f"{where}: {status or 'error'} {message}", delay=delay)
         return PermanentTriggerError(f"{where}: {status} {message}")
     if isinstance(error, urllib3.exceptions.HTTPError | OSError | TimeoutError):
