@@ -191,10 +191,9 @@ def _join(tokens: list[str]) -> str:
 _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
 _CONTROL = ("if", "else", "end", "range", "with", "define", "template", "block", "break",
             "continue")  # fmt: skip
-_SPRIG_NONE = ("upper", "lower", "substr", "trunc", "replace", "trim", "trimPrefix",
-               "trimSuffix", "title", "b64enc", "b64dec", "sha256sum", "printf", "split",
-               "splitList", "join", "regexFind", "regexReplaceAll", "quote", "squote", "now",
-               "date", "repeat", "nospace", "abbrev", "cat", "indent", "nindent")  # fmt: skip
+_SPRIG_NONE = ("title", "b64enc", "b64dec", "sha256sum", "printf", "split", "regexFind",
+               "regexReplaceAll", "quote", "squote", "now", "date", "repeat", "nospace",
+               "abbrev", "cat", "indent", "nindent")  # fmt: skip
 
 
 def _words(command: str) -> list[str]:
@@ -278,8 +277,61 @@ def _function(name: str, args: list[str], action: str) -> str:
         return args[0] + "".join(f"[{a}]" for a in args[1:])
     if name == "len" and len(args) == 1:
         return f"size({args[0]})"
+    string_function = _string_function(name, [f"({a})" for a in args], action)
+    if string_function is not None:
+        return string_function
     if name in _SPRIG_NONE:
         raise NotConvertible(f"template function {name!r} in {{{{ {action} }}}} has no CEL "
                              "counterpart in eventsvc (CEL offers size, contains, startsWith, "
-                             "endsWith, matches)")  # fmt: skip
+                             "endsWith, matches, lowerAscii, upperAscii, trim, substring, "
+                             "replace, split, join)")  # fmt: skip
     raise NotConvertible(f"template function {name!r} in {{{{ {action} }}}} is not converted")
+
+
+def _string_function(name: str, args: list[str], action: str) -> str | None:
+    """Sprig's string functions in CEL's strings extension; the piped value is the last
+    argument, as in Go templates. None when `name` is not one of them."""
+    arity = {"upper": 1, "lower": 1, "trim": 1, "trimPrefix": 2, "trimSuffix": 2,
+             "replace": 3, "substr": 3, "trunc": 2, "splitList": 2, "join": 2}  # fmt: skip
+    if name not in arity:
+        return None
+    if len(args) != arity[name]:
+        raise NotConvertible(f"{name} in {{{{ {action} }}}} takes {arity[name]} arguments")
+    *given, s = args
+    if name == "upper":
+        return f"{s}.upperAscii()"
+    if name == "lower":
+        return f"{s}.lowerAscii()"
+    if name == "trim":
+        return f"{s}.trim()"
+    if name == "trimPrefix":
+        return f"({s}.startsWith({given[0]}) ? {s}.substring(size({given[0]})) : {s})"
+    if name == "trimSuffix":
+        p = given[0]
+        return f"({s}.endsWith({p}) ? {s}.substring(0, size({s}) - size({p})) : {s})"
+    if name == "replace":
+        return f"{s}.replace({given[0]}, {given[1]})"
+    if name == "splitList":
+        return f"{s}.split({given[0]})"
+    if name == "join":
+        return f"{s}.join({given[0]})"
+    numbers = [_literal_int(g) for g in given]
+    if None in numbers:
+        raise NotConvertible(f"{name} in {{{{ {action} }}}}: only literal numbers convert")
+    if name == "trunc":  # sprig: a negative n keeps the last -n characters
+        [n] = numbers
+        assert n is not None
+        if n < 0:
+            return f"(size({s}) > {-n} ? {s}.substring(size({s}) - {-n}) : {s})"
+        return f"(size({s}) > {n} ? {s}.substring(0, {n}) : {s})"
+    start, end = numbers  # sprig substr: start < 0 means 0; end < 0 or past the end: to the end
+    assert start is not None and end is not None
+    start = max(start, 0)
+    if end < 0:
+        return f"{s}.substring({start})"
+    return f"(size({s}) > {end} ? {s}.substring({start}, {end}) : {s}.substring({start}))"
+
+
+def _literal_int(text: str) -> int | None:
+    inner = text.strip("()")
+    return int(inner) if re.fullmatch(r"-?\d+", inner) else None

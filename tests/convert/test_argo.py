@@ -210,7 +210,7 @@ UNSUPPORTED = [
     (26, "spec.triggers[1].template.awsLambda", "no AWS Lambda trigger"),
     (34, "spec.triggers[2].template.http.secureHeaders[0]", "no secret references"),
     (39, "spec.triggers[2].template.http.payload", "builds no custom body"),
-    (45, "spec.triggers[2].template.http.parameters[0]", "'upper'"),
+    (45, "spec.triggers[2].template.http.parameters[0]", "'title'"),
     (51, "spec.triggers[3].template.futureField", "no eventsvc counterpart"),
     (54, "spec.triggers[3].template.k8s.futureK8sField", "no eventsvc counterpart"),
 ]
@@ -372,3 +372,30 @@ def test_or_never_loosens_the_dependency_selection(
                        "--nats-subject", "events.http.webhook",
                        "--expect-fire" if fires else "--expect-no-fire", "go")  # fmt: skip
     assert rc == 0, text
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("{{ .Input.body.ref | trimPrefix \"refs/heads/\" | upper }}", "FEATURE/X-1"),
+    ("{{ .Input.body.name | lower }}", "shop api"),
+    ("{{ .Input.body.pad | trim }}", "x"),
+    ("{{ .Input.body.file | trimSuffix \".yaml\" }}", "values"),
+    ("{{ .Input.body.path | replace \"/\" \"-\" }}", "refs-heads-feature-x-1"),
+    ("{{ .Input.body.sha | substr 0 7 }}", "0123456"),
+    ("{{ substr 5 99 .Input.body.sha }}", "56789"),
+    ("{{ substr -3 4 .Input.body.sha }}", "0123"),
+    ("{{ .Input.body.sha | trunc 4 }}", "0123"),
+    ("{{ .Input.body.sha | trunc -2 }}", "89"),
+    ("{{ .Input.body.sha | trunc 40 }}", "0123456789"),
+    ("{{ .Input.body.path | splitList \"/\" | join \".\" }}", "refs.heads.feature.x-1"),
+])  # fmt: skip
+def test_sprig_string_functions_render_as_sprig_does(template: str, expected: str) -> None:
+    """The expected values are what Go's text/template with sprig prints for these."""
+    from eventsvc.convert import celmap
+    from eventsvc.sensors import cel
+
+    data = {"ref": "refs/heads/Feature/X-1", "path": "refs/heads/feature/x-1",
+            "name": "Shop API", "pad": "  x \n", "file": "values.yaml", "sha": "0123456789"}
+    [piece] = celmap.template_pieces(
+        template, lambda word: "data." + word.removeprefix(".Input.body."))
+    assert isinstance(piece, tuple)
+    assert cel.Program(piece[0]).evaluate({"data": cel.to_cel(data)}) == expected
