@@ -219,6 +219,9 @@ class Api:
     async def login(self, request: web.Request) -> web.Response:
         """Check a token and keep it in an HttpOnly cookie, for the browser's requests
         (`EventSource` cannot send an Authorization header)."""
+        if request.content_type != "application/json":  # no login from another site's form
+            return json_response(415, {"error": "send the token as application/json",
+                                       "reason": "json_required"})  # fmt: skip
         try:
             body = await request.json()
         except ValueError:
