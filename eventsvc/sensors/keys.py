@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from eventsvc.events import CloudEvent
+from eventsvc.sensors import cel
 
 KeyFn = Callable[[CloudEvent], str | None]
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(-?\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")
@@ -94,54 +94,21 @@ def compile_key(text: str) -> KeyFn:
 
 def _compile_cel(text: str) -> KeyFn:
     try:
-        import celpy
-        from celpy.adapter import json_to_cel
-        from celpy.evaluation import CELEvalError
-    except ImportError as e:
-        raise KeyExpressionError(
-            f"{text!r} is not a plain path like 'data.a.b' and CEL needs the cel-python package; "
-            "install it or use a path"
-        ) from e
-    limit = sys.getrecursionlimit()
-    env = celpy.Environment()
-    sys.setrecursionlimit(limit)  # celpy raises it; CPython 3.11's ast.parse then fails
-    try:
-        program = env.program(env.compile(text))
-    except Exception as e:  # celpy raises its own parse error types
-        # one line, as every lint problem: celpy's own text spans lines with a caret
-        column = getattr(e, "column", None)
-        where = f" at column {column}" if column else ""
-        raise KeyExpressionError(f"CEL syntax error{where} in {text!r}") from e
+        program = cel.Program(text)
+    except cel.CelSyntaxError as e:  # one line, as every lint problem
+        raise KeyExpressionError(str(e)) from e
 
     def evaluate(ev: CloudEvent) -> str | None:
-        attrs = {k: str(v) for k, v in ev.get_attributes().items() if v is not None}
-        activation = {k: json_to_cel(v) for k, v in attrs.items()}
-        activation["data"] = json_to_cel(cast(Any, ev.get_data()))
+        activation: dict[str, Any] = {
+            k: cel.to_cel(str(v)) for k, v in ev.get_attributes().items() if v is not None
+        }
+        activation["data"] = cel.to_cel(cast(Any, ev.get_data()))
         try:
-            value: Any = program.evaluate(activation)
-        except Exception:
+            return as_key(program.evaluate(activation))
+        except cel.CelEvalError:
             return None
-        if isinstance(value, CELEvalError):
-            return None
-        return as_key(_plain(value))
 
     return evaluate
-
-
-def _plain(value: Any) -> Any:
-    """CEL values (subclasses of the Python builtins) back to plain JSON-like values."""
-    from celpy import celtypes
-
-    if isinstance(value, celtypes.BoolType | bool):
-        return bool(value)
-    for plain in (str, int, float):
-        if isinstance(value, plain):
-            return plain(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return None if value is None else str(value)
 
 
 def first_key(fn: KeyFn, events: Mapping[str, CloudEvent]) -> str | None:
