@@ -179,28 +179,17 @@ class GitHubGateway:
         ce_type = event_type(event, payload)
         source = event_source(payload)
         subject_attr = event_subject(event, payload)
-        # every value below is percent-encoded to printable ASCII (`enc`) and the body is
+        # every value below is percent-encoded to printable ASCII (binary_headers); the body is
         # the JSON parsed above: what a consumer reads back is what is checked here, so no
         # decode of the message is needed, only the attributes and the sizes
         check_attributes({"id": delivery, "source": source, "type": ce_type,
                           "subject": subject_attr, "githubhookid": hook_id})  # fmt: skip
-        # binary mode, built directly: the same headers as `events.binary_headers` of the
-        # attributes (datacontenttype as content-type, the rest as percent-encoded ce-*)
-        # without going through datetime objects and a generic loop on every request
-        enc = events.encode_header_value
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-id": enc(delivery),
-            "ce-source": enc(source),
-            "ce-type": enc(ce_type),
-            "ce-time": events.format_now(),
-            "content-type": "application/json",
-            "ce-githubdelivery": enc(delivery),
-            "ce-githubhookid": enc(hook_id),
-            "ce-githubevent": enc(event),
-        }
-        if subject_attr is not None:
-            headers["ce-subject"] = enc(subject_attr)
+        headers = events.binary_headers({
+            "specversion": "1.0", "id": delivery, "source": source, "type": ce_type,
+            "time": events.format_now(), "datacontenttype": "application/json",
+            "subject": subject_attr, "githubdelivery": delivery, "githubhookid": hook_id,
+            "githubevent": event,
+        })  # fmt: skip
         subject = self._subjects.get(event) or self._subject(event)
         msg_id = f"{hook_id}:{delivery}"
         size = 27 + len(msg_id.encode()) + sum(len(k) + len(v) + 4 for k, v in headers.items())
