@@ -181,8 +181,8 @@ class Service:
                 f"cannot listen on {self.config.http_host}:{self.config.http_port} "
                 f"({e.strerror or e}); choose another port with --port or EVENTSVC_HTTP_PORT"
             ) from e
-        sockets = getattr(site._server, "sockets", None) or []
-        self.state.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
+        addresses = self._runner.addresses  # (host, port, ...) of each listening socket
+        self.state.http_port = int(addresses[0][1]) if addresses else self.config.http_port
         log.info("http listening", host=self.config.http_host, port=self.state.http_port)
 
     async def _wait(self, stop: asyncio.Event) -> None:
