@@ -13,7 +13,7 @@ from aiohttp import web
 
 from eventsvc import events, logs, metrics
 from eventsvc.bus import Bus, PublishAck
-from eventsvc.bus.client import encode_headers
+from eventsvc.bus.natsclient import encode_headers
 from eventsvc.errors import BusError, BusUnavailableError
 
 log = logs.get("eventsvc.gateways")

@@ -63,7 +63,7 @@ async def test_publish_when_server_gone_is_unavailable(
 
 
 def test_header_block_is_what_nats_py_writes() -> None:
-    from eventsvc.bus.client import encode_headers
+    from eventsvc.bus.natsclient import encode_headers
 
     headers = {"ce-id": " a\r\nb ", " Nats-Msg-Id ": "1:d", " ": "skipped", "ce-x": "%22"}
     assert encode_headers(headers, set()) == (
