@@ -46,6 +46,11 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
+# Changes per second the watch gateway announces with 1,000 watched objects, and its RSS
+.PHONY: bench-watch
+bench-watch: $(STAMP)
+	$(BIN)/python -m bench.watch
+
 # Kill things under load and count: lost, results missing, duplicates and their keys
 # (minutes; not part of `make test`). ARGS='--scenarios sigterm,large --events 500'
 faults: $(STAMP)
