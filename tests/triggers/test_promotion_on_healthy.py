@@ -6,12 +6,14 @@ deployment repositories (folder per environment, and branch per environment)."""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from eventsvc import specs
 from eventsvc.bus.embedded import EmbeddedNats
@@ -178,3 +180,52 @@ def test_image_from_sets_tag_and_digest_and_excludes_them() -> None:
     assert where == ("edits", 0, "image", "imageFrom") and "remove newTag" in message
     del edit["image"]["newTag"]
     assert PromotionTrigger.check(spec) == []
+
+
+SHOP_TRIGGER = "healthy-staging-to-production"
+
+
+@pytest.fixture
+def keep_logging_config() -> Iterator[None]:
+    """`eventsvc test` configures logging for the process: put it back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def watch_event(obj: dict[str, Any], changes: dict[str, Any], kind: str = "changed"
+                ) -> dict[str, Any]:  # fmt: skip
+    return {"specversion": "1.0", "id": "argocd-environments:u-1:101",
+            "type": f"dev.eventsvc.k8s.{kind}", "source": "https://kubernetes.default.svc",
+            "subject": f"argocd/{obj['metadata']['name']}", "datacontenttype": "application/json",
+            "data": {"object": obj, "changes": changes}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("obj", "changes", "kind", "fires"), [
+    (application("shop-staging", "ghcr.io/acme/shop:1.5", "Healthy", "Synced"),
+     {"status.health.status": {"from": "Progressing", "to": "Healthy"}}, "changed", True),
+    (application("shop-staging", "ghcr.io/acme/shop:1.5", "Healthy", "Synced"),
+     {"status.summary.images": {"from": ["ghcr.io/acme/shop:1.4"], "to": ["..."]}}, "changed",
+     True),  # a rollout too quick to be seen Progressing
+    (application("shop-staging", "ghcr.io/acme/shop:1.5", "Healthy", "OutOfSync"),
+     {"status.health.status": {"from": "Progressing", "to": "Healthy"}}, "changed", False),
+    (application("shop-staging", "ghcr.io/acme/shop:1.5", "Healthy", "Synced"),
+     {"status.sync.revision": {"from": "a", "to": "b"}}, "changed", False),
+    (application("shop-staging", "ghcr.io/acme/shop:1.5", "Healthy", "Synced"),
+     {"status.health.status": {"from": "Healthy", "to": None}}, "deleted", False),
+    (application("shop-staging", "ghcr.io/acme/other:1.5", "Healthy", "Synced"),
+     {"status.health.status": {"from": "Progressing", "to": "Healthy"}}, "changed", False),
+])  # fmt: skip
+def test_what_counts_as_healthy_at_a_new_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], obj: dict[str, Any],
+    changes: dict[str, Any], kind: str, fires: bool, keep_logging_config: None,
+) -> None:  # fmt: skip
+    from eventsvc import cli
+
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(watch_event(obj, changes, kind)))
+    expect = "--expect-fire" if fires else "--expect-no-fire"
+    code = cli.main(["test", str(ROOT / "sensors" / "promotion.yaml"), "--event", str(path),
+                     "--nats-subject", "events.k8s.argocd-environments", expect, SHOP_TRIGGER])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
