@@ -7,6 +7,7 @@ teardown and "removed"."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from eventsvc import events
 from eventsvc.bus.embedded import EmbeddedNats
+from eventsvc.bus.streams import RESULTS
 from tests.conftest import RunningService, post_github
 from tests.github import fakegithub
 from tests.github.fakegithub import FakeGitHub
@@ -63,6 +66,19 @@ def preview(github: FakeGitHub) -> list[tuple[str, str, str]]:
             for s in github.statuses if s["context"] == "eventsvc/preview"]  # fmt: skip
 
 
+async def results(service: RunningService, count: int) -> list[Any]:
+    """The environment trigger's first `count` results (their `detail`), once published."""
+    bus = service.service.state.bus_ref.bus
+    assert bus is not None
+    async with asyncio.timeout(60):
+        while True:
+            found = await bus.stream_messages(RESULTS, "results.pr-environments.>")
+            if len(found) >= count:
+                return [events.from_nats(m.headers, m.data).get_data()["detail"]  # type: ignore[index]
+                        for m in found]  # fmt: skip
+            await asyncio.sleep(0.05)
+
+
 def argo_cd(kubeapi: FakeCluster, **status: Any) -> None:  # noqa: F811
     """Argo CD writes the Application's status."""
     kubeapi.api.modify(APP[0], APP[1], APP[2], APP[3], {"status": status})
@@ -91,6 +107,14 @@ async def test_opened_healthy_closed(
         await eventually(lambda: len(preview(github)) == 2, "the success status", 60)
         assert preview(github)[1] == (SHA, "success", "Argo CD: Healthy and Synced")
         argo_cd(kubeapi, reconciledAt="later")  # a heartbeat says nothing new
+
+        # another label: the environment is re-applied at the same sha; Argo CD has nothing
+        # new to say, so neither has the pull request (no "being deployed" again)
+        labeled = pr("labeled", SHA, labels=("preview", "docs"), label="docs")
+        await post_github(http, service.url, "pull_request", labeled)
+        detail = (await results(service, 2))[1]
+        assert (detail["action"], detail["headSha"], detail["previousHeadSha"]) == (
+            "updated", SHA, SHA)
 
         # a push: deploying again, then Healthy at the new sha
         await post_github(http, service.url, "pull_request", pr("synchronize", NEXT))

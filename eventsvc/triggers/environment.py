@@ -257,10 +257,13 @@ class EnvironmentTrigger:
             gone = await teardown(cluster, name, name, argocd)
             return TriggerResult(detail={**detail, "action": "deleted", **gone})
         app_res = await cluster.resource(ARGO_API, "Application")
-        existed = await cluster.get_or_none(app_res, name, argocd) is not None
+        existing = await cluster.get_or_none(app_res, name, argocd)
         await self._ensure(cluster, spec, ctx, pr, name, argocd, url)
-        return TriggerResult(detail={**detail, "action": "updated" if existed else "created",
-                                     "image": self.image(spec, pr)})  # fmt: skip
+        if existing is not None:  # the sha it ran: an update at the same sha deploys nothing new
+            annotations = (existing.get("metadata") or {}).get("annotations") or {}
+            detail["previousHeadSha"] = str(annotations.get(ANN_SHA, ""))
+        return TriggerResult(detail={**detail, "image": self.image(spec, pr),
+                                     "action": "updated" if existing else "created"})  # fmt: skip
 
     # -- building ----------------------------------------------------------------------------
 
