@@ -61,3 +61,39 @@ class TemporaryTriggerError(TriggerError):
     def __init__(self, message: str, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ExternalError(EventsvcError):
+    """A client of an outside system (GitHub's API, git, the Kubernetes API) failed, or
+    refused a value before sending it. Those clients serve triggers, commands and gateways
+    alike and know nothing of runs: `retryable` says whether the same call may succeed
+    later (not before `delay` seconds), and the trigger boundary maps it
+    (`as_trigger_error`)."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class RetryableExternalError(ExternalError):
+    """The outside system may answer differently later: a timeout, a 5xx, a rate limit."""
+
+    retryable = True
+
+
+class RefusedValueError(ExternalError):
+    """A value (from a spec or from event data) was refused before it reached the outside
+    system: it would have been an option, a path segment or a name it must not be."""
+
+
+def as_trigger_error(error: EventsvcError) -> EventsvcError:
+    """What a trigger run makes of `error`: an `ExternalError` becomes temporary (retried)
+    or permanent by its `retryable`, with the same message; other errors stay as they are."""
+    if not isinstance(error, ExternalError):
+        return error
+    mapped: TriggerError = (TemporaryTriggerError(str(error), delay=error.delay)
+                            if error.retryable else PermanentTriggerError(str(error)))  # fmt: skip
+    mapped.__cause__ = error
+    return mapped

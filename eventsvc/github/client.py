@@ -29,7 +29,12 @@ import aiohttp
 
 from eventsvc import logs
 from eventsvc.config import Config, read_secret
-from eventsvc.errors import ConfigError, PermanentTriggerError, TemporaryTriggerError
+from eventsvc.errors import (
+    ConfigError,
+    ExternalError,
+    RefusedValueError,
+    RetryableExternalError,
+)
 from eventsvc.github.auth import AppAuth, Auth, TokenAuth
 from eventsvc.github.gitops import https_host
 
@@ -43,7 +48,7 @@ Sleep = Callable[[float], Awaitable[None]]
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
-class GitHubApiError(PermanentTriggerError):
+class GitHubApiError(ExternalError):
     """GitHub refused the request; retrying the same request will not help."""
 
     def __init__(self, message: str, status: int = 0, body: Any = None) -> None:
@@ -52,7 +57,7 @@ class GitHubApiError(PermanentTriggerError):
         self.body = body
 
 
-class GitHubRetryableError(TemporaryTriggerError):
+class GitHubRetryableError(RetryableExternalError):
     """Rate limited, server error or network trouble: try again after `delay`."""
 
 
@@ -414,11 +419,11 @@ def repo_problem(repo: str) -> str | None:
 
 
 def check_repo(repo: str, field: str = "repo", where: str = "") -> str:
-    """`repo`, or PermanentTriggerError naming `field` (and `where` it came from)."""
+    """`repo`, or RefusedValueError naming `field` (and `where` it came from)."""
     problem = repo_problem(repo)
     if problem is not None:
         shown = repr(repo if len(repo) <= 200 else repo[:200] + "...")
-        raise PermanentTriggerError(
+        raise RefusedValueError(
             f"{field}: {shown}{where} {problem}; refused. Give owner/name, e.g. acme/deploy"
         )
     return repo

@@ -9,7 +9,7 @@ import sys
 
 from eventsvc.config import load_config
 from eventsvc.durations import format_duration, parse_duration
-from eventsvc.errors import ConfigError, TriggerError
+from eventsvc.errors import ConfigError, ExternalError
 from eventsvc.github import hooks, redeliver
 from eventsvc.github.client import GitHubClient, GitHubSettings
 
@@ -54,7 +54,7 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     except ConfigError as e:  # missing credentials: a configuration error, as for every command
         print(f"eventsvc github redeliver: {e}", file=sys.stderr)
         return 2
-    except TriggerError as e:
+    except ExternalError as e:
         print(f"eventsvc github redeliver: {e}", file=sys.stderr)
         return 1
     verb = "would redeliver" if args.dry_run else "redelivered"

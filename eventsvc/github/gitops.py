@@ -42,7 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from eventsvc import logs
-from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
+from eventsvc.errors import ExternalError, RefusedValueError, RetryableExternalError
 
 log = logs.get("eventsvc.github.git")
 # config injected through the environment: ours replaces any inherited one
@@ -69,7 +69,7 @@ FILE_HINT = ("file:// URLs are off: set promotion.allowFileUrls: true "
              "(EVENTSVC_PROMOTION_ALLOW_FILE_URLS=true) for local repositories")  # fmt: skip
 
 
-class GitError(TemporaryTriggerError):
+class GitError(RetryableExternalError):
     """A git command failed in a way that may pass on retry (network, race)."""
 
     def __init__(self, message: str, stderr: str = "") -> None:
@@ -77,11 +77,11 @@ class GitError(TemporaryTriggerError):
         self.stderr = stderr
 
 
-class GitAuthError(PermanentTriggerError):
+class GitAuthError(ExternalError):
     """git was refused access to the repository; the message says what to fix."""
 
 
-class UnsafeValueError(PermanentTriggerError):
+class UnsafeValueError(RefusedValueError):
     """A URL or branch name that must not reach a git command line; often event data.
     The message names the field, the value and what to write instead."""
 
@@ -326,7 +326,7 @@ class Git:
         if not names:
             return []
         if any("\n" in n for n in names):
-            raise PermanentTriggerError(f"a path holds a line break: {names!r}")
+            raise RefusedValueError(f"a path holds a line break: {names!r}")
         out = await self.run_bytes("cat-file", "--batch",
                                    input=("\n".join(names) + "\n").encode())  # fmt: skip
         found: list[Blob | None] = []

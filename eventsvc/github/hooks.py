@@ -22,7 +22,7 @@ from typing import Any
 
 from eventsvc import specfile
 from eventsvc.config import load_config
-from eventsvc.errors import ConfigError, TriggerError
+from eventsvc.errors import ConfigError, ExternalError
 from eventsvc.github.client import GitHubClient, GitHubSettings
 
 ALL = "*"
@@ -351,7 +351,7 @@ def _run(command: str, settings: GitHubSettings, work: Callable[[GitHubClient], 
     except ConfigError as e:  # missing credentials
         print(f"eventsvc github hooks {command}: {e}", file=sys.stderr)
         return 2
-    except TriggerError as e:
+    except ExternalError as e:
         print(f"eventsvc github hooks {command}: {e}", file=sys.stderr)
         return 1
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsvc import logs
-from eventsvc.errors import PermanentTriggerError
+from eventsvc.errors import ExternalError
 from eventsvc.github.gitops import Blob, Git
 from eventsvc.github.yamledit import Change, EditError, YamlDoc
 
@@ -122,7 +122,7 @@ def load_doc(text: str, file: str) -> YamlDoc:
     try:
         return YamlDoc(text, file)
     except EditError as e:
-        raise PermanentTriggerError(str(e)) from e
+        raise ExternalError(str(e)) from e
 
 
 def trailers(edits: Iterable[Edit], since: float | None) -> str:

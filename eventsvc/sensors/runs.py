@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 from eventsvc import logs, metrics
 from eventsvc.bus import Bus
 from eventsvc.config import Config
-from eventsvc.errors import BusError, EventsvcError, TemporaryTriggerError
+from eventsvc.errors import BusError, EventsvcError, TemporaryTriggerError, as_trigger_error
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import correlation, deadletter, delivery, keys, params, results
 from eventsvc.sensors.compiled import CompiledSensor, CompiledTrigger, Plan
@@ -186,7 +186,8 @@ class Runs:
         try:
             section = params.render(spec, by_dep)
             result: TriggerResult = await self.stores.pool.get(spec.kind).execute(section, ctx)
-        except EventsvcError as e:
+        except EventsvcError as raised:
+            e = as_trigger_error(raised)  # GitHub, git, Kubernetes: retryable or not
             outcome = "retry" if isinstance(e, TemporaryTriggerError) else "failed"
             self._record(spec.name, outcome, started)
             self.log.warning("trigger failed", trigger=spec.name, event_id=event_ids,

@@ -43,7 +43,12 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from eventsvc import durations, logs
-from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError, TriggerError
+from eventsvc.errors import (
+    ExternalError,
+    PermanentTriggerError,
+    TemporaryTriggerError,
+    TriggerError,
+)
 from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents, promotecommit
 from eventsvc.github.client import (
@@ -458,7 +463,7 @@ class PromotionRun:
             async with asyncio.TaskGroup() as group:  # two round trips at once
                 listing = group.create_task(self._pulls()) if self.use_pr else None
                 remote = await git.ls_remote(branches)
-        except* TriggerError as failed:  # the first failure, as a single error
+        except* (TriggerError, ExternalError) as failed:  # the first failure, alone
             raise failed.exceptions[0] from None
         self._remember(mirror, remote)
         return remote, listing.result() if listing is not None else []

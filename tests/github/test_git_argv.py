@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc.errors import PermanentTriggerError
+from eventsvc.errors import PermanentTriggerError, RefusedValueError, as_trigger_error
 from eventsvc.github import gitops
 from eventsvc.github.gitops import Git, GitError, UnsafeValueError
 from tests.github.deployrepo import git, make_deploy_repo
@@ -41,7 +41,8 @@ async def test_option_like_url_is_refused_before_git_runs(template: str, tmp_pat
     with pytest.raises(UnsafeValueError) as info:
         await Git(url, tmp_path / "w").ls_remote(["main"])
     message = str(info.value)
-    assert isinstance(info.value, PermanentTriggerError)
+    assert isinstance(info.value, RefusedValueError)  # refused, and never retried:
+    assert isinstance(as_trigger_error(info.value), PermanentTriggerError)
     assert message.startswith(f"repo: {url!r} ")  # the field and the value as given
     assert "Give a repository URL such as https://github.com/acme/deploy.git" in message
     assert not marker.exists()

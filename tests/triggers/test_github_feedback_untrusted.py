@@ -16,7 +16,7 @@ import pytest
 
 from eventsvc import events
 from eventsvc.config import load_config
-from eventsvc.errors import PermanentTriggerError
+from eventsvc.errors import PermanentTriggerError, RefusedValueError
 from eventsvc.github.client import GitHubApiError, GitHubClient, GitHubSettings
 from eventsvc.triggers import Services, TriggerContext
 from eventsvc.triggers.github_comment import GitHubCommentTrigger, marker
@@ -68,7 +68,7 @@ async def test_a_repository_name_from_the_event_is_checked(
 ) -> None:
     for trigger, spec in ((GitHubStatusTrigger(services), {"state": "success"}),
                           (GitHubCommentTrigger(services), {"body": "hi"})):  # fmt: skip
-        with pytest.raises(PermanentTriggerError) as info:
+        with pytest.raises(RefusedValueError) as info:
             await trigger.execute(spec, pr_event(full_name))
         assert str(info.value).startswith(
             f"repo: {full_name!r} (from event d1, repository.full_name) is not owner/name")
@@ -84,7 +84,7 @@ async def test_placeholders_rendered_from_the_event_are_checked(
     with pytest.raises(PermanentTriggerError, match=r"^sha: '../../../../user/repos' is not a "
                                                     r"commit sha"):  # fmt: skip
         await status.execute({"state": "success", "sha": "{data.pull_request.title}"}, ctx)
-    with pytest.raises(PermanentTriggerError, match=r"^repo: 'acme/../../../../user/repos' "):
+    with pytest.raises(RefusedValueError, match=r"^repo: 'acme/../../../../user/repos' "):
         await status.execute({"state": "success", "repo": "acme/{data.pull_request.title}"}, ctx)
     assert fake.requests == []
     await status.execute({"state": "success"}, pr_event())  # honest values still work

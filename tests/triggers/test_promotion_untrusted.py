@@ -4,7 +4,7 @@ A sensor may render `repo`, `branch`, `headBranch`, `copyFrom.branch` or `github
 from the event (`repo: "{{ data.repo }}"`). Such a value never becomes a git option
 or a command (`--upload-pack=touch FILE;` once ran), an event-chosen host never gets
 the GitHub token, and file:// needs `promotion.allowFileUrls`. A refused value is a
-PermanentTriggerError naming the field, the value and the fix.
+RefusedValueError (never retried) naming the field, the value and the fix.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 from eventsvc import events
 from eventsvc.config import load_config
-from eventsvc.errors import PermanentTriggerError
+from eventsvc.errors import RefusedValueError
 from eventsvc.github.client import GitHubClient, GitHubSettings
 from eventsvc.github.gitops import GitAuthError
 from eventsvc.sensors.params import Scope, compile_template
@@ -150,7 +150,7 @@ async def test_event_values_never_become_git_options(
     bad = value.format(marker=marker)
     spec, ctx = rendered(url, **{key: bad})
     before = git(bare, "for-each-ref")
-    with pytest.raises(PermanentTriggerError) as info:
+    with pytest.raises(RefusedValueError) as info:
         await make_trigger().execute(spec, ctx)
     message = str(info.value)
     assert message.startswith(f"{field}: {bad!r} "), message  # names the field and the value
@@ -164,7 +164,7 @@ async def test_an_event_chosen_http_host_is_refused_and_asked_nothing(
     fake: FakeGitHub, other_http: Host, make_trigger: Callable[..., PromotionTrigger]
 ) -> None:
     spec, ctx = rendered(f"{other_http.url}/acme/deploy.git")
-    with pytest.raises(PermanentTriggerError) as info:
+    with pytest.raises(RefusedValueError) as info:
         await make_trigger().execute(spec, ctx)
     assert str(info.value).startswith(f"repo: '{other_http.url}/acme/deploy.git' uses http://")
     assert other_http.seen == [] and fake.requests == []
@@ -211,7 +211,7 @@ async def test_file_urls_need_the_setting(
 ) -> None:
     bare, url = deploy
     spec, ctx = rendered(url)
-    with pytest.raises(PermanentTriggerError) as info:
+    with pytest.raises(RefusedValueError) as info:
         await make_trigger(allow_file=False).execute(spec, ctx)
     message = str(info.value)
     assert message.startswith(f"repo: {url!r} uses file://")
