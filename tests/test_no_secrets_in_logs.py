@@ -26,7 +26,9 @@ WEBHOOK_SECRET = "whsec-3b9f0c1e7a5d4c28"
 NATS_PASSWORD = "natspw-6d1e9a7f2c4b8035"
 GITHUB_TOKEN = "ghp_5f2a9c0d7e1b4a6c8d3e"
 EVENTS_TOKEN = "evtok-8c4e1a0b6d2f9e73"
-SECRETS = (WEBHOOK_SECRET, NATS_PASSWORD, GITHUB_TOKEN, EVENTS_TOKEN)
+UI_TOKEN = "uitok-1f6b3e9d0c7a2e58"
+UI_WRITE_TOKEN = "uiwtok-9a0e4c2b7d1f6e35"
+SECRETS = (WEBHOOK_SECRET, NATS_PASSWORD, GITHUB_TOKEN, EVENTS_TOKEN, UI_TOKEN, UI_WRITE_TOKEN)
 
 
 def test_redact_url() -> None:
@@ -96,6 +98,7 @@ async def test_run_with_every_secret_logs_none_of_them(tmp_path: Path) -> None:
     write_sensor(sensors, "s", log_sensor("s"))
     env = {**os.environ, "EVENTSVC_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
            "EVENTSVC_GITHUB_TOKEN": GITHUB_TOKEN, "EVENTSVC_EVENTS_TOKEN": EVENTS_TOKEN,
+           "EVENTSVC_UI_TOKEN": UI_TOKEN, "EVENTSVC_UI_WRITE_TOKEN": UI_WRITE_TOKEN,
            "EVENTSVC_LOG_FORMAT": "json", "EVENTSVC_LOG_LEVEL": "debug"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "eventsvc", "run", "--port", str(port),
@@ -120,6 +123,18 @@ async def test_run_with_every_secret_logs_none_of_them(tmp_path: Path) -> None:
                     "Authorization": f"Bearer {token}",
                 }) as r:  # fmt: skip
                     assert r.status == status, await r.text()
+            # the console: read with the read token, a write refused to it, a wrong token,
+            # a write with the write token (discarding nothing: a 4xx with a reason)
+            for method, path, token, status in (
+                ("GET", "/api/v1/events", UI_TOKEN, 200),
+                ("POST", "/api/v1/dlq/discard", UI_TOKEN, 403),
+                ("GET", "/api/v1/events", UI_TOKEN + "x", 401),
+                ("POST", "/api/v1/dlq/discard", UI_WRITE_TOKEN, 400),
+            ):
+                async with http.request(method, base + path, json={"ids": []} if method ==
+                                        "POST" else None,
+                                        headers={"Authorization": f"Bearer {token}"}) as r:
+                    assert r.status == status, (path, token[:6], await r.text())
             await nats.stop()  # an outage: "nats disconnected", client errors, then back
             await _ready(http, base, want=503)
             nats = EmbeddedNats(tmp_path / "nats", port=nats_port, extra_args=auth)
