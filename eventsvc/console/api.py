@@ -19,7 +19,7 @@ from eventsvc.console import store
 from eventsvc.console.auth import COOKIE, Access, ConsoleAuth
 from eventsvc.console.views import Views
 from eventsvc.errors import BusError, EventsvcError
-from eventsvc.gateways.common import Rejection, json_response
+from eventsvc.gateways.common import Rejection, json_response, parse_json
 
 log = logs.get("eventsvc.console")
 PREFIX = "/api/v1"
@@ -41,6 +41,26 @@ def _int(request: web.Request, name: str, default: int, most: int = 1 << 62) -> 
     if value < 0:
         raise Rejection(400, "bad_query", f"query parameter {name!r} must not be negative")
     return min(value, most)
+
+
+MAX_JSON_BODY = 64 * 1024  # replay/discard lists and login: small by nature
+MAX_SEQ = 2**63 - 1  # JetStream sequences are unsigned 64-bit; past that the API refuses
+
+
+async def _json_body(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
+    """The request's JSON, read up to `limit` bytes: None when it is not JSON; a 400 when it
+    nests too deep, a 413 when it is larger (never a traceback)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejection(413, "too_large", f"send at most {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise Rejection(413, "too_large", f"send at most {limit} bytes")
+    try:
+        return parse_json(raw, "the request body")
+    except Rejection as r:
+        if r.reason == "malformed_json":
+            return None
+        raise
 
 
 def _filters(request: web.Request) -> dict[str, str]:
@@ -157,19 +177,16 @@ class Api:
 
     async def try_sensor(self, request: web.Request) -> web.Response:
         """POST {"yaml": ..., "event": <id>, "seq": <optional>}: the dry run, no effects."""
-        if request.content_length and request.content_length > MAX_TRY_BYTES:
-            raise Rejection(413, "too_large", f"send at most {MAX_TRY_BYTES} bytes of YAML")
-        try:
-            body = json.loads(await request.content.read(MAX_TRY_BYTES + 1))
-        except ValueError:
-            body = None
+        body = await _json_body(request, MAX_TRY_BYTES)
         if not isinstance(body, dict) or not isinstance(body.get("yaml"), str) or not (
                 isinstance(body.get("event"), str) and body["event"]):
             raise Rejection(400, "bad_request", 'send {"yaml": "<Sensor YAML>", "event": "<id>"}')
         seq = body.get("seq")
         try:
             result = await self.views.try_sensor(self._bus(), body["yaml"], body["event"],
-                                                 seq if isinstance(seq, int) else 0)  # fmt: skip
+                                                 seq if isinstance(seq, int) and not
+                                                 isinstance(seq, bool) and 0 < seq <= MAX_SEQ
+                                                 else 0)  # fmt: skip
         except LookupError as e:
             raise Rejection(404, "not_found", str(e)) from e
         return json_response(200, result)
@@ -185,13 +202,11 @@ class Api:
     # ------------------------------------------------------------ changes
 
     async def _seqs(self, request: web.Request) -> list[int]:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        body = await _json_body(request)
         seqs = body.get("seqs") if isinstance(body, dict) else None
         if not isinstance(seqs, list) or not seqs or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in seqs):
+                isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_SEQ
+                for s in seqs):
             raise Rejection(400, "bad_request", 'send {"seqs": [<dead letter sequence>, ...]}')
         return seqs[:MAX_LIMIT]
 
@@ -223,9 +238,9 @@ class Api:
             return json_response(415, {"error": "send the token as application/json",
                                        "reason": "json_required"})  # fmt: skip
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
+            body = await _json_body(request)
+        except Rejection as r:
+            return json_response(r.status, {"error": r.message, "reason": r.reason})
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             return json_response(400, {"error": 'send {"token": "..."}', "reason": "bad_request"})

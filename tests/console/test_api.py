@@ -323,3 +323,25 @@ async def test_the_live_tail_ends_when_the_service_stops(console_service: Runnin
             await asyncio.wait_for(console_service.stop(), 30)
             await asyncio.wait_for(resp.content.read(), 10)  # the stream ends
             assert resp.content.at_eof()
+
+
+@pytest.mark.parametrize("path, body, status", [
+    ("/api/v1/try", b'{"yaml": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+    ("/api/v1/dlq/replay", b'{"seqs": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", 400),
+    ("/api/v1/dlq/replay", b'{"seqs": [99999999999999999999999999]}', 400),
+    ("/api/v1/dlq/discard", b'{"seqs": [18446744073709551616]}', 400),
+    ("/api/v1/dlq/replay", b'{"seqs": [1.5, "2"]}', 400),
+    ("/api/v1/login", b"[" * 30_000 + b"]" * 30_000, 400),
+    ("/api/v1/dlq/replay", b'{"seqs": [1], "pad": "' + b"x" * 70_000 + b'"}', 413),
+])  # fmt: skip
+async def test_hostile_bodies_get_a_4xx_with_a_reason(
+    console_service: RunningService, path: str, body: bytes, status: int
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(console_service.url + path, data=body,
+                                headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == status, await resp.text()
+            answer = await resp.json()
+            assert answer["reason"] and answer["error"]
+        async with session.get(console_service.url + "/healthz") as resp:
+            assert resp.status == 200
