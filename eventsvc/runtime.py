@@ -19,7 +19,7 @@ from aiohttp import web
 from eventsvc import bus as bus_mod
 from eventsvc import logs, schedules, specs, watches
 from eventsvc.bus.embedded import EmbeddedNats
-from eventsvc.config import Config
+from eventsvc.config import COMPONENTS, Config
 from eventsvc.console import Console
 from eventsvc.errors import ConfigError, SpecError
 from eventsvc.gateways.app import build_app
@@ -136,8 +136,11 @@ class Service:
             self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
             await self._cron.start(timers)
         if "watch" in config.components:  # connects to the cluster once a Watch file exists
+            # asked for by name (`--components ...,watch`, as the sensors Deployment does),
+            # no cluster access is an error; in the default set the watches wait idle
             self.state.watch = WatchGateway(bus, lambda: kube.Cluster.connect(config),
-                                            sensors_dir=config.sensors_dir)  # fmt: skip
+                                            sensors_dir=config.sensors_dir,
+                                            required=config.components != COMPONENTS)  # fmt: skip
             await self.state.watch.start(watched)
         log.info("eventsvc ready", components=list(config.components), nats=logs.redact_url(url),
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip

@@ -49,7 +49,13 @@ from typing import Any
 
 from eventsvc import events, logs, metrics, specfile, subjects, watches
 from eventsvc.bus import Bus, KeyValueStore
-from eventsvc.errors import BusError, EventsvcError, PermanentTriggerError, TemporaryTriggerError
+from eventsvc.errors import (
+    BusError,
+    ConfigError,
+    EventsvcError,
+    PermanentTriggerError,
+    TemporaryTriggerError,
+)
 from eventsvc.triggers import kube
 from eventsvc.watches import Change, Watch
 
@@ -384,8 +390,15 @@ class WatchGateway:
         max_backoff: float = 30.0,
         sensors_dir: str | Path | None = None,
         poll_interval: float = 2.0,
+        required: bool = True,
     ) -> None:
+        """`required`: no Kubernetes access is a start-up error (the watch component was
+        asked for by name). Otherwise (a plain `eventsvc run` on a laptop, whose example
+        sensors include Watch files) the Watches stay idle with one warning saying how to
+        give the service access, and the rest of the service runs."""
         self.bus = bus
+        self.required = required
+        self.idle_reason: str | None = None
         self._connect = connect
         self._bucket = kv_bucket
         self._max_backoff = max_backoff
@@ -437,7 +450,17 @@ class WatchGateway:
     async def _start_one(self, watch: Watch, relist: bool) -> None:
         assert self._kv is not None
         if self._cluster is None:  # the first Watch: connect now
-            self._cluster = await self._connect()
+            try:
+                self._cluster = await self._connect()
+            except ConfigError as e:
+                if self.required:
+                    raise
+                if self.idle_reason is None:
+                    log.warning("watches idle: no Kubernetes access", error=str(e),
+                                watches=sorted({watch.name, *self._watches}))  # fmt: skip
+                self.idle_reason = str(e)
+                return
+            self.idle_reason = None
         state = self.states[watch.name] = WatchState()
         runner = _Runner(watch, self._cluster, self.bus, self._kv, state, self._max_backoff,
                          relist)  # fmt: skip
