@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from eventsvc import cel
 from eventsvc.convert.report import NotConvertible
-from eventsvc.sensors import cel
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CEL_RESERVED = frozenset({

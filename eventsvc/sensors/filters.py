@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from eventsvc import events, logs, paths
+from eventsvc import cel, events, logs, paths
 from eventsvc.events import CloudEvent
-from eventsvc.sensors import cel
 
 
 def _json(value: Any) -> str:

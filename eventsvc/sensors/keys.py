@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from eventsvc import cel
 from eventsvc.events import CloudEvent
-from eventsvc.sensors import cel
 
 KeyFn = Callable[[CloudEvent], str | None]
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(-?\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")

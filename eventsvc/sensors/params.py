@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from eventsvc import cel
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.events import CloudEvent
-from eventsvc.sensors import cel, filters
+from eventsvc.sensors import filters
 from eventsvc.triggers.base import URL_MARK
 
 if TYPE_CHECKING:

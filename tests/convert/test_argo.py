@@ -390,8 +390,8 @@ def test_or_never_loosens_the_dependency_selection(
 ])  # fmt: skip
 def test_sprig_string_functions_render_as_sprig_does(template: str, expected: str) -> None:
     """The expected values are what Go's text/template with sprig prints for these."""
+    from eventsvc import cel
     from eventsvc.convert import celmap
-    from eventsvc.sensors import cel
 
     data = {"ref": "refs/heads/Feature/X-1", "path": "refs/heads/feature/x-1",
             "name": "Shop API", "pad": "  x \n", "file": "values.yaml", "sha": "0123456789"}

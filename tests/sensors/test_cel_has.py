@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from eventsvc import events
+from eventsvc import cel, events
 from eventsvc.errors import PermanentTriggerError
-from eventsvc.sensors import cel, filters, params
+from eventsvc.sensors import filters, params
 from eventsvc.sensors.filters import EventView
 from tests.sensors.test_params import trigger
 

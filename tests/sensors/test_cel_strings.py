@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventsvc.sensors import cel
+from eventsvc import cel
 
 DATA = {"title": "  Fix: Ünïcode & ASCII  ", "ref": "refs/heads/feature/x", "n": 3,
         "parts": ["a", "b", "c"]}  # fmt: skip

@@ -151,7 +151,7 @@ _LIMIT = sys.getrecursionlimit()
 _ENV = celpy.Environment(runner_class=_Runner)
 sys.setrecursionlimit(_LIMIT)
 _COMPILING = threading.Lock()  # celpy's parser keeps the text on itself; reload compiles in
-# a thread (eventsvc/sensors/reload.py), so one compilation at a time
+# a thread (sensor reload), so one compilation at a time
 ROOTS = frozenset({"data", "event", "events"})
 _MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
 
