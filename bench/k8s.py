@@ -23,11 +23,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from eventsvc import logs
+from eventsvc import kube, logs
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import load_config
 from eventsvc.runtime import Service
-from eventsvc.triggers import kube
 from tests.conftest import github_headers, pr_payload
 from tests.triggers.kubeapi import KubeApi, Recorded, build_app, write_kubeconfig
 
@@ -149,8 +148,7 @@ def _sign(body: bytes) -> str:
 
 def _cluster(service: Service) -> kube.Cluster | None:
     services = service._services
-    ref = services.extras.get("kubernetes") if services is not None else None
-    return getattr(ref, "cluster", None)
+    return services._cluster if services is not None else None
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import logs, specfile, watches
+from eventsvc import kube, logs, specfile, watches
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import load_config
 from eventsvc.gateways.watch import WatchGateway
-from eventsvc.triggers import kube
 from tests.triggers.kubeapi import KubeApi, build_app, write_kubeconfig
 
 OBJECTS = 1_000

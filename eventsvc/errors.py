@@ -83,6 +83,12 @@ class RetryableExternalError(ExternalError):
     retryable = True
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` in seconds (ASCII digits only: `²` is not a number), else None.
+    An HTTP date is not followed: the trigger's own backoff applies."""
+    return float(value) if value and value.isascii() and value.isdigit() else None
+
+
 class RefusedValueError(ExternalError):
     """A value (from a spec or from event data) was refused before it reached the outside
     system: it would have been an option, a path segment or a name it must not be."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import logs, schedules, specs, watches
+from eventsvc import kube, logs, schedules, specs, watches
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import COMPONENTS, Config
 from eventsvc.console import Console
@@ -32,7 +32,7 @@ from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
 from eventsvc.sensors.reload import SensorReloader
 from eventsvc.sensors.spec import SensorSpec
-from eventsvc.triggers import Services, kube
+from eventsvc.triggers import Services
 
 log = logs.get("eventsvc.runtime")
 

@@ -47,16 +47,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvc import events, logs, metrics, specfile, subjects, watches
+from eventsvc import events, kube, logs, metrics, specfile, subjects, watches
 from eventsvc.bus import Bus, KeyValueStore
 from eventsvc.errors import (
     BusError,
     ConfigError,
     EventsvcError,
-    PermanentTriggerError,
-    TemporaryTriggerError,
+    ExternalError,
+    RetryableExternalError,
 )
-from eventsvc.triggers import kube
 from eventsvc.watches import Change, Watch
 
 log = logs.get("eventsvc.gateways.watch")
@@ -151,11 +150,11 @@ class Stream:
             if response.status == 410:
                 raise Gone(what)
             if response.status in (401, 403):
-                raise PermanentTriggerError(
+                raise ExternalError(
                     f"{what}; grant the rule {kube.rbac_rule(self._call)} to eventsvc's "
                     "service account (or check its credentials)"
                 )
-            raise TemporaryTriggerError(what)
+            raise RetryableExternalError(what)
         return response
 
     def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
@@ -175,7 +174,7 @@ class Stream:
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         try:
             self._response = await asyncio.to_thread(self._open)
-        except (Gone, PermanentTriggerError):
+        except (Gone, ExternalError):
             raise
         except Exception as e:
             raise kube.map_error(e, self._call) from e

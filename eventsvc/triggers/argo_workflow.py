@@ -15,10 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from eventsvc import events, paths
+from eventsvc import events, kube, paths
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError
-from eventsvc.triggers import kube
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -162,7 +161,7 @@ class ArgoWorkflowTrigger:
         problems = self.check(spec)
         if problems:
             raise PermanentTriggerError(problems[0][1])
-        cluster = await kube.cluster(self.services)
+        cluster = await self.services.cluster()
         res = await cluster.resource(API_VERSION, "Workflow")
         operation = str(spec.get("operation", "submit"))
         if operation == "submit":

@@ -7,6 +7,7 @@ retries, rate limits, results) live in the engine, never in a kind.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -16,13 +17,6 @@ import aiohttp
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
 
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A `Retry-After` in seconds (ASCII digits only: `²` is not a number), else None.
-    An HTTP date is not followed: the trigger's own backoff applies."""
-    return float(value) if value and value.isascii() and value.isdigit() else None
-
-
 URL_MARK = "x-eventsvc-url"
 """In a trigger kind's schema, marks a string field that is a URL: a value rendered into
 it with text around it is percent-encoded (sensors/params.py). A field that is one
@@ -30,6 +24,7 @@ it with text around it is percent-encoded (sensors/params.py). A field that is o
 
 if TYPE_CHECKING:
     from eventsvc.bus import Bus
+    from eventsvc.kube import Cluster
 
 
 class Services:
@@ -39,6 +34,8 @@ class Services:
         self.config = config
         self.bus = bus
         self._http: aiohttp.ClientSession | None = None
+        self._cluster: Cluster | None = None
+        self._cluster_lock = asyncio.Lock()
         self.extras: dict[str, Any] = {}
 
     @property
@@ -50,9 +47,23 @@ class Services:
             )
         return self._http
 
+    async def cluster(self) -> Cluster:
+        """The process-wide Kubernetes client, connected on first use (ConfigError, which
+        a run treats as permanent, when there is no access)."""
+        if self._cluster is None:
+            async with self._cluster_lock:
+                if self._cluster is None:
+                    from eventsvc.kube import Cluster  # the kubernetes library loads slowly
+
+                    self._cluster = await Cluster.connect(self.config)
+        return self._cluster
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
         for extra in self.extras.values():
             close = getattr(extra, "close", None)
             if close is not None:

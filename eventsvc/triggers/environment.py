@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from eventsvc import kube
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError
-from eventsvc.triggers import kube
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 ARGO_API = "argoproj.io/v1alpha1"
@@ -237,7 +237,7 @@ class EnvironmentTrigger:
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
         if spec.get("mode", "pr") == "sweep":
-            return await self._sweep(await kube.cluster(self.services), spec, datetime.now(UTC))
+            return await self._sweep(await self.services.cluster(), spec, datetime.now(UTC))
         event = ctx.first
         when = event.get_attributes().get("time")
         event_time = when.isoformat() if isinstance(when, datetime) else str(when or "")
@@ -252,7 +252,7 @@ class EnvironmentTrigger:
                                   "reason": why}  # fmt: skip
         if verdict == "skip":  # decided before any cluster access: a skip needs none
             return TriggerResult(outcome="skipped", detail={**detail, "action": "skipped"})
-        cluster = await kube.cluster(self.services)
+        cluster = await self.services.cluster()
         if verdict == "teardown":
             gone = await teardown(cluster, name, name, argocd)
             return TriggerResult(detail={**detail, "action": "deleted", **gone})

@@ -11,14 +11,8 @@ import aiohttp
 
 from eventsvc import events
 from eventsvc.durations import parse_duration
-from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
-from eventsvc.triggers.base import (
-    URL_MARK,
-    Services,
-    TriggerContext,
-    TriggerResult,
-    retry_after_seconds,
-)
+from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError, retry_after_seconds
+from eventsvc.triggers.base import URL_MARK, Services, TriggerContext, TriggerResult
 
 # statuses worth retrying: the server may recover; other 4xx will not change by themselves
 _RETRYABLE = {408, 425, 429}

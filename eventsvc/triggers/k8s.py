@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import yaml
 
+from eventsvc import kube
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError
-from eventsvc.triggers import kube
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 OPERATIONS = ("create", "apply", "patch", "delete")
@@ -143,7 +143,7 @@ class K8sTrigger:
         problems = _check_resource(obj, operation)
         if problems:
             raise PermanentTriggerError(f"source.resource: {problems[0][1]}")
-        cluster = await kube.cluster(self.services)
+        cluster = await self.services.cluster()
         res = await cluster.resource(obj["apiVersion"], obj["kind"])
         eid = kube.event_id(ctx.event_ids)
         if operation in ("create", "apply"):

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from eventsvc import events, specfile, watches
+from eventsvc import events, kube, specfile, watches
 from eventsvc.bus import Bus
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.bus.streams import EVENTS
 from eventsvc.config import Config
 from eventsvc.gateways.watch import WatchGateway
-from eventsvc.triggers import kube
 from tests.conftest import RunningService
 from tests.triggers.kubeapi import KubeApi, build_app, write_kubeconfig
 

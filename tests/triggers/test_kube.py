@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from eventsvc import kube
 from eventsvc.config import Config
-from eventsvc.errors import PermanentTriggerError, TemporaryTriggerError
-from eventsvc.triggers import Services, kube
+from eventsvc.errors import ConfigError, ExternalError, RetryableExternalError
+from eventsvc.triggers import Services
 from tests.triggers.conftest import FakeCluster
 from tests.triggers.kubeapi import write_kubeconfig
 
 
 async def test_discovery_and_crud(kubeapi: FakeCluster, kube_services: Services) -> None:
-    cluster = await kube.cluster(kube_services)
+    cluster = await kube_services.cluster()
     cm = await cluster.resource("v1", "ConfigMap")
     assert (cm.plural, cm.namespaced, cm.path("x", "y")) == (
         "configmaps", True, "/api/v1/namespaces/x/configmaps/y")
@@ -59,7 +60,7 @@ async def test_list_follows_continue_tokens(kubeapi: FakeCluster, kube_services:
         kubeapi.api.seed({"apiVersion": "v1", "kind": "ConfigMap",
                           "metadata": {"name": f"c{i}", "namespace": "default"}})
     kubeapi.api.page_size = 2
-    cluster = await kube.cluster(kube_services)
+    cluster = await kube_services.cluster()
     cm = await cluster.resource("v1", "ConfigMap")
     assert len(await cluster.list(cm, "default")) == 5
     assert [r.query.get("continue") for r in kubeapi.api.sent("GET", "/configmaps")] == [
@@ -70,10 +71,11 @@ async def test_forbidden_names_the_missing_rule(
     kubeapi: FakeCluster, kube_services: Services
 ) -> None:
     kubeapi.api.forbid("create", "applications", "argoproj.io", "argocd")
-    cluster = await kube.cluster(kube_services)
+    cluster = await kube_services.cluster()
     app = await cluster.resource("argoproj.io/v1alpha1", "Application")
-    with pytest.raises(PermanentTriggerError) as err:
+    with pytest.raises(ExternalError) as err:
         await cluster.create(app, {"metadata": {"name": "a", "namespace": "argocd"}})
+    assert not err.value.retryable
     message = str(err.value)
     assert "create applications.argoproj.io 'a' in namespace 'argocd': 403" in message
     assert ('{apiGroups: ["argoproj.io"], resources: ["applications"], verbs: ["create"]} '
@@ -81,23 +83,26 @@ async def test_forbidden_names_the_missing_rule(
 
 
 async def test_unknown_kind_and_group_are_permanent(kube_services: Services) -> None:
-    cluster = await kube.cluster(kube_services)
-    with pytest.raises(PermanentTriggerError, match="not served by the cluster"):
+    cluster = await kube_services.cluster()
+    with pytest.raises(ExternalError, match="not served by the cluster") as err:
         await cluster.resource("example.com/v1", "Thing")
-    with pytest.raises(PermanentTriggerError, match="kind 'Pod' is not served"):
+    assert not err.value.retryable
+    with pytest.raises(ExternalError, match="kind 'Pod' is not served") as err:
         await cluster.resource("apps/v1", "Pod")
+    assert not err.value.retryable
 
 
 async def test_server_errors_are_temporary_and_422_permanent(
     kubeapi: FakeCluster, kube_services: Services
 ) -> None:
-    cluster = await kube.cluster(kube_services)
+    cluster = await kube_services.cluster()
     cm = await cluster.resource("v1", "ConfigMap")
     kubeapi.api.fail("POST", "/configmaps", 503)
-    with pytest.raises(TemporaryTriggerError, match="503"):
+    with pytest.raises(RetryableExternalError, match="503"):
         await cluster.create(cm, {"metadata": {"name": "a", "namespace": "default"}})
-    with pytest.raises(PermanentTriggerError, match=r"rejected by the API server: .*Invalid"):
+    with pytest.raises(ExternalError, match=r"rejected by the API server: .*Invalid") as err:
         await cluster.create(cm, {"metadata": {"name": "Bad_Name", "namespace": "default"}})
+    assert not err.value.retryable
 
 
 async def test_update_retries_a_conflict_with_a_fresh_resource_version(
@@ -105,7 +110,7 @@ async def test_update_retries_a_conflict_with_a_fresh_resource_version(
 ) -> None:
     kubeapi.api.seed({"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": {"name": "a", "namespace": "default"}, "data": {}})
-    cluster = await kube.cluster(kube_services)
+    cluster = await kube_services.cluster()
     cm = await cluster.resource("v1", "ConfigMap")
     kubeapi.api.fail("PUT", "/configmaps/a", 409)
 
@@ -129,9 +134,9 @@ async def test_unreachable_server_is_temporary(
                                  sections={"kubernetes": {"kubeconfig": str(kubeconfig)}})
     services = Services(config)
     try:
-        cluster = await kube.cluster(services)
+        cluster = await services.cluster()
         cluster.api.configuration.retries = False
-        with pytest.raises(TemporaryTriggerError, match="unreachable"):
+        with pytest.raises(RetryableExternalError, match="unreachable"):
             await cluster.resource("v1", "ConfigMap")
     finally:
         await services.close()
@@ -144,8 +149,8 @@ async def test_bad_kubeconfig_is_a_permanent_error_naming_the_setting(
         config_factory(), sections={"kubernetes": {"kubeconfig": str(tmp_path / "nope")}})
     services = Services(config)
     try:
-        with pytest.raises(PermanentTriggerError, match="EVENTSVC_KUBECONFIG"):
-            await kube.cluster(services)
+        with pytest.raises(ConfigError, match="EVENTSVC_KUBECONFIG"):
+            await services.cluster()
     finally:
         await services.close()
 

@@ -1,6 +1,7 @@
-"""Cluster access shared by the Kubernetes trigger kinds: config, discovery, calls, errors.
+"""The Kubernetes client: config, discovery, calls, watches, errors.
 
-One `Cluster` per process (cached in `services.extras`), built from the config
+Used by the Kubernetes trigger kinds (through `Services.cluster()`, one `Cluster` per
+process) and by the watch gateway; it knows nothing of either. Built from the config
 section `kubernetes` {kubeconfig, context, inCluster} with `EVENTSVC_KUBECONFIG`
 and `EVENTSVC_KUBE_CONTEXT` on top. With neither set it uses the in-cluster
 service account when running in a pod, else the default kubeconfig.
@@ -8,7 +9,8 @@ service account when running in a pod, else the default kubeconfig.
 Every call goes through `Cluster.request`, which runs the blocking client in a
 thread and maps failures in ONE place (`map_error`): 401/403 permanent with the
 missing RBAC rule, 404/409 as `NotFoundError`/`ConflictError` for callers that
-expect them, 422 permanent with the server's message, 429/5xx/network temporary.
+expect them, 422 permanent with the server's message, 429/5xx/network retryable. Errors
+are `ExternalError`s (retryable or not); a trigger run maps them to its own.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from kubernetes.config.config_exception import ConfigException
 from prometheus_client import Histogram
 
 from eventsvc.config import Config
-from eventsvc.errors import ConfigError, PermanentTriggerError, TemporaryTriggerError
-from eventsvc.triggers.base import Services, retry_after_seconds
+from eventsvc.errors import (
+    ConfigError,
+    ExternalError,
+    RetryableExternalError,
+    retry_after_seconds,
+)
 
 FIELD_MANAGER = "eventsvc"
 LABEL_SENSOR = "eventsvc.dev/sensor"
@@ -44,7 +50,6 @@ PATCH_TYPES = {
     "strategic": "application/strategic-merge-patch+json",
     "apply": "application/apply-patch+yaml",
 }
-_EXTRAS_KEY = "kubernetes"
 _CONFLICT_RETRIES = 5
 # kept here, not in eventsvc.metrics, so the Kubernetes part stays in its own modules
 KUBE_REQUESTS = Histogram(
@@ -56,11 +61,11 @@ KUBE_REQUESTS = Histogram(
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-class NotFoundError(PermanentTriggerError):
+class NotFoundError(ExternalError):
     """404: the object (or its namespace, or its API) does not exist."""
 
 
-class ConflictError(PermanentTriggerError):
+class ConflictError(ExternalError):
     """409: already exists, or a stale resourceVersion."""
 
 
@@ -142,23 +147,23 @@ def map_error(error: BaseException, call: Call) -> Exception:
                 if status == 401
                 else f"grant the rule {rbac_rule(call)} to eventsvc's service account"
             )
-            return PermanentTriggerError(f"{where}: {status} {message}; {fix}")
+            return ExternalError(f"{where}: {status} {message}; {fix}")
         if status == 404:
             return NotFoundError(f"{where}: not found ({message})")
         if status == 409:
             return ConflictError(f"{where}: conflict ({message})")
         if status in (400, 422):
-            return PermanentTriggerError(f"{where}: rejected by the API server: {message}")
+            return ExternalError(f"{where}: rejected by the API server: {message}")
         if status == 429 or status >= 500 or status == 0:
             retry_after = (error.headers or {}).get("Retry-After")
             delay = retry_after_seconds(retry_after)
-            return TemporaryTriggerError(f"{where}: {status or 'error'} {message}", delay=delay)
-        return PermanentTriggerError(f"{where}: {status} {message}")
+            return RetryableExternalError(f"{where}: {status or 'error'} {message}", delay=delay)
+        return ExternalError(f"{where}: {status} {message}")
     if isinstance(error, urllib3.exceptions.HTTPError | OSError | TimeoutError):
-        return TemporaryTriggerError(
+        return RetryableExternalError(
             f"{call.describe()}: API server unreachable: {type(error).__name__}: {error}"
         )
-    return TemporaryTriggerError(f"{call.describe()}: {type(error).__name__}: {error}")
+    return RetryableExternalError(f"{call.describe()}: {type(error).__name__}: {error}")
 
 
 def label_value(text: str) -> str:
@@ -300,7 +305,7 @@ class Cluster:
                     served = await self._discover(api_version)
                     self._resources[api_version] = served
         if kind not in served:
-            raise PermanentTriggerError(
+            raise ExternalError(
                 f"kind {kind!r} is not served in apiVersion {api_version!r} "
                 f"(served: {', '.join(sorted(served)) or 'none'}); fix the kind or install its CRD"
             )
@@ -312,7 +317,7 @@ class Cluster:
         try:
             doc = await self.request(Call("get", probe), "GET", path)
         except NotFoundError as e:
-            raise PermanentTriggerError(
+            raise ExternalError(
                 f"apiVersion {api_version!r} is not served by the cluster; "
                 "fix the apiVersion or install the CRD that defines it"
             ) from e
@@ -426,34 +431,6 @@ def _namespace_of(res: Resource, body: Mapping[str, Any]) -> str | None:
     if not res.namespaced:
         return None
     return str((body.get("metadata") or {}).get("namespace") or "default")
-
-
-class _ClusterRef:
-    """Holds the shared Cluster in `services.extras`; closed with the services."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.cluster: Cluster | None = None
-
-    def close(self) -> None:
-        if self.cluster is not None:
-            self.cluster.close()
-            self.cluster = None
-
-
-async def cluster(services: Services) -> Cluster:
-    """The process-wide Cluster, connected on first use."""
-    ref = services.extras.get(_EXTRAS_KEY)
-    if not isinstance(ref, _ClusterRef):
-        ref = services.extras[_EXTRAS_KEY] = _ClusterRef()
-    if ref.cluster is None:
-        async with ref.lock:
-            if ref.cluster is None:
-                try:
-                    ref.cluster = await Cluster.connect(services.config)
-                except ConfigError as e:
-                    raise PermanentTriggerError(str(e)) from e
-    return ref.cluster
 
 
 def ownership_labels(sensor: str, trigger: str, event_id: str) -> dict[str, str]:
