@@ -173,7 +173,7 @@ def _on_bus(command: str, url: str, work: Callable[[Any], Awaitable[int]]) -> in
 
 
 def _add_test(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from eventsvc.sensors import dryrun
+    from eventsvc import dryrun
 
     dryrun.add_parser(sub)
 

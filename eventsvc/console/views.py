@@ -2,7 +2,7 @@
 every sensor on one event, the flow overview, schedules. The HTTP layer (`api`) only
 parses requests and answers with these.
 
-The verdicts are those `eventsvc test` prints (`sensors.dryrun`), not a second copy of
+The verdicts are those `eventsvc test` prints (`eventsvc.dryrun`), not a second copy of
 the filter logic: per dependency, every filter line, and the first one that failed.
 """
 
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc import events, metrics, schedules, specfile, specs, subjects
+from eventsvc import dryrun, events, metrics, schedules, specfile, specs, subjects
 from eventsvc.bus import Bus
 from eventsvc.config import Config
 from eventsvc.console import store
@@ -26,7 +26,7 @@ from eventsvc.errors import BusError, EventsvcError, SpecProblem
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import cron
 from eventsvc.gateways.common import BusRef
-from eventsvc.sensors import dispatch, dryrun, filters, params, worker
+from eventsvc.sensors import dispatch, filters, params, worker
 from eventsvc.sensors import spec as sensor_spec
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.engine import Engine
@@ -113,7 +113,7 @@ class Views:
         for sensor in self.sensors():
             deps = []
             for dep, checks in sensor.deps:
-                ok, lines = dryrun._explain_dependency(
+                ok, lines = dryrun.explain_dependency(
                     dep.event_subject, checks, nats_subject or None, view
                 )
                 failed = next((line for line in lines if line.startswith("FAIL")), None)

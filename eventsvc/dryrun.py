@@ -183,7 +183,7 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
               + f", id {ev.get_id()}", file=out)  # fmt: skip
         view = filters.EventView.of(ev)
         for dep, checks in compiled.deps:
-            ok, lines = _explain_dependency(dep.event_subject, checks, item.nats_subject, view)
+            ok, lines = explain_dependency(dep.event_subject, checks, item.nats_subject, view)
             print(f"  dependency {dep.name}: {'MATCHED' if ok else 'not matched'}", file=out)
             for line in lines:
                 print(f"    {line}", file=out)
@@ -282,7 +282,7 @@ def _key_note(dep: str, compiled: CompiledSensor, dep_keys: dict[str, str | None
     return " (no correlate key)" if key is None else f" (key {_show(key)})"
 
 
-def _explain_dependency(
+def explain_dependency(
     pattern: str, checks: list[filters.Check], subject: str | None, view: filters.EventView
 ) -> tuple[bool, list[str]]:
     lines: list[str] = []

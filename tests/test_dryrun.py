@@ -12,7 +12,7 @@ import structlog
 from eventsvc import cli
 from tests.conftest import pr_payload
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SENSOR = str(ROOT / "sensors" / "pr-main.yaml")
 
 
