@@ -65,6 +65,8 @@ def add_parser(sub: Any) -> None:
                    help="exit 1 unless this trigger fires; repeat for several")
     p.add_argument("--expect-no-fire", action="append", default=[], metavar="TRIGGER",
                    help="exit 1 if this trigger fires; repeat for several")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text",
+                   help="json: every verdict, rendered body and expectation as one document")
     p.set_defaults(func=main)
 
 
@@ -87,20 +89,33 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except UsageError as e:
         print(f"eventsvc test: {e}", file=sys.stderr)
         return EXIT_USAGE
+    as_json = getattr(args, "output", "text") == "json"
     fired: set[str] = set()
     failed = False
+    results = []
     for sensor in loaded.sensors:
-        f, bad = run_sensor(sensor, inputs, out)
+        result = evaluate_sensor(sensor, inputs)
+        results.append(result)
+        if not as_json:
+            print_sensor(result, out)
+        f, bad = outcome(result)
         fired |= f
         failed |= bad
-    for name in args.expect_fire:
-        if name not in fired:
-            print(f"EXPECTATION FAILED: trigger {name!r} does not fire", file=out)
-            failed = True
-    for name in args.expect_no_fire:
-        if name in fired:
-            print(f"EXPECTATION FAILED: trigger {name!r} fires", file=out)
-            failed = True
+    expectations = [
+        *({"trigger": n, "expected": "fires", "met": n in fired} for n in args.expect_fire),
+        *({"trigger": n, "expected": "does not fire", "met": n not in fired}
+          for n in args.expect_no_fire),
+    ]  # fmt: skip
+    failed |= not all(x["met"] for x in expectations)
+    if as_json:
+        json.dump({"ok": not failed, "sensors": results, "expectations": expectations}, out,
+                  indent=2, default=str)  # fmt: skip
+        print(file=out)
+    else:
+        for x in expectations:
+            if not x["met"]:
+                verb = "does not fire" if x["expected"] == "fires" else "fires"
+                print(f"EXPECTATION FAILED: trigger {x['trigger']!r} {verb}", file=out)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -168,62 +183,101 @@ def _show(value: Any, raw: bool = False) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tuple[set[str], bool]:
-    """Print the dry run of one sensor; the triggers that fire, and whether one cannot render."""
+def evaluate_sensor(sensor: SensorSpec, inputs: Sequence[Input]) -> dict[str, Any]:
+    """The dry run of one sensor as data: per event, every dependency's verdict with its
+    reasons; per trigger, whether it fires and the body it would send (or why it cannot
+    render). What `--output json` prints and what the text output is made from."""
     compiled = CompiledSensor(sensor, load_config(environ={}))
-    print(f"sensor {sensor.name} ({sensor.file})", file=out)
     satisfied: dict[str, CloudEvent] = {}
     dep_keys: dict[str, str | None] = {}  # correlation key of each dependency's latest event
     partial: dict[str, dict[str, dict[str, CloudEvent]]] = {}  # trigger -> key -> dep -> event
     completed: dict[str, dict[str, CloudEvent]] = {}  # trigger -> the events of its run
+    seen: list[dict[str, Any]] = []
     for n, item in enumerate(inputs, 1):
         ev = item.event
-        print(f"\nevent {n} ({item.origin}): {ev.get_type()} from {ev.get_source()}"
-              + (f", subject {ev.get_subject()}" if ev.get_subject() else "")
-              + f", id {ev.get_id()}", file=out)  # fmt: skip
+        verdicts = []
         view = filters.EventView.of(ev)
         for dep, checks in compiled.deps:
             ok, lines = explain_dependency(dep.event_subject, checks, item.nats_subject, view)
-            print(f"  dependency {dep.name}: {'MATCHED' if ok else 'not matched'}", file=out)
-            for line in lines:
-                print(f"    {line}", file=out)
+            verdicts.append({"name": dep.name, "matched": ok, "reasons": lines})
             if ok:
                 satisfied[dep.name] = ev
                 keyfn = compiled.correlate.get(dep.name)
                 dep_keys[dep.name] = keyfn(ev) if keyfn else ""
+        seen.append({"n": n, "origin": item.origin, "id": ev.get_id(), "type": ev.get_type(),
+                     "source": ev.get_source(), "subject": ev.get_subject(),
+                     "dependencies": verdicts})  # fmt: skip
         _pair(compiled, {d for d, e in satisfied.items() if e is ev}, ev, partial, completed)
-    print("\ntriggers:", file=out)
-    fired: set[str] = set()
-    failed = False
+    triggers: list[dict[str, Any]] = []
     for trig in compiled.triggers:
         spec = trig.spec
-        cond = spec.conditions or " && ".join(d.name for d in sensor.dependencies)
-        states = " ".join(f"{d.name}={'yes' if d.name in satisfied else 'no'}"
-                          + _key_note(d.name, compiled, dep_keys)
-                          for d in sensor.dependencies)  # fmt: skip
         run = completed.get(spec.name)
-        if run is None:
-            unpaired = trig.condition(set(satisfied))  # met only across different keys
-            print(f"  {spec.name} ({spec.kind}): does not fire; conditions {cond!r} "
-                  f"not met{' by events with equal correlate keys' if unpaired else ''} "
-                  f"({states})", file=out)  # fmt: skip
+        entry: dict[str, Any] = {
+            "name": spec.name, "kind": spec.kind, "fires": run is not None,
+            "conditions": spec.conditions or " && ".join(d.name for d in sensor.dependencies),
+            "dependencies": {d.name: {"satisfied": d.name in satisfied,
+                                      "key": _key_note(d.name, compiled, dep_keys)}
+                             for d in sensor.dependencies},
+        }  # fmt: skip
+        triggers.append(entry)
+        if run is None:  # met only across different correlation keys, or not at all
+            entry["unpairedKeys"] = bool(trig.condition(set(satisfied)))
             continue
-        fired.add(spec.name)
-        print(f"  {spec.name} ({spec.kind}): FIRES; conditions {cond!r} met ({states})", file=out)
         by_dep = {name: run[name] for name in sorted(run)}
         try:
             body = params.render(spec, by_dep)
         except EventsvcError as e:
-            failed = True
-            print(f"    would FAIL to render: {e}", file=out)
+            entry["renderError"] = str(e)
             continue
-        rendered = json.dumps({spec.kind: body}, indent=2, default=str)
+        entry["rendered"] = {spec.kind: body}
+        entry["note"] = _run_note(spec.kind, body, next(iter(by_dep.values()), None))
+    return {"sensor": sensor.name, "file": sensor.file, "events": seen, "triggers": triggers}
+
+
+def print_sensor(result: dict[str, Any], out: TextIO) -> None:
+    """`evaluate_sensor`'s result as the text `eventsvc test` prints."""
+    print(f"sensor {result['sensor']} ({result['file']})", file=out)
+    for ev in result["events"]:
+        print(f"\nevent {ev['n']} ({ev['origin']}): {ev['type']} from {ev['source']}"
+              + (f", subject {ev['subject']}" if ev["subject"] else "")
+              + f", id {ev['id']}", file=out)  # fmt: skip
+        for dep in ev["dependencies"]:
+            print(f"  dependency {dep['name']}: {'MATCHED' if dep['matched'] else 'not matched'}",
+                  file=out)  # fmt: skip
+            for line in dep["reasons"]:
+                print(f"    {line}", file=out)
+    print("\ntriggers:", file=out)
+    for trig in result["triggers"]:
+        states = " ".join(f"{name}={'yes' if d['satisfied'] else 'no'}{d['key']}"
+                          for name, d in trig["dependencies"].items())  # fmt: skip
+        cond, head = trig["conditions"], f"  {trig['name']} ({trig['kind']}):"
+        if not trig["fires"]:
+            print(f"{head} does not fire; conditions {cond!r} not met"
+                  f"{' by events with equal correlate keys' if trig['unpairedKeys'] else ''} "
+                  f"({states})", file=out)  # fmt: skip
+            continue
+        print(f"{head} FIRES; conditions {cond!r} met ({states})", file=out)
+        if "renderError" in trig:
+            print(f"    would FAIL to render: {trig['renderError']}", file=out)
+            continue
+        rendered = json.dumps(trig["rendered"], indent=2, default=str)
         print("\n".join("    " + line for line in rendered.splitlines()), file=out)
-        note = _run_note(spec.kind, body, next(iter(by_dep.values()), None))
-        if note:
-            print(f"    when it runs: {note}", file=out)
+        if trig["note"]:
+            print(f"    when it runs: {trig['note']}", file=out)
     print(file=out)
-    return fired, failed
+
+
+def outcome(result: dict[str, Any]) -> tuple[set[str], bool]:
+    """The triggers that fire, and whether one cannot render."""
+    fired = {t["name"] for t in result["triggers"] if t["fires"]}
+    return fired, any("renderError" in t for t in result["triggers"])
+
+
+def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tuple[set[str], bool]:
+    """Print the dry run of one sensor; the triggers that fire, and whether one cannot render."""
+    result = evaluate_sensor(sensor, inputs)
+    print_sensor(result, out)
+    return outcome(result)
 
 
 def _run_note(kind: str, body: Any, first: CloudEvent | None) -> str | None:

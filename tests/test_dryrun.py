@@ -209,3 +209,29 @@ def test_environment_gates_are_shown(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, out = run(capsys, sensor, "--event", write(tmp_path, "r.json", draft),
                     "--github-event", "pull_request")  # fmt: skip
     assert "when it runs: creates or updates the environment of PR #7 (labeled)" in out
+
+
+def test_output_json_holds_every_verdict_rendered_body_and_expectation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write(tmp_path, "pr.json", pr_payload(number=12))
+    other = write(tmp_path, "dev.json", pr_payload(number=13, base="develop"))
+    code, out = run(capsys, SENSOR, "--event", good, "--event", other, "--github-event",
+                    "pull_request", "--expect-fire", "log-pr", "-o", "json")  # fmt: skip
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["ok"] is True
+    assert doc["expectations"] == [{"trigger": "log-pr", "expected": "fires", "met": True}]
+    [sensor] = doc["sensors"]
+    first, second = sensor["events"]
+    assert first["dependencies"][0]["matched"] is True
+    assert second["dependencies"][0]["matched"] is False
+    assert any("FAIL  data.pull_request.base.ref" in r for r in second["dependencies"][0]["reasons"])
+    [trigger] = sensor["triggers"]
+    assert trigger["fires"] and trigger["name"] == "log-pr" and "log" in trigger["rendered"]
+
+    code, out = run(capsys, SENSOR, "--event", other, "--github-event", "pull_request",
+                    "--expect-fire", "log-pr", "--output", "json")  # fmt: skip
+    assert code == 1
+    doc = json.loads(out)  # nothing but the document on stdout, even when it fails
+    assert doc["ok"] is False and doc["expectations"][0]["met"] is False
