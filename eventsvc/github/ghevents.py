@@ -10,12 +10,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from eventsvc import events, paths
+from eventsvc import events, paths, templates
 from eventsvc.events import CloudEvent
 from eventsvc.github.client import parse_repo
 
 MISSING = paths.MISSING
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_.\-]*)\}(?!\})")
 
 
 lookup = paths.lookup  # `data.release.tag_name`, `data.commits.0.id`; MISSING when absent
@@ -66,22 +65,22 @@ def pr_number_of(event: CloudEvent) -> int | None:
 
 
 def render(template: str, values: Mapping[str, Any], event: CloudEvent | None = None) -> str:
-    """Replace `{name}` placeholders whose name is in `values`, and `{data.a.b}` (any
-    dotted path into the event's JSON form) when `event` is given. `{{ ... }}`
-    (the engine's templating) and unknown names are left as written."""
+    """`{{ expr }}` over `values` (the trigger's own names: `{{ sensor }}`, `{{ values }}`)
+    evaluated; other expressions left as written. The old spelling, `{name}` of `values`
+    and `{data.a.b}` (a dotted path into the event's JSON form, when `event` is given),
+    is still rendered for one release. One pass: nothing put in is rendered again."""
     doc = events.to_dict(event) if event is not None else None
 
-    def one(m: re.Match[str]) -> str:
-        name = m.group(1)
+    def old(name: str) -> str | None:
         if name in values:
             return str(values[name])
         if doc is not None and "." in name:
             value = lookup(doc, name)
             if value is not MISSING and value is not None:
                 return str(value)
-        return m.group(0)
+        return None
 
-    return _PLACEHOLDER.sub(one, template)
+    return templates.render(template, values, old)
 
 
 def event_fields(event: CloudEvent) -> dict[str, str]:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from eventsvc import specfile, subjects
+from eventsvc import specfile, subjects, templates
 from eventsvc.errors import SpecProblem
 from eventsvc.sensors import conditions, params
 
@@ -97,7 +97,7 @@ def destinations(doc: specfile.Document) -> list[SpecProblem]:
 
 
 def _from_event(text: str, url: bool) -> bool:
-    pieces = params.split_template(text)
+    pieces = templates.split_template(text)
     first = next((i for i, piece in enumerate(pieces) if isinstance(piece, tuple)), None)
     if first is None:
         return False

@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from eventsvc import cel
-from eventsvc.errors import PermanentTriggerError
+from eventsvc import cel, templates
+from eventsvc.errors import PermanentTriggerError, SpecProblem
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import filters
 from eventsvc.triggers.base import URL_MARK
 
 if TYPE_CHECKING:
     from eventsvc.sensors.spec import TriggerSpec
+    from eventsvc.specfile import Document
 
 Problem = tuple[tuple[str | int, ...], str]
 Renderer = Callable[["Scope"], Any]
@@ -63,39 +64,6 @@ class Scope:
 
 
 # -- interpolation ------------------------------------------------------------------------
-
-
-def split_template(text: str) -> list[str | tuple[str]]:
-    """Literal text and `(expr,)` pieces; quotes inside `{{ }}` may hold `}}`."""
-    out: list[str | tuple[str]] = []
-    pos = 0
-    while True:
-        start = text.find("{{", pos)
-        if start < 0:
-            break
-        end, quote, i = -1, "", start + 2
-        while i < len(text) - 1:
-            ch = text[i]
-            if quote:
-                if ch == "\\":
-                    i += 1
-                elif ch == quote:
-                    quote = ""
-            elif ch in "'\"":
-                quote = ch
-            elif text.startswith("}}", i):
-                end = i
-                break
-            i += 1
-        if end < 0:
-            break
-        if start > pos:
-            out.append(text[pos:start])
-        out.append((text[start + 2 : end],))
-        pos = end + 2
-    if pos < len(text):
-        out.append(text[pos:])
-    return out
 
 
 def _compile_expr(
@@ -136,22 +104,7 @@ def encode_url_value(value: str) -> str:
     return quote(value, safe="")
 
 
-def _compile_string(
-    text: str,
-    path: tuple[str | int, ...],
-    declared: frozenset[str],
-    problems: list[Problem],
-    encode: Callable[[str], str] | None = None,
-) -> Renderer:
-    pieces: list[str | cel.Program] = []
-    for piece in split_template(text):
-        if isinstance(piece, str):
-            pieces.append(piece)
-            continue
-        program, problem = _compile_expr(piece[0], declared)
-        if problem:
-            problems.append((path, problem))
-        pieces.append(program if program else "{{" + piece[0] + "}}")
+def _runner(path: tuple[str | int, ...]) -> Callable[[cel.Program, Scope], Any]:
     where = _field(path)
 
     def run(program: cel.Program, scope: Scope) -> Any:
@@ -163,6 +116,26 @@ def _compile_string(
                 f"fix the expression or guard it, e.g. {_guard(program.text)}"
             ) from e
 
+    return run
+
+
+def _compile_string(
+    text: str,
+    path: tuple[str | int, ...],
+    declared: frozenset[str],
+    problems: list[Problem],
+    encode: Callable[[str], str] | None = None,
+) -> Renderer:
+    pieces: list[str | cel.Program] = []
+    for piece in templates.split_template(text):
+        if isinstance(piece, str):
+            pieces.append(piece)
+            continue
+        program, problem = _compile_expr(piece[0], declared)
+        if problem:
+            problems.append((path, problem))
+        pieces.append(program if program else "{{" + piece[0] + "}}")
+    run = _runner(path)
     if len(pieces) == 1 and isinstance(pieces[0], cel.Program):
         only = pieces[0]
         return lambda scope: run(only, scope)
@@ -184,21 +157,28 @@ def url_fields(kind_schema: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(k for k, v in props.items() if isinstance(v, Mapping) and v.get(URL_MARK))
 
 
+Late = Mapping[tuple[str | int, ...], frozenset[str]]
+"""Fields their kind renders again (`templates.NAMES_MARK`): path -> the kind's own names."""
+
+
 def compile_template(
     value: Any,
     declared: frozenset[str],
     path: tuple[str | int, ...] = (),
     urls: frozenset[str] = frozenset(),
+    late: Late | None = None,
 ) -> tuple[Renderer, list[Problem]]:
     """A function building a fresh copy of `value` with its `{{ }}` leaves evaluated;
-    `urls`: the keys of `value` (a mapping) that are URLs."""
+    `urls`: the keys of `value` (a mapping) that are URLs; `late`: paths (from `path` on)
+    of the fields the kind renders again."""
     problems: list[Problem] = []
+    marks = {(*path, *k): v for k, v in (late or {}).items()}
     if isinstance(value, Mapping) and urls:
-        items = [(k, _compile_node(v, (*path, k), declared, problems,
+        items = [(k, _compile_node(v, (*path, k), declared, problems, marks,
                                    encode_url_value if k in urls else None))
                  for k, v in value.items()]  # fmt: skip
         return (lambda scope: {k: r(scope) for k, r in items}), problems
-    return _compile_node(value, path, declared, problems), problems
+    return _compile_node(value, path, declared, problems, marks), problems
 
 
 def _compile_node(
@@ -206,17 +186,118 @@ def _compile_node(
     path: tuple[str | int, ...],
     declared: frozenset[str],
     problems: list[Problem],
+    late: Late,
     encode: Callable[[str], str] | None = None,
 ) -> Renderer:
     if isinstance(value, Mapping):
-        items = [(k, _compile_node(v, (*path, k), declared, problems)) for k, v in value.items()]
+        items = [(k, _compile_node(v, (*path, k), declared, problems, late))
+                 for k, v in value.items()]  # fmt: skip
         return lambda scope: {k: r(scope) for k, r in items}
     if isinstance(value, list):
-        subs = [_compile_node(v, (*path, i), declared, problems) for i, v in enumerate(value)]
+        subs = [_compile_node(v, (*path, i), declared, problems, late)
+                for i, v in enumerate(value)]  # fmt: skip
         return lambda scope: [r(scope) for r in subs]
+    if isinstance(value, str) and "{{" in value and path in late:
+        return _compile_late(value, path, declared, problems, late[path])
     if isinstance(value, str) and "{{" in value:
         return _compile_string(value, path, declared, problems, encode)
     return lambda scope: value
+
+
+def _compile_late(
+    text: str,
+    path: tuple[str | int, ...],
+    declared: frozenset[str],
+    problems: list[Problem],
+    names: frozenset[str],
+) -> Renderer:
+    """A field its kind renders again with its own `names`: expressions over the events are
+    evaluated here, those over `names` are left for the kind, and every value put in is
+    protected, so the kind never reads event data as a template."""
+    pieces: list[str | cel.Program] = []
+    for piece in templates.split_template(text):
+        if isinstance(piece, str):
+            pieces.append(piece)
+            continue
+        program, problem = _compile_expr(piece[0], declared)
+        problem = problem or (None if program else _mixed(piece[0], names))
+        if problem:
+            problems.append((path, problem))
+        pieces.append(program if program else "{{" + piece[0] + "}}")
+    if not any(isinstance(p, cel.Program) for p in pieces):
+        return lambda scope: text
+    run = _runner(path)
+    if len(pieces) == 1:
+        only = pieces[0]
+        assert isinstance(only, cel.Program)
+        return lambda scope: protected(run(only, scope))
+    parts = tuple(pieces)
+    texts = ("", *(p if isinstance(p, str) else "" for p in parts), "")
+    # a value that could complete a `{name}` with the text around it is always protected
+    force = tuple(templates.joins(texts[i], texts[i + 2]) for i in range(len(parts)))
+    return lambda scope: "".join(
+        p if isinstance(p, str) else protected(run(p, scope), text=True, force=force[i])
+        for i, p in enumerate(parts)
+    )
+
+
+def protected(value: Any, text: bool = False, force: bool = False) -> Any:
+    """A value placed into a field its kind renders again: numbers, booleans and null stay
+    what they are (unless `text`); anything else becomes text, protected."""
+    if value is None or isinstance(value, bool | int | float):
+        return cel.format_value(value) if text else value
+    return templates.protect(cel.format_value(value), force)
+
+
+def _mixed(expr: str, names: frozenset[str]) -> str | None:
+    try:
+        program = cel.Program(expr.strip())
+    except cel.CelSyntaxError:
+        return None
+    own, roots = program.names & names, program.names & cel.ROOTS
+    if own and roots and program.names <= names | cel.ROOTS:
+        return (f"{{{{{expr}}}}} reads the event ({', '.join(sorted(roots))}) and this "
+                f"field's own names ({', '.join(sorted(own))}), which are known only when "
+                "the trigger runs; write two expressions, e.g. {{ data.x }} {{ "
+                f"{sorted(own)[0]} }}}}")  # fmt: skip
+    return None
+
+
+def old_spelling(doc: Document) -> list[SpecProblem]:
+    """Warnings for `{name}` placeholders of the spelling before `{{ }}` in the fields whose
+    kind still renders it (for one release), each naming the new spelling. `doc` has passed
+    the schema."""
+    from eventsvc.triggers import REGISTRY
+
+    out: list[SpecProblem] = []
+    for index, item in enumerate(doc.value["spec"]["triggers"]):
+        dlq = item.get("dlqTrigger")
+        tpls: list[tuple[tuple[str | int, ...], Any]] = [
+            (("spec", "triggers", index, "template"), item["template"])
+        ]
+        if isinstance(dlq, Mapping) and isinstance(dlq.get("template"), Mapping):
+            tpls.append((("spec", "triggers", index, "dlqTrigger", "template"), dlq["template"]))
+        for where, tpl in tpls:
+            for kind in (k for k in tpl if k in REGISTRY):
+                for rel, names in templates.late_fields(REGISTRY[kind].schema).items():
+                    text = _at(tpl[kind], rel)
+                    if not isinstance(text, str):
+                        continue
+                    for name in templates.old_placeholders(text, names):
+                        found = doc.problem((*where, kind, *rel), (
+                            f"warning: '{{{name}}}' is the old placeholder syntax; write "
+                            f"'{templates.new_spelling(name)}'"))  # fmt: skip
+                        out.append(SpecProblem(found.file, found.line, found.field,
+                                               found.message, "warning"))  # fmt: skip
+    return out
+
+
+def _at(section: Any, path: Sequence[str | int]) -> Any:
+    for part in path:
+        if not isinstance(section, Mapping):
+            return None
+        section = section.get(part)
+    return section
 
 
 # -- parameters -----------------------------------------------------------------------------
@@ -389,12 +470,16 @@ class Plan:
     template: Renderer
     parameters: tuple[Parameter, ...]
     urls: frozenset[str] = frozenset()
+    late: frozenset[tuple[str | int, ...]] = frozenset()
 
     def value_of(self, param: Parameter, scope: Scope) -> Any:
-        """A parameter's value; one appended or prepended to a URL field is encoded."""
+        """A parameter's value; one appended or prepended to a URL field is encoded, one put
+        into a field its kind renders again is protected."""
         value = param.resolve(scope)
         if param.operation != "overwrite" and len(param.dest) == 1 and param.dest[0] in self.urls:
             return encode_url_value(cel.format_value(value))
+        if param.dest in self.late:
+            return protected(value, text=param.operation != "overwrite")
         return value
 
 
@@ -408,13 +493,14 @@ def compile_plan(
     """The plan for one trigger item (`{template, parameters}`), or its problems."""
     base: tuple[str | int, ...] = ("template", kind)
     urls = url_fields(kind_schema)
-    renderer, problems = compile_template(item["template"][kind], declared, base, urls)
+    late = templates.late_fields(kind_schema)
+    renderer, problems = compile_template(item["template"][kind], declared, base, urls, late)
     params, found = compile_parameters(item.get("parameters") or [], declared, available,
                                        kind_schema)  # fmt: skip
     problems += found
     if problems:
         return None, problems
-    return Plan(renderer, tuple(params), urls), []
+    return Plan(renderer, tuple(params), urls, frozenset(late)), []
 
 
 def render(trigger: TriggerSpec, events: Mapping[str, CloudEvent]) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecPr
     problems += _check_delivery(doc)
     if problems:
         return None, sorted(set(problems), key=lambda p: (p.line, p.field))
-    warnings = origins.check(doc) + origins.destinations(doc)
+    warnings = origins.check(doc) + origins.destinations(doc) + params.old_spelling(doc)
     value = doc.value
     spec = value["spec"]
     deps = tuple(_dependency(d) for d in spec["dependencies"])

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from eventsvc import kube
+from eventsvc import kube, templates
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
@@ -146,6 +146,21 @@ def _url_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
 
 
+def _check_url(url: str) -> _Problems:
+    """Names `url` reads that an environment does not offer, in either spelling."""
+    unknown = sorted(templates.names_read(url) - set(URL_FIELDS) - {"data", "event", "events"})
+    for piece in templates.split_template(url):
+        try:
+            if isinstance(piece, str):
+                unknown += [f for f in _url_fields(piece) if f not in URL_FIELDS]
+        except ValueError as e:
+            unknown.append(f"({e})")
+    if not unknown:
+        return []
+    known = ", ".join("{{ " + f + " }}" for f in URL_FIELDS)
+    return [(("url",), f"unknown placeholder(s) {', '.join(unknown)}; use {known}")]
+
+
 class EnvironmentTrigger:
     key: ClassVar[str] = "environment"
     schema: ClassVar[dict[str, Any]] = {
@@ -172,7 +187,7 @@ class EnvironmentTrigger:
             "argocdNamespace": {"type": "string", "minLength": 1},
             "destinationServer": {"type": "string", "minLength": 1},
             "namePrefix": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?$"},
-            "url": {"type": "string"},
+            "url": {"type": "string", templates.NAMES_MARK: list(URL_FIELDS)},
             "gates": {
                 "type": "object",
                 "additionalProperties": False,
@@ -224,15 +239,8 @@ class EnvironmentTrigger:
             except ValueError as e:
                 problems.append((("ttl",), str(e)))
         url = spec.get("url")
-        if isinstance(url, str) and "{{" not in url:
-            try:
-                unknown = [f for f in _url_fields(url) if f not in URL_FIELDS]
-            except ValueError as e:
-                unknown = [f"({e})"]
-            if unknown:
-                known = ", ".join("{" + f + "}" for f in URL_FIELDS)
-                message = f"unknown placeholder(s) {', '.join(unknown)}; use {known}"
-                problems.append((("url",), message))
+        if isinstance(url, str):
+            problems += _check_url(url)
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
@@ -277,9 +285,10 @@ class EnvironmentTrigger:
         if not template:
             return None
         owner, _, repo = pr.repository.partition("/")
-        return str(template).format(number=pr.number, namespace=name, repository=pr.repository,
-                                    owner=owner, repo=repo, sha=pr.head_sha,
-                                    short_sha=pr.head_sha[:7])  # fmt: skip
+        names = {"number": pr.number, "namespace": name, "repository": pr.repository,
+                 "owner": owner, "repo": repo, "sha": pr.head_sha, "short_sha": pr.head_sha[:7]}
+        return templates.render(str(template), names,
+                                lambda n: str(names[n]) if n in names else None)  # fmt: skip
 
     @staticmethod
     def metadata(pr: PullRequest, name: str, url: str | None, extra: Mapping[str, str],

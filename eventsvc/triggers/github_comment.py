@@ -3,7 +3,7 @@
 The comment carries a hidden marker `<!-- eventsvc:<sensor>/<trigger> -->`; a run
 finds the comment by that marker and edits it, or creates it the first time, so
 a PR gets one comment per trigger however often the trigger fires. The body
-takes the same `{placeholders}` as `githubStatus`.
+reads the same names as `githubStatus` texts (`{{ number }}`, `{{ sensor }}`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from eventsvc.github import ghevents
 from eventsvc.github.client import GitHubClient, client_for
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
-from eventsvc.triggers.github_status import feedback_target, need
+from eventsvc.triggers.github_status import EVENT_ONLY, TEXT, feedback_target, need
 
 _REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
 
@@ -31,10 +31,10 @@ class GitHubCommentTrigger:
         "additionalProperties": False,
         "required": ["body"],
         "properties": {
-            "repo": {**_REPO, "description": "owner/name (default: from the event)"},
-            "number": {"type": ["integer", "string"],
+            "repo": {**_REPO, **EVENT_ONLY, "description": "owner/name (default: from the event)"},
+            "number": {"type": ["integer", "string"], **EVENT_ONLY,
                        "description": "PR or issue number (default: from the event)"},
-            "body": {"type": "string", "minLength": 1, "description": "Markdown"},
+            "body": {**TEXT, "minLength": 1, "description": "Markdown"},
             "marker": {"type": "string", "pattern": r"^[A-Za-z0-9_./\-]+$",
                        "description": "sticky key (default <sensor>/<trigger>)"},
         },

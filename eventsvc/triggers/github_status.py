@@ -1,9 +1,10 @@
 """`githubStatus`: report a state on a commit, as a commit status or a check run.
 
 Repository and sha come from the spec, or from the GitHub event (`repository`,
-`pull_request.head.sha`, `after`, `check_suite.head_sha`, ...). Text fields take
-`{placeholders}`: repo, sha, number, sensor, trigger, event_id, event_type,
-event_source, event_subject, and any `{data.dotted.path}` of the event.
+`pull_request.head.sha`, `after`, `check_suite.head_sha`, ...). Text fields are
+templates (`{{ data.pull_request.title }}`) that may also read this trigger's names:
+repo, sha, number, sensor, trigger, event_id, event_type, event_source, event_subject
+(`{{ number }}`). The old `{number}`, `{data.dotted.path}` still render, for one release.
 
 Event data is written by strangers: a repo that is not `owner/name` or a sha that
 is not hex is refused before it becomes part of an API path (`acme/x/../../..`).
@@ -18,12 +19,19 @@ from typing import Any, ClassVar
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.github import ghevents
 from eventsvc.github.client import check_repo, client_for
+from eventsvc.templates import NAMES_MARK
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 # check-run conclusion for each commit-status state
 _CONCLUSION = {"success": "success", "failure": "failure", "error": "failure"}
 _REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+NAMES = ("repo", "sha", "number", "sensor", "trigger", "event_id", "event_type", "event_source",
+         "event_subject")  # fmt: skip
+"""What `context`, `description` and `targetUrl` (and a comment's body) may read."""
+TEXT = {"type": "string", NAMES_MARK: list(NAMES)}
+EVENT_ONLY: dict[str, Any] = {NAMES_MARK: []}  # rendered again for the old `{data.a.b}` only
+DEFAULT_CONTEXT = "eventsvc/{{ sensor }}/{{ trigger }}"
 
 
 def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, Any]:
@@ -45,7 +53,7 @@ def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, A
         shown = repr(sha if len(sha) <= 100 else sha[:100] + "...")
         raise PermanentTriggerError(f"sha: {shown} is not a commit sha (7 to 64 hex digits); "
                                     "refused. Point sha at one, e.g. "
-                                    "{data.pull_request.head.sha}")  # fmt: skip
+                                    "{{ data.pull_request.head.sha }}")  # fmt: skip
     return {
         "repo": repo or None,
         "sha": sha or ghevents.sha_of(event),
@@ -72,13 +80,14 @@ class GitHubStatusTrigger:
         "additionalProperties": False,
         "required": ["state"],
         "properties": {
-            "repo": {**_REPO, "description": "owner/name (default: from the event)"},
-            "sha": {"type": "string", "description": "commit (default: from the event)"},
+            "repo": {**_REPO, **EVENT_ONLY, "description": "owner/name (default: from the event)"},
+            "sha": {"type": "string", **EVENT_ONLY,
+                    "description": "commit (default: from the event)"},
             "state": {"enum": ["pending", "success", "failure", "error"]},
-            "context": {"type": "string", "minLength": 1,
+            "context": {**TEXT, "minLength": 1,
                         "description": "status name (default eventsvc/<sensor>/<trigger>)"},
-            "description": {"type": "string"},
-            "targetUrl": {"type": "string"},
+            "description": TEXT,
+            "targetUrl": TEXT,
             "checkRun": {"type": "boolean",
                          "description": "a check run instead of a status (GitHub App only)"},
         },
@@ -98,7 +107,7 @@ class GitHubStatusTrigger:
         fields = feedback_target(spec, ctx)
         repo, sha = need(fields, "repo", ctx), need(fields, "sha", ctx)
         state = str(spec["state"])
-        name = ghevents.render(str(spec.get("context") or "eventsvc/{sensor}/{trigger}"), fields)
+        name = ghevents.render(str(spec.get("context") or DEFAULT_CONTEXT), fields)
         text = ghevents.render(str(spec.get("description", "")), fields, ctx.first)
         url = ghevents.render(str(spec.get("targetUrl", "")), fields, ctx.first)
         client = client_for(self.services)

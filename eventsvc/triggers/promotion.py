@@ -70,24 +70,29 @@ from eventsvc.github.gitops import (
 from eventsvc.github.mirror import Mirror, Mirrors, mirrors_for
 from eventsvc.github.promotecommit import Edit, Snapshot, plain_path
 from eventsvc.github.yamledit import Change, EditError, YamlDoc
+from eventsvc.templates import NAMES_MARK
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 log = logs.get("eventsvc.triggers.promotion")
 _SAFE_REF = re.compile(r"[^A-Za-z0-9._/-]+")
 T = TypeVar("T")
 
-DEFAULT_MESSAGE = "Promote {app} to {environment}: {values}"
-DEFAULT_TITLE = "Promote {app} to {environment}: {values}"
+DEFAULT_MESSAGE = "Promote {{ app }} to {{ environment }}: {{ values }}"
+DEFAULT_TITLE = "Promote {{ app }} to {{ environment }}: {{ values }}"
 DEFAULT_BODY = (
-    "Automated promotion of **{app}** to **{environment}**.\n\n{changes}\n\n"
-    "Triggered by `{event_type}` from {event_source} (event `{event_id}`)."
+    "Automated promotion of **{{ app }}** to **{{ environment }}**.\n\n{{ changes }}\n\n"
+    "Triggered by `{{ event_type }}` from {{ event_source }} (event `{{ event_id }}`)."
 )
-DEFAULT_BATCH_MESSAGE = "Promote to {environment}: {apps}"
-DEFAULT_BATCH_TITLE = "Promote to {environment}: {apps}"
+DEFAULT_BATCH_MESSAGE = "Promote to {{ environment }}: {{ apps }}"
+DEFAULT_BATCH_TITLE = "Promote to {{ environment }}: {{ apps }}"
 DEFAULT_BATCH_BODY = (
-    "Automated promotion to **{environment}**; bumps arriving within {window} of the "
-    "first one are batched here.\n\n{changes}"
+    "Automated promotion to **{{ environment }}**; bumps arriving within {{ window }} of the "
+    "first one are batched here.\n\n{{ changes }}"
 )
+NAMES = ("app", "environment", "branch", "head", "repo", "changes", "values", "apps", "window",
+         "event_id", "event_type", "event_source", "event_subject")  # fmt: skip
+"""What the commit message and the pull request's title and body may read (`{{ values }}`)."""
+_TEXT = {"type": "string", NAMES_MARK: list(NAMES)}
 
 _FROM = {
     "type": "object",
@@ -196,7 +201,7 @@ class PromotionTrigger:
             "commit": {
                 "type": "object", "additionalProperties": False,
                 "properties": {
-                    "message": _STR,
+                    "message": {**_TEXT, "minLength": 1},
                     "author": {"type": "object", "additionalProperties": False,
                                "required": ["name", "email"],
                                "properties": {"name": _STR, "email": _STR}},
@@ -207,7 +212,7 @@ class PromotionTrigger:
                 "properties": {
                     "enabled": {"type": "boolean",
                                 "description": "false: push straight to the target branch"},
-                    "title": _STR, "body": {"type": "string"},
+                    "title": {**_TEXT, "minLength": 1}, "body": _TEXT,
                     "labels": {"type": "array", "items": _STR},
                     "reviewers": {"type": "array", "items": _STR},
                     "teamReviewers": {"type": "array", "items": _STR},
