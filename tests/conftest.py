@@ -8,12 +8,13 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from eventsvc import bus as bus_mod
 from eventsvc.bus.embedded import EmbeddedNats
@@ -21,6 +22,16 @@ from eventsvc.config import Config, load_config
 from eventsvc.runtime import Service
 
 SECRET = "test-secret"
+
+
+@pytest.fixture(autouse=True)
+def keep_logging_config() -> Iterator[None]:
+    """Commands run through `cli.main` configure structlog for the process, writing to the
+    stream of the moment (a test's captured stdout, closed after it): put the previous
+    configuration back, or every later test logs to a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from eventsvc import cli
 from tests.conftest import pr_payload
@@ -15,13 +13,6 @@ from tests.conftest import pr_payload
 ROOT = Path(__file__).resolve().parents[1]
 SENSOR = str(ROOT / "sensors" / "pr-main.yaml")
 
-
-@pytest.fixture(autouse=True)
-def keep_logging_config() -> Iterator[None]:
-    """`cli.main` points structlog at the captured stderr, which closes after the test."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

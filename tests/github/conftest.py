@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import structlog
 
 from eventsvc.github.client import GitHubClient, GitHubSettings
 from tests.github import fakegithub, hosts
@@ -56,14 +55,6 @@ async def github_client(
     for client in made:
         await client.close()
 
-
-@pytest.fixture
-def keep_log_config() -> Iterator[None]:
-    """`cli.main` configures structlog with the (captured) stderr of the moment; put
-    the previous configuration back so later tests do not log to a closed file."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -201,7 +201,7 @@ def test_events_come_from_the_sensors() -> None:
 
 async def test_cli_sync_reads_the_sensors_and_config(
     fake: HookGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], keep_log_config: None,
+    capsys: pytest.CaptureFixture[str], keep_logging_config: None,
 ) -> None:  # fmt: skip
     (tmp_path / "s.yaml").write_text(
         "apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: s}\nspec:\n"
@@ -231,7 +231,7 @@ async def test_cli_sync_reads_the_sensors_and_config(
 
 async def test_cli_sync_keeps_to_the_allowed_events(
     fake: HookGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], keep_log_config: None,
+    capsys: pytest.CaptureFixture[str], keep_logging_config: None,
 ) -> None:  # fmt: skip
     config = tmp_path / "config.yaml"
     config.write_text("github:\n  allowedEvents: [push]\n")

@@ -59,7 +59,7 @@ async def test_failed_deliveries_redelivered_once_per_guid(
 
 async def test_cli_app_hook_dry_run_and_failure_exit(
     fake_github: FakeGitHub, app_keys: tuple[str, str], monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], keep_log_config: None,
+    capsys: pytest.CaptureFixture[str], keep_logging_config: None,
 ) -> None:  # fmt: skip
     seed(fake_github, "app")
     monkeypatch.setenv("EVENTSVC_GITHUB_API_URL", fake_github.url)
@@ -79,13 +79,13 @@ async def test_cli_app_hook_dry_run_and_failure_exit(
     assert "redelivered 1, 1 redelivery error(s)" in out
 
 
-def test_hook_id_needs_repo(capsys: pytest.CaptureFixture[str], keep_log_config: None) -> None:
+def test_hook_id_needs_repo(capsys: pytest.CaptureFixture[str], keep_logging_config: None) -> None:
     assert cli.main(["github", "redeliver", "--hook-id", "3"]) == 2
     assert "--hook-id needs --repo" in capsys.readouterr().err
 
 
 def test_usage_and_configuration_errors_exit_2(
-    capsys: pytest.CaptureFixture[str], keep_log_config: None, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], keep_logging_config: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for var in ("EVENTSVC_GITHUB_TOKEN", "EVENTSVC_GITHUB_TOKEN_FILE", "EVENTSVC_GITHUB_APP_ID",
                 "EVENTSVC_GITHUB_APP_ID_FILE", "EVENTSVC_CONFIG"):  # fmt: skip

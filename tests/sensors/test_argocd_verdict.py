@@ -5,12 +5,10 @@ on watch events shaped as the watch gateway publishes them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from eventsvc import cli, watches
 from eventsvc.triggers import environment
@@ -23,12 +21,6 @@ URL = "https://pr-7.preview.example.com"
 HEALTHY = ("comment-healthy", "status-healthy")
 DEGRADED = ("comment-degraded", "status-degraded")
 
-
-@pytest.fixture(autouse=True)
-def keep_logging_config() -> Iterator[None]:
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def application(health: str, sync: str = "Synced", **status: Any) -> dict[str, Any]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from eventsvc import specs
 from eventsvc.bus.embedded import EmbeddedNats
@@ -184,13 +183,6 @@ def test_image_from_sets_tag_and_digest_and_excludes_them() -> None:
 
 SHOP_TRIGGER = "healthy-staging-to-production"
 
-
-@pytest.fixture
-def keep_logging_config() -> Iterator[None]:
-    """`eventsvc test` configures logging for the process: put it back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def watch_event(obj: dict[str, Any], changes: dict[str, Any], kind: str = "changed"
