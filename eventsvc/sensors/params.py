@@ -8,7 +8,9 @@ mixes text and expressions becomes a string.
 Expressions are CEL over `data` and `event` (the first event of the firing, its
 attributes plus `data`) and `events.<dependency>` (every event of the firing).
 `{{ ... }}` whose names are none of these (Argo Workflows' `{{workflow.name}}`,
-`{{inputs.parameters.x}}`) is not ours and stays as written.
+`{{inputs.parameters.x}}`) is not ours and stays as written. In a field its kind renders
+again with names of its own (`{{ number }}`; see eventsvc/templates.py) those expressions are
+left for the kind, and every value put in is protected from that second pass.
 
 Compiled once per trigger (`plan`); `render(trigger, events)` is what the engine calls.
 """

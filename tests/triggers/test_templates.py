@@ -207,6 +207,23 @@ async def test_old_spelling_still_renders_and_lint_warns(
     assert fake.statuses[0]["sha"] == SHA
 
 
+def test_lint_warns_in_a_dead_letter_trigger_too() -> None:
+    text = """apiVersion: eventsvc.dev/v1alpha1
+kind: Sensor
+metadata: {name: s}
+spec:
+  dependencies: [{name: pr}]
+  triggers:
+    - template: {name: t, log: {message: x}}
+      dlqTrigger:
+        template: {name: alert, githubComment: {body: "failed for {sensor}"}}
+"""
+    docs, _ = specfile.parse_documents(text, "s.yaml")
+    [warning] = parse_sensor(docs[0])[1]
+    assert warning.field == "spec.triggers[0].dlqTrigger.template.githubComment.body"
+    assert warning.message.endswith("write '{{ sensor }}'")
+
+
 def test_lint_leaves_other_braces_alone() -> None:
     found = lint("githubComment", """
           body: 'JSON {"a": 1}, {unknown}, {{ data.x }}, {{ number }}, `{{workflow.name}}`' """)
