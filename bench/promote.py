@@ -79,7 +79,7 @@ async def main(n: int, cache: bool) -> None:
             config = load_config(environ={}, data_dir=str(Path(tmp) / "data"),
                                  promotion_allow_file_urls=True)  # a local file:// repository
             services = Services(dataclasses.replace(config, sections=sections))
-            services.extras["github"] = GitHubClient(
+            services.github = GitHubClient(
                 GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
             )
             trigger = PromotionTrigger(services)

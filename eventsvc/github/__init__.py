@@ -10,7 +10,6 @@ from eventsvc.github.client import (
     GitHubClient,
     GitHubRetryableError,
     GitHubSettings,
-    client_for,
 )
 
 __all__ = [
@@ -18,5 +17,4 @@ __all__ = [
     "GitHubClient",
     "GitHubRetryableError",
     "GitHubSettings",
-    "client_for",
 ]

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
@@ -37,9 +37,6 @@ from eventsvc.errors import (
 )
 from eventsvc.github.auth import AppAuth, Auth, TokenAuth
 from eventsvc.github.gitops import https_host
-
-if TYPE_CHECKING:
-    from eventsvc.triggers.base import Services
 
 log = logs.get("eventsvc.github")
 DEFAULT_API_URL = "https://api.github.com"
@@ -444,12 +441,3 @@ def parse_repo(url_or_name: str) -> str | None:
     path = path.strip("/").removesuffix(".git")
     bits = path.split("/")
     return "/".join(bits[-2:]) if len(bits) >= 2 and all(bits[-2:]) else None
-
-
-def client_for(services: Services) -> GitHubClient:
-    """The process-wide client, made on first use from the service configuration."""
-    client = services.extras.get("github")
-    if not isinstance(client, GitHubClient):
-        client = GitHubClient(GitHubSettings.from_config(services.config), services.http)
-        services.extras["github"] = client
-    return client

@@ -143,11 +143,3 @@ class Mirrors:
             digest = hashlib.sha256(url.encode()).hexdigest()[:16]
             self._mirrors[url] = Mirror(self.root / f"{digest}.git")
         yield self._mirrors[url]
-
-
-def mirrors_for(services_extras: dict[str, object], config: Config) -> Mirrors:
-    """The process's `Mirrors`, kept in `Services.extras`."""
-    found = services_extras.get("git-mirrors")
-    if not isinstance(found, Mirrors):
-        found = services_extras["git-mirrors"] = Mirrors.from_config(config)
-    return found

@@ -24,11 +24,14 @@ it with text around it is percent-encoded (sensors/params.py). A field that is o
 
 if TYPE_CHECKING:
     from eventsvc.bus import Bus
+    from eventsvc.github.client import GitHubClient
+    from eventsvc.github.mirror import Mirrors
     from eventsvc.kube import Cluster
 
 
 class Services:
-    """Process-wide clients shared by trigger kinds; created lazily, closed once."""
+    """Process-wide clients shared by trigger kinds, each a typed attribute made on first use
+    from the configuration (tests may set their own), closed once."""
 
     def __init__(self, config: Config, bus: Bus | None = None) -> None:
         self.config = config
@@ -36,7 +39,8 @@ class Services:
         self._http: aiohttp.ClientSession | None = None
         self._cluster: Cluster | None = None
         self._cluster_lock = asyncio.Lock()
-        self.extras: dict[str, Any] = {}
+        self._github: GitHubClient | None = None
+        self._mirrors: Mirrors | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -46,6 +50,28 @@ class Services:
                 headers={"User-Agent": "eventsvc"},
             )
         return self._http
+
+    @property
+    def github(self) -> GitHubClient:
+        """The GitHub REST client (App or token auth from the configuration)."""
+        if self._github is None:
+            from eventsvc.github.client import GitHubClient, GitHubSettings
+
+            self._github = GitHubClient(GitHubSettings.from_config(self.config), self.http)
+        return self._github
+
+    @github.setter
+    def github(self, client: GitHubClient) -> None:
+        self._github = client
+
+    @property
+    def mirrors(self) -> Mirrors:
+        """The bare git mirrors of deployment repositories, kept on disk between runs."""
+        if self._mirrors is None:
+            from eventsvc.github.mirror import Mirrors
+
+            self._mirrors = Mirrors.from_config(self.config)
+        return self._mirrors
 
     async def cluster(self) -> Cluster:
         """The process-wide Kubernetes client, connected on first use (ConfigError, which
@@ -59,17 +85,13 @@ class Services:
         return self._cluster
 
     async def close(self) -> None:
+        if self._github is not None:
+            await self._github.close()
         if self._http is not None:
             await self._http.close()
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
-        for extra in self.extras.values():
-            close = getattr(extra, "close", None)
-            if close is not None:
-                result = close()
-                if hasattr(result, "__await__"):
-                    await result
 
 
 @dataclass(frozen=True, slots=True)

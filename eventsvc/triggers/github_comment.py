@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from eventsvc.github import ghevents
-from eventsvc.github.client import GitHubClient, client_for
+from eventsvc.github.client import GitHubClient
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 from eventsvc.triggers.github_status import EVENT_ONLY, TEXT, feedback_target, need
 
@@ -53,7 +53,7 @@ class GitHubCommentTrigger:
         repo, number = need(fields, "repo", ctx), need(fields, "number", ctx)
         tag = marker(str(spec.get("marker") or f"{ctx.sensor}/{ctx.trigger}"))
         body = ghevents.render(str(spec["body"]), fields, ctx.first).rstrip() + f"\n\n{tag}\n"
-        client = client_for(self.services)
+        client = self.services.github
         # one replica never races itself into two comments; see the docs for many replicas
         async with self._locks.setdefault(f"{repo}#{number}#{tag}", asyncio.Lock()):
             existing = await self._find(client, repo, int(number), tag)

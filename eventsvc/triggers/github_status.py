@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.github import ghevents
-from eventsvc.github.client import check_repo, client_for
+from eventsvc.github.client import check_repo
 from eventsvc.templates import NAMES_MARK
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
@@ -110,7 +110,7 @@ class GitHubStatusTrigger:
         name = ghevents.render(str(spec.get("context") or DEFAULT_CONTEXT), fields)
         text = ghevents.render(str(spec.get("description", "")), fields, ctx.first)
         url = ghevents.render(str(spec.get("targetUrl", "")), fields, ctx.first)
-        client = client_for(self.services)
+        client = self.services.github
         if spec.get("checkRun"):
             body: dict[str, Any] = {
                 "name": name, "head_sha": sha,

@@ -55,7 +55,6 @@ from eventsvc.github.client import (
     GitHubApiError,
     GitHubClient,
     check_repo,
-    client_for,
     parse_repo,
     repo_problem,
 )
@@ -67,7 +66,7 @@ from eventsvc.github.gitops import (
     check_url,
     url_problem,
 )
-from eventsvc.github.mirror import Mirror, Mirrors, mirrors_for
+from eventsvc.github.mirror import Mirror, Mirrors
 from eventsvc.github.promotecommit import Edit, Snapshot, plain_path
 from eventsvc.github.yamledit import Change, EditError, YamlDoc
 from eventsvc.templates import NAMES_MARK
@@ -282,7 +281,7 @@ class PromotionTrigger:
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
         config = self.services.config
-        mirrors = mirrors_for(self.services.extras, config)
+        mirrors = self.services.mirrors
         run = PromotionRun(spec, ctx, self._client_if_needed(spec), mirrors, self.clock,
                            allow_file=config.promotion_allow_file_urls)  # fmt: skip
         lock = self._locks.setdefault((run.url, run.head), asyncio.Lock())
@@ -305,7 +304,7 @@ class PromotionTrigger:
     def _client_if_needed(self, spec: Mapping[str, Any]) -> GitHubClient | None:
         https = urlsplit(str(spec["repo"])).scheme == "https"
         pr = (spec.get("pullRequest") or {}).get("enabled", True)
-        return client_for(self.services) if https or pr else None
+        return self.services.github if https or pr else None
 
 
 def _branch_fields(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], Any]]:

@@ -30,7 +30,7 @@ async def fake() -> AsyncIterator[FakeGitHub]:
 @pytest.fixture
 async def services(fake: FakeGitHub) -> AsyncIterator[Services]:
     services = Services(load_config(environ={}))
-    services.extras["github"] = GitHubClient(
+    services.github = GitHubClient(
         GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
     )
     yield services

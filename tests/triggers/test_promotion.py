@@ -52,7 +52,7 @@ async def make_trigger(
         services = Services(load_config(environ={}, data_dir=str(tmp_path / "data"),
                                         promotion_allow_file_urls=True))  # fmt: skip
         settings = GitHubSettings(api_url=fake.url, token=fakegithub.PAT)
-        services.extras["github"] = GitHubClient(settings)
+        services.github = GitHubClient(settings)
         made.append(services)
         return PromotionTrigger(services)
 

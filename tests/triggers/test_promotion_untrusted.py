@@ -80,7 +80,7 @@ async def make_trigger(
         config = load_config(environ={}, data_dir=str(tmp_path / "data"),
                              promotion_allow_file_urls=allow_file)  # fmt: skip
         services = Services(config)
-        services.extras["github"] = GitHubClient(
+        services.github = GitHubClient(
             settings or GitHubSettings(api_url=fake.url, token=fakegithub.PAT))
         made.append(services)
         return PromotionTrigger(services)

@@ -89,7 +89,7 @@ async def fire(trigger: TriggerSpec, services: Services, event: CloudEvent) -> A
 @pytest.fixture
 async def github(fake: FakeGitHub) -> AsyncIterator[Services]:
     services = Services(load_config(environ={}))
-    services.extras["github"] = GitHubClient(GitHubSettings(api_url=fake.url,
+    services.github = GitHubClient(GitHubSettings(api_url=fake.url,
                                                             token=fakegithub.PAT))  # fmt: skip
     yield services
     await services.close()
