@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from eventsvc import bus as bus_mod
-from eventsvc import schedules, specfile
+from eventsvc import schedules, yamldoc
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.bus.streams import EVENTS
 from eventsvc.config import load_config
@@ -37,7 +37,7 @@ def make(name: str, expr: str) -> schedules.Schedule:
         "apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\n"
         f"metadata: {{name: {name}}}\nspec: {{schedule: '{expr}'}}\n"
     )
-    docs, _ = specfile.parse_documents(text, f"{name}.yaml")
+    docs, _ = yamldoc.parse_documents(text, f"{name}.yaml")
     schedule, problems = schedules.parse_schedule(docs[0])
     assert schedule is not None, problems
     return schedule

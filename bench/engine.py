@@ -46,14 +46,14 @@ from aiohttp import web
 from bench.common import cpu_seconds, percentile
 from bench.match import payload
 from eventsvc import bus as bus_mod
-from eventsvc import events, logs, specfile
+from eventsvc import events, logs, yamldoc
 from eventsvc.bus.embedded import EmbeddedNats, free_port
 from eventsvc.bus.streams import EVENTS, RESULTS, WORK
 from eventsvc.config import Config, load_config
 from eventsvc.gateways import github
 from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
-from eventsvc.sensors.spec import SensorSpec, parse_sensor
+from eventsvc.sensors.model import SensorSpec, parse_sensor
 from eventsvc.triggers import Services
 
 ORG = "acme"
@@ -88,7 +88,7 @@ spec:
   triggers:
     - template: {{name: t, {trigger}}}
 """
-    docs, _ = specfile.parse_documents(text, f"{name}.yaml")
+    docs, _ = yamldoc.parse_documents(text, f"{name}.yaml")
     spec, problems = parse_sensor(docs[0])
     assert spec is not None, problems
     return spec

@@ -17,14 +17,14 @@ import random
 import time
 from typing import Any
 
-from eventsvc import events, specfile
+from eventsvc import events, yamldoc
 from eventsvc.config import load_config
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
 from eventsvc.sensors import filters
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.matcher import Matcher
-from eventsvc.sensors.spec import parse_sensor
+from eventsvc.sensors.model import parse_sensor
 
 SIZES = (10, 100, 1000)
 EVENTS = 20_000
@@ -78,7 +78,7 @@ def build_sensors(n: int) -> tuple[list[CompiledSensor], list[str]]:
             if len(out) == n:
                 break
             text = sensor_text(repo, kind, subject, body, kind == "label-deploy" and r % 2 == 0)
-            docs, _ = specfile.parse_documents(text, f"{repo}-{kind}.yaml")
+            docs, _ = yamldoc.parse_documents(text, f"{repo}-{kind}.yaml")
             spec, problems = parse_sensor(docs[0])
             assert spec is not None, problems
             out.append(CompiledSensor(spec, CONFIG))

@@ -19,7 +19,7 @@ from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import load_config
 from eventsvc.events import make_event
 from eventsvc.sensors import conditions, correlation, delivery
-from eventsvc.sensors.spec import ConcurrencyPolicy, RateLimit
+from eventsvc.sensors.model import ConcurrencyPolicy, RateLimit
 
 N = 2000
 

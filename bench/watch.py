@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import kube, logs, specfile, watches
+from eventsvc import kube, logs, watches, yamldoc
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import load_config
 from eventsvc.gateways.watch import WatchGateway
@@ -124,7 +124,7 @@ async def bench() -> None:
             "kubeconfig": str(write_kubeconfig(Path(tmp) / "kubeconfig", url))}})  # fmt: skip
         bus = await bus_mod.connect(nats_url, config)
         await bus.ensure_streams(bus_mod.default_streams(config))
-        docs, _ = specfile.parse_documents(WATCH, "bench.yaml")
+        docs, _ = yamldoc.parse_documents(WATCH, "bench.yaml")
         watch, problems = watches.parse_watch(docs[0])
         assert watch is not None, problems
         before = rss_mib()[0]

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from eventsvc import __version__, events, logs, specs, subjects
+from eventsvc import __version__, events, loader, logs, subjects
 from eventsvc.config import COMPONENTS, Config, load_config
 from eventsvc.errors import BusError, ConfigError, SpecError
 
@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    loaded = specs.load_paths(args.paths)
+    loaded = loader.load_paths(args.paths)
     for problem in sorted([*loaded.problems, *loaded.warnings],
                           key=lambda p: (p.file, p.line, p.field)):  # fmt: skip
         as_json = json.dumps(dataclasses.asdict(problem)) if args.output == "json" else None

@@ -24,14 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from eventsvc import events, specs, subjects
+from eventsvc import events, loader, subjects
 from eventsvc.config import load_config
 from eventsvc.errors import EventsvcError
 from eventsvc.events import CloudEvent
 from eventsvc.gateways import github
 from eventsvc.sensors import filters, params, results
 from eventsvc.sensors.compiled import CompiledSensor
-from eventsvc.sensors.spec import SensorSpec
+from eventsvc.sensors.model import SensorSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -72,7 +72,7 @@ def add_parser(sub: Any) -> None:
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    loaded = specs.load_paths([args.sensor])
+    loaded = loader.load_paths([args.sensor])
     if loaded.problems:
         for problem in loaded.problems:
             print(problem, file=out)

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import kube, logs, schedules, specs, watches
+from eventsvc import kube, loader, logs, schedules, watches
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import COMPONENTS, Config
 from eventsvc.console import Console
@@ -30,8 +30,8 @@ from eventsvc.gateways.github import GitHubGateway
 from eventsvc.gateways.watch import WatchGateway
 from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
+from eventsvc.sensors.model import SensorSpec
 from eventsvc.sensors.reload import SensorReloader
-from eventsvc.sensors.spec import SensorSpec
 from eventsvc.triggers import Services
 
 log = logs.get("eventsvc.runtime")
@@ -146,7 +146,7 @@ class Service:
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
     def _load_sensors(self) -> list[SensorSpec]:
-        loaded = specs.load_paths([self.config.sensors_dir])
+        loaded = loader.load_paths([self.config.sensors_dir])
         if loaded.problems:
             raise SpecError(loaded.problems)
         for warning in loaded.warnings:

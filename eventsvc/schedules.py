@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
-from eventsvc import specfile
+from eventsvc import yamldoc
 from eventsvc.durations import format_duration, parse_duration
 from eventsvc.errors import EventsvcError, SpecProblem
 
@@ -60,7 +60,7 @@ CRON_HINT = (
     "leading seconds field, or one of " + ", ".join(MACROS) + ", or '@every 10m'"
 )
 _DURATION: dict[str, Any] = {"type": ["string", "number"]}
-SCHEMA: dict[str, Any] = specfile.document_schema(KIND, {
+SCHEMA: dict[str, Any] = yamldoc.document_schema(KIND, {
     "type": "object",
     "additionalProperties": False,
     "required": ["schedule"],
@@ -224,8 +224,8 @@ def missed_ticks(schedule: Schedule, last: datetime, now: datetime) -> list[date
 # ---------------------------------------------------------------- spec parsing
 
 
-def parse_schedule(doc: specfile.Document) -> tuple[Schedule | None, list[SpecProblem]]:
-    problems = specfile.validate_schema(doc, SCHEMA)
+def parse_schedule(doc: yamldoc.Document) -> tuple[Schedule | None, list[SpecProblem]]:
+    problems = yamldoc.validate_schema(doc, SCHEMA)
     spec = doc.value.get("spec") if isinstance(doc.value, dict) else None
     checked: dict[str, Any] = {}
     if isinstance(spec, dict):
@@ -252,11 +252,11 @@ def parse_schedule(doc: specfile.Document) -> tuple[Schedule | None, list[SpecPr
 
 
 def _check_spec(
-    doc: specfile.Document, spec: Mapping[str, Any], out: dict[str, Any]
+    doc: yamldoc.Document, spec: Mapping[str, Any], out: dict[str, Any]
 ) -> list[SpecProblem]:
     """Meaning the schema cannot check; fills `out` with parsed values."""
     problems: list[SpecProblem] = []
-    base: specfile.FieldPath = ("spec",)
+    base: yamldoc.FieldPath = ("spec",)
     if isinstance(spec.get("schedule"), str):
         try:
             out["cron"], out["every"] = parse_expression(spec["schedule"])
@@ -376,4 +376,4 @@ def _date(value: Any) -> date:
 
 def load_schedules(paths: Sequence[str | Path]) -> tuple[list[Schedule], list[SpecProblem]]:
     """Every Schedule under `paths`, and the problems of Schedule documents and YAML syntax."""
-    return specfile.load_kind(paths, KIND, parse_schedule)
+    return yamldoc.load_kind(paths, KIND, parse_schedule)

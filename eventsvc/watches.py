@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from eventsvc import specfile
+from eventsvc import yamldoc
 from eventsvc.errors import SpecProblem
 
 KIND = "Watch"
@@ -28,7 +28,7 @@ _DNS = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _PLURAL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _VERSION = r"^v[0-9]+((alpha|beta)[0-9]+)?$"
 _FIELD = r"^[A-Za-z0-9_$@/-]+(\.[A-Za-z0-9_$@/-]+)*$"
-SCHEMA: dict[str, Any] = specfile.document_schema(KIND, {
+SCHEMA: dict[str, Any] = yamldoc.document_schema(KIND, {
     "type": "object",
     "additionalProperties": False,
     "required": ["version", "resource", "fields"],
@@ -39,8 +39,8 @@ SCHEMA: dict[str, Any] = specfile.document_schema(KIND, {
                     "x-hint": "an API version such as 'v1' or 'v1alpha1'"},
         "resource": {"type": "string", "pattern": _PLURAL,
                      "x-hint": "the lowercase plural, e.g. 'applications', 'workflows'"},
-        "namespace": {"type": "string", "pattern": specfile.NAME_PATTERN,
-                  "x-hint": specfile.NAME_HINT},
+        "namespace": {"type": "string", "pattern": yamldoc.NAME_PATTERN,
+                  "x-hint": yamldoc.NAME_HINT},
         "labelSelector": {"type": "string"},
         "fields": {
             "type": "array",
@@ -153,8 +153,8 @@ def event_id(watch: str, uid: str, resource_version: str) -> str:
 # ---------------------------------------------------------------- spec parsing
 
 
-def parse_watch(doc: specfile.Document) -> tuple[Watch | None, list[SpecProblem]]:
-    problems = specfile.validate_schema(doc, SCHEMA)
+def parse_watch(doc: yamldoc.Document) -> tuple[Watch | None, list[SpecProblem]]:
+    problems = yamldoc.validate_schema(doc, SCHEMA)
     spec = doc.value.get("spec") if isinstance(doc.value, dict) else None
     if isinstance(spec, dict):
         problems += _check_spec(doc, spec)
@@ -174,7 +174,7 @@ def parse_watch(doc: specfile.Document) -> tuple[Watch | None, list[SpecProblem]
     ), []
 
 
-def _check_spec(doc: specfile.Document, spec: Mapping[str, Any]) -> list[SpecProblem]:
+def _check_spec(doc: yamldoc.Document, spec: Mapping[str, Any]) -> list[SpecProblem]:
     """Meaning the schema cannot check."""
     problems: list[SpecProblem] = []
     fields = spec.get("fields")
@@ -209,4 +209,4 @@ def _check_spec(doc: specfile.Document, spec: Mapping[str, Any]) -> list[SpecPro
 
 def load_watches(paths: Sequence[str | Path]) -> tuple[list[Watch], list[SpecProblem]]:
     """Every Watch under `paths`, and the problems of Watch documents and YAML syntax."""
-    return specfile.load_kind(paths, KIND, parse_watch)
+    return yamldoc.load_kind(paths, KIND, parse_watch)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from eventsvc import schedules, specfile, specs
+from eventsvc import loader, schedules, yamldoc
 from eventsvc.schedules import Schedule, missed_ticks, next_fire
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def make(expr: str, tz: str = "UTC", **spec: Any) -> Schedule:
         f"  schedule: {expr!r}",
         f"  timezone: {tz}",
     ] + [f"  {key}: {value}" for key, value in spec.items()]
-    docs, problems = specfile.parse_documents("\n".join(lines) + "\n", "job.yaml")
+    docs, problems = yamldoc.parse_documents("\n".join(lines) + "\n", "job.yaml")
     assert not problems
     schedule, problems = schedules.parse_schedule(docs[0])
     assert not problems, [str(p) for p in problems]
@@ -236,7 +236,7 @@ spec:
 def test_invalid_schedule_file_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)
-    loaded = specs.load_paths([tmp_path])
+    loaded = loader.load_paths([tmp_path])
     got = [str(p) for p in loaded.problems]
     f = str(path)
     expected_prefixes = [
@@ -288,7 +288,7 @@ def test_duplicate_schedule_names(tmp_path: Path) -> None:
 
 
 def test_example_schedules_are_valid() -> None:
-    loaded = specs.load_paths([REPO / "sensors"])
+    loaded = loader.load_paths([REPO / "sensors"])
     assert [str(p) for p in loaded.problems] == []
     nightly = next(s for s in loaded.by_kind["Schedule"] if s.name == "nightly-cleanup")
     assert nightly.timezone == "Europe/Berlin"
@@ -308,7 +308,7 @@ def test_jitter_must_be_shorter_than_the_gap_between_ticks(
     path = tmp_path / "s.yaml"
     path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: s}\n"
                     f"spec:\n  schedule: '{expr}'\n  jitter: {jitter}\n")  # fmt: skip
-    problems = [str(p) for p in specs.load_paths([path]).problems]
+    problems = [str(p) for p in loader.load_paths([path]).problems]
     assert problems == ([] if gap is None else [
         f"{path}:6: spec.jitter: {jitter} is not shorter than the {gap} between ticks: ticks "
         f"would overlap and arrive out of order; use less than {gap}"

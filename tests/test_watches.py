@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventsvc import specfile, specs, watches
+from eventsvc import loader, watches, yamldoc
 from eventsvc.watches import Change
 
 GOOD = """\
@@ -22,7 +22,7 @@ spec:
 
 
 def parse(text: str) -> tuple[watches.Watch | None, list[str]]:
-    docs, _ = specfile.parse_documents(text, "w.yaml")
+    docs, _ = yamldoc.parse_documents(text, "w.yaml")
     watch, problems = watches.parse_watch(docs[0])
     return watch, [str(p) for p in problems]
 
@@ -41,7 +41,7 @@ def test_a_typo_is_reported_with_file_and_line(tmp_path: Path) -> None:
         "status.sync.status,", "stauts.sync.status,"
     )
     (tmp_path / "w.yaml").write_text(text)
-    loaded = specs.load_paths([tmp_path])
+    loaded = loader.load_paths([tmp_path])
     found = [str(p) for p in loaded.problems]
     where = tmp_path / "w.yaml"
     assert any(p.startswith(f"{where}:9: spec") and "labelSelector" in p for p in found), found

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from eventsvc import specfile, specs
+from eventsvc import loader, yamldoc
 from eventsvc.sensors.reload import SensorReloader
 from tests.conftest import log_sensor
 
@@ -45,7 +45,7 @@ CASES = [
 @pytest.mark.parametrize(("text", "line", "message"), CASES)
 def test_hostile_yaml_is_one_problem_quickly(text: str, line: int, message: str) -> None:
     started = time.perf_counter()
-    _, problems = specfile.parse_documents(text, "s.yaml")
+    _, problems = yamldoc.parse_documents(text, "s.yaml")
     assert time.perf_counter() - started < 1.0
     assert len(problems) == 1, problems
     assert str(problems[0]).startswith(f"s.yaml:{line}: (yaml): {message}")
@@ -53,19 +53,19 @@ def test_hostile_yaml_is_one_problem_quickly(text: str, line: int, message: str)
 
 def test_aliases_within_the_limits_still_load() -> None:
     text = "a: &a {x: 1}\nb: *a\nc: [*a, *a]\n---\nd: &d [1, 2]\ne: *d\n"
-    docs, problems = specfile.parse_documents(text, "s.yaml")
+    docs, problems = yamldoc.parse_documents(text, "s.yaml")
     assert problems == []
     assert [d.value for d in docs] == [
         {"a": {"x": 1}, "b": {"x": 1}, "c": [{"x": 1}, {"x": 1}]},
         {"d": [1, 2], "e": [1, 2]},
     ]
     nested = "x: " + "[" * 99 + "]" * 99  # 100 levels with the mapping: just allowed
-    assert specfile.parse_documents(nested, "s.yaml")[1] == []
+    assert yamldoc.parse_documents(nested, "s.yaml")[1] == []
 
 
 def test_the_alias_budget_is_per_file_not_per_document() -> None:
     doc = "a: &a " + LOL + "\nb: [" + ", ".join(["*a"] * 50) + "]\n"
-    _, problems = specfile.parse_documents("---\n".join([doc] * 3), "s.yaml")
+    _, problems = yamldoc.parse_documents("---\n".join([doc] * 3), "s.yaml")
     assert [p.message.split(";")[0] for p in problems] == [
         "more than 100 aliases (*name) in one file"
     ]
@@ -74,13 +74,13 @@ def test_the_alias_budget_is_per_file_not_per_document() -> None:
 def test_a_file_over_1_mib_is_refused_unparsed(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
-    docs, problems = specfile.read_documents(big)
+    docs, problems = yamldoc.read_documents(big)
     assert docs == []
     assert [str(p) for p in problems] == [
         f"{big}:1: (file): 2.0 MiB is larger than the 1 MiB limit for a spec file; "
         "split it into several files"
     ]
-    assert specfile.parse_documents("a: " + "x" * specfile.MAX_FILE_BYTES, "s.yaml")[1][0].field \
+    assert yamldoc.parse_documents("a: " + "x" * yamldoc.MAX_FILE_BYTES, "s.yaml")[1][0].field \
         == "(file)"  # fmt: skip
 
 
@@ -110,13 +110,13 @@ async def test_reload_judges_files_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "s.yaml").write_text(log_sensor("s"))
-    real = specs.load_paths
+    real = loader.load_paths
 
-    def slow(paths: Any) -> specs.Loaded:
+    def slow(paths: Any) -> loader.Loaded:
         time.sleep(0.5)  # a big file, a slow disk
         return real(paths)
 
-    monkeypatch.setattr(specs, "load_paths", slow)
+    monkeypatch.setattr(loader, "load_paths", slow)
     engine = _Engine()
     reloader = SensorReloader(engine, tmp_path)  # type: ignore[arg-type]
     ticks = 0

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc import dryrun, events, metrics, schedules, specfile, specs, subjects
+from eventsvc import dryrun, events, loader, metrics, schedules, subjects, yamldoc
 from eventsvc.bus import Bus
 from eventsvc.config import Config
 from eventsvc.console import store
@@ -27,7 +27,7 @@ from eventsvc.events import CloudEvent
 from eventsvc.gateways import cron
 from eventsvc.gateways.common import BusRef
 from eventsvc.sensors import dispatch, filters, params, worker
-from eventsvc.sensors import spec as sensor_spec
+from eventsvc.sensors import model as sensor_model
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.engine import Engine
 from eventsvc.subjects import DLQ, EVENTS, RESULTS, WORK
@@ -60,7 +60,7 @@ class Views:
         engine = self.service.engine
         if engine is not None:
             return [engine.workers[n].sensor for n in sorted(engine.workers)]
-        loaded = specs.load_paths([self.config.sensors_dir])
+        loaded = loader.load_paths([self.config.sensors_dir])
         return [CompiledSensor(s, self.config) for s in sorted(loaded.sensors,
                                                                 key=lambda s: s.name)]  # fmt: skip
 
@@ -269,11 +269,11 @@ class Views:
 
 
 def _dry_run(text: str, msg: store.Stored, event: CloudEvent) -> dict[str, Any]:
-    docs, problems = specfile.parse_documents(text, TRY_FILE)
+    docs, problems = yamldoc.parse_documents(text, TRY_FILE)
     sensors = []
     for doc in docs:
         if isinstance(doc.value, dict) and doc.value.get("kind") == "Sensor":
-            spec, found = sensor_spec.parse_sensor(doc)
+            spec, found = sensor_model.parse_sensor(doc)
             problems += [p for p in found if p.severity != "warning"]
             if spec is not None:
                 sensors.append(spec)

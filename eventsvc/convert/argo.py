@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventsvc import specfile, specs
+from eventsvc import loader, yamldoc
 from eventsvc.convert import filters, sources, triggers, yamlout
 from eventsvc.convert.report import Finding, Output
 from eventsvc.errors import SpecProblem
@@ -56,12 +56,12 @@ class Result:
 
 def convert_paths(paths: Sequence[str | Path]) -> Result:
     result = Result()
-    docs: list[specfile.Document] = []
-    for path in specfile.spec_files(paths):
+    docs: list[yamldoc.Document] = []
+    for path in yamldoc.spec_files(paths):
         if not path.exists():
             result.problems.append(SpecProblem(str(path), 1, "(file)", "no such file"))
             continue
-        found, problems = specfile.read_documents(path)
+        found, problems = yamldoc.read_documents(path)
         result.problems += problems
         docs += [d for d in found if is_argo(d.value)]
     result.manifests = len(docs)
@@ -101,7 +101,7 @@ def _unique(name: str, taken: Mapping[str, str]) -> str:
     return name
 
 
-def _write_schedules(doc: specfile.Document,
+def _write_schedules(doc: yamldoc.Document,
                      schedules: Sequence[tuple[dict[str, Any], dict[Any, list[str]]]],
                      result: Result) -> None:  # fmt: skip
     texts = []
@@ -114,7 +114,7 @@ def _write_schedules(doc: specfile.Document,
         result.files[_unique(f"{name}-schedules.yaml", result.files)] = "---\n".join(texts)
 
 
-def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) -> dict[str, Any]:
+def convert_sensor(doc: yamldoc.Document, out: Output, found: sources.Sources) -> dict[str, Any]:
     value = doc.value
     spec = value.get("spec") or {}
     if not isinstance(spec, Mapping):
@@ -122,7 +122,7 @@ def convert_sensor(doc: specfile.Document, out: Output, found: sources.Sources) 
     meta = value.get("metadata") if isinstance(value.get("metadata"), Mapping) else {}
     name = str(meta.get("name", "sensor"))
     new_name = sources.rfc1123(name)
-    sensor: dict[str, Any] = {"apiVersion": specfile.API_VERSION, "kind": "Sensor",
+    sensor: dict[str, Any] = {"apiVersion": yamldoc.API_VERSION, "kind": "Sensor",
                               "metadata": {"name": new_name}}  # fmt: skip
     if new_name != name:
         out.note(("metadata", "name"), f"renamed from {name!r} (RFC 1123)")
@@ -251,5 +251,5 @@ def _resets(found: list[tuple[Any, Any]], triggers_count: int, out: Output) -> l
 
 def lint_outputs(directory: Path, names: Sequence[str]) -> list[SpecProblem]:
     """What `eventsvc lint` says about the files written (a converter bug if anything)."""
-    loaded = specs.load_paths([directory / n for n in names])
+    loaded = loader.load_paths([directory / n for n in names])
     return loaded.problems

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvc import specfile
+from eventsvc import yamldoc
 
 OutPath = tuple[str | int, ...]
 NOT_CONVERTED = "eventsvc: not converted: "
@@ -50,12 +50,12 @@ class Finding:
 class Output:
     """Comments for one output document, and the findings of its source document."""
 
-    doc: specfile.Document
+    doc: yamldoc.Document
     comments: dict[OutPath, list[str]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
     def not_converted(self, src: Sequence[str | int], out: OutPath, why: str) -> None:
-        where = specfile.field_name(tuple(src))
+        where = yamldoc.field_name(tuple(src))
         self.comments.setdefault(out, []).append(f"{NOT_CONVERTED}{where}: {why}")
         self.findings.append(Finding(self.doc.file, self.doc.line(tuple(src)), where, why))
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvc import specfile, subjects
+from eventsvc import subjects, yamldoc
 from eventsvc.convert.celmap import Ref
 from eventsvc.convert.report import NotConvertible, OutPath, Output
 
@@ -102,7 +102,7 @@ class Sources:
         return self.events.get((source, event)) or guessed(source, event)
 
 
-def convert_event_source(doc: specfile.Document, out: Output, found: Sources) -> None:
+def convert_event_source(doc: yamldoc.Document, out: Output, found: Sources) -> None:
     """Record the events of one EventSource; calendar events become Schedules in `found`."""
     value = doc.value
     name = str(value.get("metadata", {}).get("name", "eventsource"))
@@ -222,7 +222,7 @@ def _calendar(name: str, event: str, conf: Mapping[str, Any], base: tuple[str | 
     for key in ("filter",):
         if conf.get(key):
             out.not_converted((*base, key), (), "event source filters are not converted")
-    doc = {"apiVersion": specfile.API_VERSION, "kind": "Schedule",
+    doc = {"apiVersion": yamldoc.API_VERSION, "kind": "Schedule",
            "metadata": {"name": schedule}, "spec": spec}  # fmt: skip
     found.schedules.append((doc, out.comments))
     found.events[(name, event)] = SourceEvent(

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc import events, logs, metrics, schedules, specfile
+from eventsvc import events, logs, metrics, schedules, yamldoc
 from eventsvc.bus import Bus, KeyValueStore
 from eventsvc.errors import BusError
 from eventsvc.schedules import Schedule
@@ -185,7 +185,7 @@ class CronGateway:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_tasks: list[asyncio.Task[None]] = []
-        self._files_seen: dict[Path, specfile.Stamp] | None = None
+        self._files_seen: dict[Path, yamldoc.Stamp] | None = None
 
     @property
     def schedules(self) -> list[Schedule]:
@@ -198,7 +198,7 @@ class CronGateway:
             for i in range(self._publishers)
         ]
         if self._sensors_dir is not None:
-            self._files_seen = specfile.file_stamps(self._sensors_dir)
+            self._files_seen = yamldoc.file_stamps(self._sensors_dir)
         await self.replace_schedules(initial)
         self._tasks = [asyncio.create_task(self._schedule_loop(), name="cron-scheduler"),
                        asyncio.create_task(self._flush_loop(), name="cron-kv")]  # fmt: skip
@@ -433,7 +433,7 @@ class CronGateway:
         assert self._sensors_dir is not None
         while True:
             await asyncio.sleep(self._poll_interval)
-            seen = await asyncio.to_thread(specfile.file_stamps, self._sensors_dir)
+            seen = await asyncio.to_thread(yamldoc.file_stamps, self._sensors_dir)
             if seen == self._files_seen:
                 continue
             self._files_seen = seen

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvc import events, kube, logs, metrics, specfile, subjects, watches
+from eventsvc import events, kube, logs, metrics, subjects, watches, yamldoc
 from eventsvc.bus import Bus, KeyValueStore
 from eventsvc.errors import (
     BusError,
@@ -403,7 +403,7 @@ class WatchGateway:
         self._max_backoff = max_backoff
         self._sensors_dir = Path(sensors_dir) if sensors_dir else None
         self._poll_interval = poll_interval
-        self._files_seen: dict[Path, specfile.Stamp] | None = None
+        self._files_seen: dict[Path, yamldoc.Stamp] | None = None
         self._kv: KeyValueStore | None = None
         self._cluster: kube.Cluster | None = None
         self._watches: dict[str, Watch] = {}
@@ -418,7 +418,7 @@ class WatchGateway:
     async def start(self, initial: Sequence[Watch]) -> None:
         self._kv = await self.bus.kv(self._bucket)
         if self._sensors_dir is not None:
-            self._files_seen = specfile.file_stamps(self._sensors_dir)
+            self._files_seen = yamldoc.file_stamps(self._sensors_dir)
         await self.replace_watches(initial)
         if self._sensors_dir is not None:
             self._reload_task = asyncio.create_task(self._reload_loop(), name="watch-reload")
@@ -514,7 +514,7 @@ class WatchGateway:
         assert self._sensors_dir is not None
         while True:
             await asyncio.sleep(self._poll_interval)
-            seen = await asyncio.to_thread(specfile.file_stamps, self._sensors_dir)
+            seen = await asyncio.to_thread(yamldoc.file_stamps, self._sensors_dir)
             if seen == self._files_seen:
                 continue
             self._files_seen = seen

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvc import specfile
+from eventsvc import yamldoc
 from eventsvc.config import load_config
 from eventsvc.errors import ConfigError, ExternalError
 from eventsvc.github.client import GitHubClient, GitHubSettings
@@ -290,8 +290,8 @@ def _parse_targets(args: argparse.Namespace) -> list[Target]:
 
 def _sensor_events(paths: list[str]) -> tuple[str, ...]:
     values = []
-    for path in specfile.spec_files(paths):
-        docs, _ = specfile.read_documents(path) if path.exists() else ([], [])
+    for path in yamldoc.spec_files(paths):
+        docs, _ = yamldoc.read_documents(path) if path.exists() else ([], [])
         values += [d.value for d in docs]
     return events_for(sensor_dependencies(values))
 

@@ -12,7 +12,7 @@ from eventsvc import subjects
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import conditions, correlation, delivery, filters, keys
-from eventsvc.sensors.spec import Dependency, SensorSpec, TriggerSpec
+from eventsvc.sensors.model import Dependency, SensorSpec, TriggerSpec
 
 
 def _minimal(found: set[str]) -> tuple[str, ...]:

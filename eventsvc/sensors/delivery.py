@@ -29,7 +29,7 @@ from eventsvc import logs
 from eventsvc.bus import KeyValueStore
 from eventsvc.config import Config
 from eventsvc.errors import BusError
-from eventsvc.sensors.spec import ConcurrencyPolicy, RateLimit, RetryStrategy
+from eventsvc.sensors.model import ConcurrencyPolicy, RateLimit, RetryStrategy
 
 log = logs.get("eventsvc.sensors")
 LEDGER_BUCKET = "eventsvc-fired"

@@ -29,8 +29,8 @@ from eventsvc.config import Config
 from eventsvc.sensors import correlation, delivery
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.dispatch import Dispatcher
+from eventsvc.sensors.model import SensorSpec
 from eventsvc.sensors.runs import Stores, TriggerPool
-from eventsvc.sensors.spec import SensorSpec
 from eventsvc.sensors.worker import SensorWorker
 from eventsvc.subjects import WORK
 from eventsvc.triggers import Services

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from eventsvc import specfile, subjects, templates
+from eventsvc import subjects, templates, yamldoc
 from eventsvc.errors import SpecProblem
 from eventsvc.sensors import conditions, params
 
@@ -35,7 +35,7 @@ ORIGINS: tuple[tuple[str, str, str], ...] = (
 """(attribute, value prefix it claims, the only subtree such events are published on)."""
 
 
-def check(doc: specfile.Document) -> list[SpecProblem]:
+def check(doc: yamldoc.Document) -> list[SpecProblem]:
     """Warnings for dependencies of acting triggers whose subject is wider than the origin
     their context filters claim. `doc` has passed the schema."""
     spec = doc.value["spec"]
@@ -52,7 +52,7 @@ def check(doc: specfile.Document) -> list[SpecProblem]:
         root = _claimed_root(dep.get("filters", {}).get("context"))
         if root is None or subjects.literal_prefix(subject)[0].startswith(root):
             continue
-        path: specfile.FieldPath = ("spec", "dependencies", index)
+        path: yamldoc.FieldPath = ("spec", "dependencies", index)
         if "eventSubject" in dep:
             path = (*path, "eventSubject")
         out.append(_warning(doc.problem(path, (
@@ -71,7 +71,7 @@ DESTINATIONS = {
 """Fields that say where a trigger sends its request (and, for promotion, its credentials)."""
 
 
-def destinations(doc: specfile.Document) -> list[SpecProblem]:
+def destinations(doc: yamldoc.Document) -> list[SpecProblem]:
     """Warnings for triggers whose destination (an http URL's scheme or host, a promotion's
     repository) is rendered from event data: whoever sends a matching event chooses where the
     request goes. Values in an URL's path or query are encoded and stay values."""
@@ -82,7 +82,7 @@ def destinations(doc: specfile.Document) -> list[SpecProblem]:
             section = tpl.get(kind)
             if not isinstance(section, Mapping):
                 continue
-            path: specfile.FieldPath = ("spec", "triggers", index, "template", kind, field)
+            path: yamldoc.FieldPath = ("spec", "triggers", index, "template", kind, field)
             value = section.get(field)
             if isinstance(value, str) and _from_event(value, kind == "http"):
                 out.append(_warning(doc.problem(path, _destination_message(what, field))))
@@ -90,7 +90,7 @@ def destinations(doc: specfile.Document) -> list[SpecProblem]:
                 if isinstance(param, Mapping) and param.get("dest") == field and isinstance(
                     param.get("src"), Mapping
                 ) and any(k in param["src"] for k in params.SOURCES):
-                    where: specfile.FieldPath = ("spec", "triggers", index, "parameters", p,
+                    where: yamldoc.FieldPath = ("spec", "triggers", index, "parameters", p,
                                                  "dest")  # fmt: skip
                     out.append(_warning(doc.problem(where, _destination_message(what, field))))
     return out

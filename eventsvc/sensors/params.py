@@ -31,8 +31,8 @@ from eventsvc.sensors import filters
 from eventsvc.triggers.base import URL_MARK
 
 if TYPE_CHECKING:
-    from eventsvc.sensors.spec import TriggerSpec
-    from eventsvc.specfile import Document
+    from eventsvc.sensors.model import TriggerSpec
+    from eventsvc.yamldoc import Document
 
 Problem = tuple[tuple[str | int, ...], str]
 Renderer = Callable[["Scope"], Any]

@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from eventsvc import logs, specfile, specs
+from eventsvc import loader, logs, yamldoc
 from eventsvc.errors import SpecProblem
 from eventsvc.sensors.engine import Engine
-from eventsvc.sensors.spec import SensorSpec
+from eventsvc.sensors.model import SensorSpec
 
 log = logs.get("eventsvc.sensors.reload")
-Stamp = specfile.Stamp
-_stamps = specfile.file_stamps
+Stamp = yamldoc.Stamp
+_stamps = yamldoc.file_stamps
 
 
 class SensorReloader:
@@ -76,12 +76,12 @@ class SensorReloader:
             self.problems.pop(path, None)
             log.info("sensor file removed", file=str(path))
         for path in changed:
-            self._judge(path, await asyncio.to_thread(specs.load_paths, [path]))
+            self._judge(path, await asyncio.to_thread(loader.load_paths, [path]))
         await self.engine.apply(self._wanted())
         self.generation += 1
         return True
 
-    def _judge(self, path: Path, loaded: specs.Loaded) -> None:
+    def _judge(self, path: Path, loaded: loader.Loaded) -> None:
         for warning in loaded.warnings:
             log.warning("sensor file warning", problem=str(warning))
         problems = list(loaded.problems)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventsvc import triggers
-from eventsvc.specfile import API_VERSION, NAME_HINT, NAME_PATTERN
+from eventsvc.yamldoc import API_VERSION, NAME_HINT, NAME_PATTERN
 
 DEP_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 _ATTR = {

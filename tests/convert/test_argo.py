@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eventsvc import cli, specs
+from eventsvc import cli, loader
 
 ARGO = Path(__file__).parent / "argo"
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e2a96d5a"
@@ -23,7 +23,7 @@ def convert(capsys: pytest.CaptureFixture[str], out: Path, *paths: Path) -> tupl
 
 
 def lint_clean(out: Path) -> None:
-    loaded = specs.load_paths([out])
+    loaded = loader.load_paths([out])
     assert loaded.problems == [] and loaded.warnings == []
     assert loaded.files
 
@@ -176,7 +176,7 @@ def test_calendar_event_source_becomes_schedules(capsys: pytest.CaptureFixture[s
     rc, _, err = convert(capsys, tmp_path / "out", ARGO / "calendar.yaml")
     assert rc == 0, err
     lint_clean(tmp_path / "out")
-    loaded = specs.load_paths([tmp_path / "out"])
+    loaded = loader.load_paths([tmp_path / "out"])
     by_name = {s.name: s for s in loaded.by_kind["Schedule"]}
     nightly = by_name["calendar-nightly"]
     assert (nightly.expression, nightly.timezone) == ("30 2 * * *", "Europe/Berlin")

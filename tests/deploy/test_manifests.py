@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from eventsvc import specs
+from eventsvc import loader
 from eventsvc.config import SETTINGS, load_config
 from tests.deploy.conftest import (
     KUBERNETES_VERSION,
@@ -240,7 +240,7 @@ def test_sensors_load_from_a_configmap_volume(rendered: tuple[Obj, ...], tmp_pat
     """The shipped sensors, mounted as the kubelet mounts the ConfigMap, load once each."""
     cm = one(rendered, "ConfigMap", "eventsvc-sensors")
     ConfigMapVolume(tmp_path).write(cm["data"])
-    loaded = specs.load_paths([tmp_path])
+    loaded = loader.load_paths([tmp_path])
     assert not loaded.problems, "\n".join(map(str, loaded.problems))
     # a file may hold several Sensor documents (sensors/promotion.yaml does)
     declared = [d for text in cm["data"].values() for d in yaml.safe_load_all(text)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from eventsvc import bus as bus_mod
-from eventsvc import events, schedules, specfile
+from eventsvc import events, schedules, yamldoc
 from eventsvc.bus import Bus
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.bus.streams import EVENTS
@@ -49,7 +49,7 @@ def schedule_yaml(name: str, expr: str, **spec: str) -> str:
 
 
 def make(name: str, expr: str, **spec: str) -> Schedule:
-    docs, _ = specfile.parse_documents(schedule_yaml(name, expr, **spec), f"{name}.yaml")
+    docs, _ = yamldoc.parse_documents(schedule_yaml(name, expr, **spec), f"{name}.yaml")
     schedule, problems = schedules.parse_schedule(docs[0])
     assert schedule is not None, problems
     return schedule

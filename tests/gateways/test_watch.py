@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from eventsvc import events, kube, specfile, watches
+from eventsvc import events, kube, watches, yamldoc
 from eventsvc.bus import Bus
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.bus.streams import EVENTS
@@ -62,7 +62,7 @@ async def gateways(
     config = dataclasses.replace(
         config_factory(), sections={"kubernetes": {"kubeconfig": str(kubeconfig)}}
     )
-    docs, _ = specfile.parse_documents(WATCH, "apps.yaml")
+    docs, _ = yamldoc.parse_documents(WATCH, "apps.yaml")
     watch, problems = watches.parse_watch(docs[0])
     assert watch is not None, problems
     running: list[WatchGateway] = []

@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 
 from eventsvc import bus as bus_mod
-from eventsvc import events, specs
+from eventsvc import events, loader
 from eventsvc.bus.streams import DLQ, EVENTS, RESULTS, WORK
 from eventsvc.config import Config
 from eventsvc.sensors import dispatch
 from eventsvc.sensors.engine import Engine
-from eventsvc.sensors.spec import SensorSpec
+from eventsvc.sensors.model import SensorSpec
 from eventsvc.triggers import Services
 
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
@@ -72,7 +72,7 @@ def load_sensor(directory: Path, text: str, name: str = "sensor") -> SensorSpec:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
     path.write_text(text)
-    loaded = specs.load_paths([path])
+    loaded = loader.load_paths([path])
     assert not loaded.problems, "\n".join(map(str, loaded.problems))
     return loaded.sensors[0]
 

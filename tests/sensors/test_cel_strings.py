@@ -48,9 +48,9 @@ def test_a_bad_call_is_an_evaluation_error_naming_it(text: str, message: str) ->
 
 
 def test_templates_can_use_them() -> None:
-    from eventsvc import events, specfile
+    from eventsvc import events, yamldoc
     from eventsvc.sensors import params
-    from eventsvc.sensors.spec import SensorSpec, parse_sensor
+    from eventsvc.sensors.model import SensorSpec, parse_sensor
 
     text = """apiVersion: eventsvc.dev/v1alpha1
 kind: Sensor
@@ -62,7 +62,7 @@ spec:
         name: t
         log: {message: "branch {{ data.ref.substring(11).upperAscii() }}"}
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     spec, problems = parse_sensor(docs[0])
     assert isinstance(spec, SensorSpec), problems
     event = events.make_event({"specversion": "1.0", "id": "1", "type": "t", "source": "s"},

@@ -13,8 +13,8 @@ from aiohttp import web
 from eventsvc import bus as bus_mod
 from eventsvc.errors import BusUnavailableError
 from eventsvc.sensors import delivery, results
+from eventsvc.sensors.model import ConcurrencyPolicy, RetryStrategy
 from eventsvc.sensors.runs import Runs
-from eventsvc.sensors.spec import ConcurrencyPolicy, RetryStrategy
 from eventsvc.sensors.worker import SensorWorker
 from tests.sensors.conftest import (
     EngineFactory,

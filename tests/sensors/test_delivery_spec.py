@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc import specs
-from eventsvc.sensors.spec import ConcurrencyPolicy, RateLimit, RetryStrategy
+from eventsvc import loader
+from eventsvc.sensors.model import ConcurrencyPolicy, RateLimit, RetryStrategy
 
 GOOD = """\
 apiVersion: eventsvc.dev/v1alpha1
@@ -71,10 +71,10 @@ spec:
 """
 
 
-def _load(tmp_path: Path, text: str) -> specs.Loaded:
+def _load(tmp_path: Path, text: str) -> loader.Loaded:
     path = tmp_path / "s.yaml"
     path.write_text(text)
-    return specs.load_paths([path])
+    return loader.load_paths([path])
 
 
 def test_delivery_keys_are_parsed(tmp_path: Path) -> None:
@@ -119,5 +119,5 @@ def test_every_mistake_is_reported_with_its_line(
 
 
 def test_sample_sensors_still_lint_clean() -> None:
-    loaded = specs.load_paths([Path(__file__).parents[2] / "sensors"])
+    loaded = loader.load_paths([Path(__file__).parents[2] / "sensors"])
     assert loaded.files and not loaded.problems

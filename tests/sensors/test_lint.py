@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc import specs
+from eventsvc import loader
 from eventsvc.sensors.schema import sensor_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ spec:
 def lint(tmp_path: Path, body: str) -> list[str]:
     path = tmp_path / "s.yaml"
     path.write_text(HEADER + body)
-    return [str(p).replace(str(path), "s.yaml") for p in specs.load_paths([path]).problems]
+    return [str(p).replace(str(path), "s.yaml") for p in loader.load_paths([path]).problems]
 
 
 def test_published_schema_file_is_current() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 
-from eventsvc import specfile
+from eventsvc import yamldoc
 from eventsvc.config import load_config
 from eventsvc.sensors import filters
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.matcher import Matcher
-from eventsvc.sensors.spec import SensorSpec, parse_sensor
+from eventsvc.sensors.model import SensorSpec, parse_sensor
 
 REPOS = ["shop", "cart", "infra", "docs", "api"]
 ACTIONS = ["opened", "closed", "labeled"]
@@ -25,7 +25,7 @@ spec:
   triggers:
     - template: {{name: t, log: {{}}}}
 """
-    docs, problems = specfile.parse_documents(text, f"{name}.yaml")
+    docs, problems = yamldoc.parse_documents(text, f"{name}.yaml")
     assert not problems
     spec, problems = parse_sensor(docs[0])
     assert spec is not None, problems

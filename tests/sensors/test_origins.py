@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc import specs
+from eventsvc import loader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,11 +31,11 @@ COMMENT = "        githubComment: {repo: acme/shop, number: 1, body: hi}"
 LOG = "        log: {message: hi}"
 
 
-def lint(tmp_path: Path, context: str, subject: str = "", trigger: str = COMMENT) -> specs.Loaded:
+def lint(tmp_path: Path, context: str, subject: str = "", trigger: str = COMMENT) -> loader.Loaded:
     path = tmp_path / "s.yaml"
     line = f"      eventSubject: {subject}\n" if subject else ""
     path.write_text(SENSOR.format(subject=line, context=context, trigger=trigger))
-    return specs.load_paths([path])
+    return loader.load_paths([path])
 
 
 @pytest.mark.parametrize(("context", "subject", "root"), [
@@ -70,7 +70,7 @@ def test_no_warning_where_the_subject_matches_the_origin_or_nothing_acts(
 
 
 def test_the_shipped_sensors_read_their_origins_subjects() -> None:
-    loaded = specs.load_paths([REPO / "sensors"])
+    loaded = loader.load_paths([REPO / "sensors"])
     assert loaded.problems == [] and loaded.warnings == []
 
 

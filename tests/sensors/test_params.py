@@ -10,11 +10,11 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
-from eventsvc import events, specfile
+from eventsvc import events, yamldoc
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import params
-from eventsvc.sensors.spec import SensorSpec, TriggerSpec, parse_sensor
+from eventsvc.sensors.model import SensorSpec, TriggerSpec, parse_sensor
 from tests.conftest import pr_payload, write_sensor
 
 
@@ -43,7 +43,7 @@ spec:
         http: {section}
       parameters: {parameters or "[]"}
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     spec, problems = parse_sensor(docs[0])
     assert isinstance(spec, SensorSpec), problems
     return spec.triggers[0]

@@ -19,7 +19,7 @@ from eventsvc.bus import KeyValueStore
 from eventsvc.config import Config
 from eventsvc.sensors import delivery
 from eventsvc.sensors.engine import Engine
-from eventsvc.sensors.spec import ConcurrencyPolicy, RateLimit, SensorSpec
+from eventsvc.sensors.model import ConcurrencyPolicy, RateLimit, SensorSpec
 from eventsvc.triggers import Services
 from tests.sensors.conftest import Recorder, eventually, load_sensor, results_of, send
 

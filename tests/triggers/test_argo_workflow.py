@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventsvc import specs
+from eventsvc import loader
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.triggers import Services
 from eventsvc.triggers.argo_workflow import ArgoWorkflowTrigger, workflow_name
@@ -147,7 +147,7 @@ def test_check() -> None:
 async def test_example_deploy_workflow_sensor_submits_release(
     kubeapi: FakeCluster, kube_services: Services
 ) -> None:
-    loaded = specs.load_paths([EXAMPLES / "deploy-workflow.yaml"])
+    loaded = loader.load_paths([EXAMPLES / "deploy-workflow.yaml"])
     assert not loaded.problems
     [trigger] = loaded.sensors[0].triggers
     await ArgoWorkflowTrigger(kube_services).execute(trigger.spec, make_ctx(PUSH))

@@ -117,9 +117,9 @@ async def test_sha_placeholder_from_event(fake: FakeGitHub, services: Services) 
 def test_example_sensors_lint() -> None:
     from pathlib import Path
 
-    from eventsvc import specs
+    from eventsvc import loader
 
-    loaded = specs.load_paths([Path(__file__).parents[2] / "sensors" / "promotion.yaml"])
+    loaded = loader.load_paths([Path(__file__).parents[2] / "sensors" / "promotion.yaml"])
     assert loaded.problems == []
     assert {s.name for s in loaded.sensors} == {
         "promote-staging", "promote-production", "promote-branches", "promote-on-healthy"}

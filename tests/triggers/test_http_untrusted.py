@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from eventsvc import events, specfile
+from eventsvc import events, yamldoc
 from eventsvc.config import Config
 from eventsvc.errors import PermanentTriggerError
 from eventsvc.events import CloudEvent
 from eventsvc.sensors import params
-from eventsvc.sensors.spec import SensorSpec, TriggerSpec, parse_sensor
+from eventsvc.sensors.model import SensorSpec, TriggerSpec, parse_sensor
 from eventsvc.triggers.base import Services, TriggerContext
 from eventsvc.triggers.http import HttpTrigger
 
@@ -47,7 +47,7 @@ async def recorder() -> AsyncIterator[Recorder]:
     await runner.cleanup()
 
 
-def _doc(section: str, parameters: str = "[]") -> specfile.Document:
+def _doc(section: str, parameters: str = "[]") -> yamldoc.Document:
     text = f"""apiVersion: eventsvc.dev/v1alpha1
 kind: Sensor
 metadata: {{name: s}}
@@ -59,7 +59,7 @@ spec:
         http: {section}
       parameters: {parameters}
 """
-    docs, problems = specfile.parse_documents(text, "s.yaml")
+    docs, problems = yamldoc.parse_documents(text, "s.yaml")
     assert not problems
     return docs[0]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from eventsvc import specs
+from eventsvc import loader
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.triggers.promotion import PromotionTrigger, split_image_ref
 from tests.conftest import RunningService
@@ -109,7 +109,7 @@ def argo_cd(kubeapi: FakeCluster, name: str, **status: Any) -> None:
 
 
 def test_the_shipped_sensor_and_watch_lint() -> None:
-    loaded = specs.load_paths([ROOT / "sensors" / "promotion.yaml",
+    loaded = loader.load_paths([ROOT / "sensors" / "promotion.yaml",
                                ROOT / "sensors" / "argocd-environments.yaml"])  # fmt: skip
     assert loaded.problems == []
     assert "promote-on-healthy" in {s.name for s in loaded.sensors}

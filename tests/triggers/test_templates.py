@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from eventsvc import events, specfile, templates
+from eventsvc import events, templates, yamldoc
 from eventsvc.config import load_config
 from eventsvc.errors import PermanentTriggerError, SpecProblem
 from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents
 from eventsvc.github.client import GitHubClient, GitHubSettings
 from eventsvc.sensors import params
-from eventsvc.sensors.spec import SensorSpec, TriggerSpec, parse_sensor
+from eventsvc.sensors.model import SensorSpec, TriggerSpec, parse_sensor
 from eventsvc.triggers import REGISTRY, Services, TriggerContext
 from eventsvc.triggers.promotion import PromotionTrigger
 from tests.conftest import pr_payload
@@ -48,7 +48,7 @@ spec:
         {kind}: {section}
       parameters: {parameters}
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     spec, found = parse_sensor(docs[0])
     assert isinstance(spec, SensorSpec), found
     return spec.triggers[0], found
@@ -66,7 +66,7 @@ spec:
         name: report
         {kind}: {section}
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     return parse_sensor(docs[0])[1]
 
 
@@ -218,7 +218,7 @@ spec:
       dlqTrigger:
         template: {name: alert, githubComment: {body: "failed for {sensor}"}}
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     [warning] = parse_sensor(docs[0])[1]
     assert warning.field == "spec.triggers[0].dlqTrigger.template.githubComment.body"
     assert warning.message.endswith("write '{{ sensor }}'")
@@ -244,7 +244,7 @@ spec:
         name: report
         githubComment: {body: "{{ data.number + number }}"}
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     spec, found = parse_sensor(docs[0])
     assert spec is None
     [problem] = found
@@ -339,7 +339,7 @@ spec:
             title: "{{{{ environment }}}}: {{{{ values }}}} {{{{ data.release.name }}}}"
             body: "{{{{ changes }}}} old {{changes}} {{data.release.tag_name}}"
 """
-    docs, _ = specfile.parse_documents(text, "s.yaml")
+    docs, _ = yamldoc.parse_documents(text, "s.yaml")
     spec, found = parse_sensor(docs[0])
     assert isinstance(spec, SensorSpec), found
     assert [p.message for p in found] == [
@@ -364,7 +364,7 @@ spec:
 
 
 def test_shipped_sensors_lint_without_warnings() -> None:
-    from eventsvc import specs
+    from eventsvc import loader
 
-    loaded = specs.load_paths([Path(__file__).parents[2] / "sensors"])
+    loaded = loader.load_paths([Path(__file__).parents[2] / "sensors"])
     assert (loaded.problems, loaded.warnings) == ([], [])

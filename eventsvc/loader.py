@@ -1,4 +1,6 @@
-"""Loading spec files: every YAML document under the given paths, dispatched by `kind`.
+"""Loading the sensors directory: every YAML document under the given paths (read by
+`yamldoc.py`), dispatched by `kind` to its parser (Sensor: `sensors/model.py`, Schedule:
+`schedules.py`, Watch: `watches.py`).
 
 Kinds register a parser here; a file with mistakes yields every problem it holds.
 """
@@ -10,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventsvc import schedules, specfile, watches
+from eventsvc import schedules, watches, yamldoc
 from eventsvc.errors import SpecProblem
-from eventsvc.sensors import spec as sensor_spec
+from eventsvc.sensors import model as sensor_model
 
-Parser = Callable[[specfile.Document], tuple[Any | None, list[SpecProblem]]]
-KINDS: dict[str, Parser] = {"Sensor": sensor_spec.parse_sensor}
+Parser = Callable[[yamldoc.Document], tuple[Any | None, list[SpecProblem]]]
+KINDS: dict[str, Parser] = {"Sensor": sensor_model.parse_sensor}
 KINDS["Schedule"] = schedules.parse_schedule
 KINDS["Watch"] = watches.parse_watch
 
@@ -30,28 +32,28 @@ class Loaded:
     files: list[Path] = field(default_factory=list)
 
     @property
-    def sensors(self) -> list[sensor_spec.SensorSpec]:
+    def sensors(self) -> list[sensor_model.SensorSpec]:
         return self.by_kind.get("Sensor", [])
 
 
 def load_paths(paths: Sequence[str | Path]) -> Loaded:
     loaded = Loaded()
     names: dict[tuple[str, str], str] = {}
-    for path in specfile.spec_files(paths):
+    for path in yamldoc.spec_files(paths):
         loaded.files.append(path)
         if not path.exists():
             loaded.problems.append(
                 SpecProblem(str(path), 1, "(file)", "no such file or directory; check the path")
             )
             continue
-        docs, problems = specfile.read_documents(path)
+        docs, problems = yamldoc.read_documents(path)
         loaded.problems.extend(problems)
         for doc in docs:
             _load_doc(doc, loaded, names)
     return loaded
 
 
-def _load_doc(doc: specfile.Document, loaded: Loaded, names: dict[tuple[str, str], str]) -> None:
+def _load_doc(doc: yamldoc.Document, loaded: Loaded, names: dict[tuple[str, str], str]) -> None:
     if doc.value is None:  # an empty document between `---` separators
         return
     if not isinstance(doc.value, dict):

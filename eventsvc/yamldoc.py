@@ -1,5 +1,6 @@
-"""YAML spec files with line numbers, and JSON Schema validation that reports
-every problem as `file:line: field: message`.
+"""YAML documents with their line numbers, read within bounds (size, aliases, depth), and
+JSON Schema validation that reports every problem as `file:line: field: message`. Knows no
+kind: `loader.py` dispatches documents to the kinds' parsers.
 
 PyYAML's composer keeps a mark on every node; we convert nodes to plain Python
 values and keep a side table from field path to line, so validation can name the

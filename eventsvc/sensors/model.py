@@ -11,14 +11,14 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
-from eventsvc import specfile, subjects
+from eventsvc import subjects, yamldoc
 from eventsvc.durations import parse_duration
 from eventsvc.errors import SpecProblem
 from eventsvc.sensors import conditions, filters, keys, origins, params, schema
 from eventsvc.triggers import REGISTRY
 
 _SCHEMA = schema.sensor_schema()
-FieldPath = specfile.FieldPath
+FieldPath = yamldoc.FieldPath
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +56,8 @@ class SensorSpec:
         return next(d for d in self.dependencies if d.name == name)
 
 
-def parse_sensor(doc: specfile.Document) -> tuple[SensorSpec | None, list[SpecProblem]]:
-    problems = specfile.validate_schema(doc, _SCHEMA)
+def parse_sensor(doc: yamldoc.Document) -> tuple[SensorSpec | None, list[SpecProblem]]:
+    problems = yamldoc.validate_schema(doc, _SCHEMA)
     problems += _check_meaning(doc)
     problems += _check_delivery(doc)
     if problems:
@@ -103,7 +103,7 @@ def _items(value: Any, key: str) -> list[Any]:
     return found if isinstance(found, list) else []
 
 
-def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
+def _check_meaning(doc: yamldoc.Document) -> list[SpecProblem]:
     """What the schema cannot say: duplicates, undeclared names, one kind per trigger,
     filters that cannot work, CEL that does not parse.
 
@@ -145,7 +145,7 @@ def _check_meaning(doc: specfile.Document) -> list[SpecProblem]:
 
 
 def _check_own_results(
-    doc: specfile.Document,
+    doc: yamldoc.Document,
     base: FieldPath,
     trigger: str,
     tpl: Mapping[str, Any],
@@ -170,7 +170,7 @@ def _check_own_results(
 
 
 def _check_dependency(
-    doc: specfile.Document, base: FieldPath, dep: Mapping[str, Any]
+    doc: yamldoc.Document, base: FieldPath, dep: Mapping[str, Any]
 ) -> list[SpecProblem]:
     out: list[SpecProblem] = []
     subject = dep.get("eventSubject")
@@ -198,7 +198,7 @@ CE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "data
 _DIALECTS = {"exact", "prefix", "suffix", "all", "any", "not"}
 
 
-def _attribute_typos(doc: specfile.Document, path: FieldPath, ctx: Any) -> list[SpecProblem]:
+def _attribute_typos(doc: yamldoc.Document, path: FieldPath, ctx: Any) -> list[SpecProblem]:
     """A context key close to a known attribute (`tpye`) is a typo: as an extension name it
     would be valid, and would never match an event from eventsvc's gateways."""
     out: list[SpecProblem] = []
@@ -237,7 +237,7 @@ def _subject_problem(subject: str) -> str | None:
 
 
 def _check_trigger(
-    doc: specfile.Document,
+    doc: yamldoc.Document,
     base: FieldPath,
     item: Mapping[str, Any],
     tpl: Mapping[str, Any],
@@ -271,7 +271,7 @@ def _check_trigger(
 
 
 def _check_conditions(
-    doc: specfile.Document, path: specfile.FieldPath, text: str, declared: set[str]
+    doc: yamldoc.Document, path: yamldoc.FieldPath, text: str, declared: set[str]
 ) -> list[SpecProblem]:
     try:
         _, names = conditions.parse(text)
@@ -362,7 +362,7 @@ def parse_correlation(raw: Mapping[str, Any]) -> Correlation:
     )
 
 
-def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
+def _check_delivery(doc: yamldoc.Document) -> list[SpecProblem]:
     """Durations, impossible numbers, key expressions and the DLQ trigger's kind."""
     spec = doc.value.get("spec") if isinstance(doc.value, dict) else None
     if not isinstance(spec, dict):
@@ -373,7 +373,7 @@ def _check_delivery(doc: specfile.Document) -> list[SpecProblem]:
             out += _check_key(doc, ("spec", "dependencies", i, "correlate"), dep["correlate"])
     corr = spec.get("correlation")
     if isinstance(corr, dict) and "window" in corr:
-        path: specfile.FieldPath = ("spec", "correlation", "window")
+        path: yamldoc.FieldPath = ("spec", "correlation", "window")
         out += _check_duration(doc, path, corr["window"], positive=True, most=MAX_WINDOW)
     resets = corr.get("conditionsReset") if isinstance(corr, dict) else None
     for i, expr in enumerate(resets if isinstance(resets, list) else []):
@@ -405,15 +405,15 @@ def _list_at(spec: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _check_trigger_delivery(
-    doc: specfile.Document,
-    base: specfile.FieldPath,
+    doc: yamldoc.Document,
+    base: yamldoc.FieldPath,
     item: Mapping[str, Any],
     declared: frozenset[str],
 ) -> list[SpecProblem]:
     out: list[SpecProblem] = []
     retry = item.get("retryStrategy")
     if isinstance(retry, dict):
-        rp: specfile.FieldPath = (*base, "retryStrategy")
+        rp: yamldoc.FieldPath = (*base, "retryStrategy")
         steps = retry.get("steps")
         if isinstance(steps, int) and steps < 1:
             message = f"{steps} is impossible; steps counts every attempt, so use 1 or more"
@@ -454,8 +454,8 @@ def _check_trigger_delivery(
 
 
 def _check_duration(
-    doc: specfile.Document,
-    path: specfile.FieldPath,
+    doc: yamldoc.Document,
+    path: yamldoc.FieldPath,
     value: Any,
     *,
     positive: bool = False,
@@ -472,7 +472,7 @@ def _check_duration(
     return []
 
 
-def _check_key(doc: specfile.Document, path: specfile.FieldPath, text: str) -> list[SpecProblem]:
+def _check_key(doc: yamldoc.Document, path: yamldoc.FieldPath, text: str) -> list[SpecProblem]:
     try:
         keys.compile_key(text)
     except keys.KeyExpressionError as e:

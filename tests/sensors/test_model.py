@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc import specs
+from eventsvc import loader
 from eventsvc.triggers import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ spec:
 def test_every_mistake_in_a_file_is_reported_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)
-    lines = [str(p).removeprefix(str(tmp_path) + "/") for p in specs.load_paths([path]).problems]
+    lines = [str(p).removeprefix(str(tmp_path) + "/") for p in loader.load_paths([path]).problems]
     assert lines == [
         "bad.yaml:4: metadata.name: 'Bad_Name': use lowercase letters, digits and '-', "
         "starting and ending alphanumeric (RFC 1123)",
@@ -71,7 +71,7 @@ def test_every_mistake_in_a_file_is_reported_with_its_line(tmp_path: Path) -> No
 def test_yaml_syntax_error_has_its_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("apiVersion: v1\nkind: Sensor\nmetadata: {name: x\n")
-    [problem] = specs.load_paths([path]).problems
+    [problem] = loader.load_paths([path]).problems
     assert problem.line == 4 and problem.field == "(yaml)"
 
 
@@ -79,13 +79,13 @@ def test_unknown_kind_and_same_name_twice(tmp_path: Path) -> None:
     ok = (REPO / "sensors" / "pr-main.yaml").read_text()
     (tmp_path / "a.yaml").write_text(ok)
     (tmp_path / "b.yaml").write_text(ok + "---\napiVersion: eventsvc.dev/v1alpha1\nkind: Sensr\n")
-    problems = [p.message for p in specs.load_paths([tmp_path]).problems]
+    problems = [p.message for p in loader.load_paths([tmp_path]).problems]
     assert any("'Sensr' is not a known kind" in m for m in problems)
     assert any("Sensor 'pr-main' is already declared in" in m for m in problems)
 
 
 def test_every_example_in_sensors_dir_is_valid() -> None:
-    loaded = specs.load_paths([REPO / "sensors"])
+    loaded = loader.load_paths([REPO / "sensors"])
     assert loaded.files, "sensors/ holds no examples"
     assert loaded.problems == []
     assert loaded.sensors
@@ -97,7 +97,7 @@ def test_impossible_unquoted_date_is_a_problem_of_its_field(tmp_path: Path) -> N
     path.write_text("apiVersion: eventsvc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: x}\n"
                     "spec:\n  schedule: '@daily'\n  exclusionDates: [2026-13-01, 2026-02-30]\n"
                     "  timezone: Europe/Berln\n")  # fmt: skip
-    problems = specs.load_paths([path]).problems
+    problems = loader.load_paths([path]).problems
     assert [(p.line, p.field) for p in problems] == [
         (6, "spec.exclusionDates[0]"), (6, "spec.exclusionDates[1]"), (7, "spec.timezone"),
     ]  # fmt: skip
@@ -113,7 +113,7 @@ def test_a_key_given_twice_is_a_problem(tmp_path: Path) -> None:
                     "        data: [{path: action, value: [opened]}]\n"
                     "        data: [{path: number, value: [1]}]\n"
                     "  triggers: [{template: {name: t, log: {message: hi}}}]\n")  # fmt: skip
-    [problem] = specs.load_paths([path]).problems
+    [problem] = loader.load_paths([path]).problems
     assert str(problem) == (
         f"{path}:9: spec.dependencies[0].filters.data: given twice (lines 8 and 9); "
         "YAML would keep only the last: merge them into one"
@@ -142,5 +142,5 @@ HEAD = ("apiVersion: eventsvc.dev/v1alpha1\nkind: Sensor\nmetadata: {name: x}\n"
 def test_yaml_mistakes_name_the_fix(tmp_path: Path, tail: str, expected: str) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(HEAD + tail)
-    [problem] = specs.load_paths([path]).problems
+    [problem] = loader.load_paths([path]).problems
     assert str(problem).startswith(f"{path}{expected}"), problem
