@@ -281,23 +281,13 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
 
 
 def _run_note(kind: str, body: Any, first: CloudEvent | None) -> str | None:
-    """What a kind decides from the event alone before acting (no cluster needed): the
-    environment trigger's gates, so a draft PR shows up as skipped, not just as firing."""
-    if kind != "environment" or first is None or not isinstance(body, dict):
-        return None
-    if body.get("mode", "pr") != "pr":
-        return None
-    from eventsvc.triggers import environment
+    """The kind's own account of what it would do with this body (the objects it would
+    create, the request it would send), without doing it."""
+    from eventsvc.triggers import REGISTRY
 
-    when = first.get_attributes().get("time")
-    try:
-        pr = environment.PullRequest.of(first.get_data(), body.get("pullRequest", {}),
-                                        str(when or ""))  # fmt: skip
-    except EventsvcError as e:
-        return f"fails: {e}"
-    verdict, why = environment.decide(pr, body.get("gates", {}))
-    action = {"ensure": "creates or updates", "teardown": "deletes", "skip": "skips"}[verdict]
-    return f"{action} the environment of PR #{pr.number} ({why})"
+    if kind not in REGISTRY or not isinstance(body, dict):
+        return None
+    return REGISTRY[kind].explain(body, first)
 
 
 def _pair(

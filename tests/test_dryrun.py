@@ -226,3 +226,39 @@ def test_output_json_holds_every_verdict_rendered_body_and_expectation(
     assert code == 1
     doc = json.loads(out)  # nothing but the document on stdout, even when it fails
     assert doc["ok"] is False and doc["expectations"][0]["met"] is False
+
+
+@pytest.mark.parametrize("kind, section, said", [
+    ("http", {"url": "https://hooks.example/x", "method": "PUT"}, "PUT https://hooks.example/x"),
+    ("nats", {"subject": "events.ci.done"}, "publishes the event on events.ci.done"),
+    ("log", {"message": "hi"}, "writes the message"),
+    ("k8s", {"operation": "apply", "source": {"resource": {"apiVersion": "v1",
+     "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"}}}},
+     "applies v1 ConfigMap 'c' in namespace ns"),
+    ("argoWorkflow", {"namespace": "argo", "workflowTemplateRef": {"name": "deploy"},
+                      "arguments": {"parameters": [{"name": "sha", "value": "abc"}]}},
+     "submits a Workflow from template 'deploy' in namespace argo with parameters sha"),
+    ("githubStatus", {"state": "success", "repo": "acme/shop", "sha": "abc1234"},
+     "sets commit status 'success' on acme/shop@abc1234"),
+    ("githubComment", {"body": "hi", "repo": "acme/shop", "number": "7"},
+     "comment on acme/shop#7"),
+    ("promotion", {"repo": "https://github.com/acme/deploy.git", "branch": "main",
+                   "environment": "production", "app": "shop",
+                   "edits": [{"file": "apps/shop/values.yaml"}]},
+     "promotes shop to production: opens or updates a promotion pull request into "
+     "https://github.com/acme/deploy.git branch main"),
+    ("environment", {"mode": "sweep"}, "removes the environments"),
+])  # fmt: skip
+def test_every_kind_says_what_it_would_do(kind: str, section: dict, said: str) -> None:
+    from eventsvc.triggers import REGISTRY
+
+    assert said in (REGISTRY[kind].explain(section, None) or "")
+
+
+def test_the_dry_run_prints_the_kinds_account(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = write(tmp_path, "pr.json", pr_payload(number=12))
+    code, out = run(capsys, SENSOR, "--event", event, "--github-event", "pull_request")
+    assert code == 0, out
+    assert "when it runs: writes the message to the service's log" in out

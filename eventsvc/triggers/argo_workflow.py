@@ -131,6 +131,20 @@ class ArgoWorkflowTrigger:
         self.services = services
 
     @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: events.CloudEvent | None) -> str:
+        operation = str(spec.get("operation", "submit"))
+        namespace = spec.get("namespace") or (spec.get("workflow") or {}).get(
+            "metadata", {}).get("namespace") or "argo"
+        if operation != "submit":
+            return f"{operation}s Workflow {spec.get('name')!r} in namespace {namespace}"
+        ref = spec.get("workflowTemplateRef") or spec.get("clusterWorkflowTemplateRef")
+        what = f"from template {ref.get('name')!r}" if isinstance(ref, Mapping) else "inline"
+        params = [p.get("name") for p in (spec.get("arguments") or {}).get("parameters", [])
+                  if isinstance(p, Mapping)]  # fmt: skip
+        with_params = f" with parameters {', '.join(map(str, params))}" if params else ""
+        return f"submits a Workflow {what} in namespace {namespace}{with_params}"
+
+    @classmethod
     def check(cls, spec: Mapping[str, Any]) -> _Problems:
         problems: _Problems = []
         operation = spec.get("operation", "submit")

@@ -137,6 +137,12 @@ class TriggerKind(Protocol):
         """Problems the schema cannot express: (path inside the section, message)."""
         ...
 
+    @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str | None:
+        """What it would do with this rendered section, said without doing it (the objects
+        it would create, the request it would send): `eventsvc test` prints it."""
+        ...
+
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
         """Do it. Raise PermanentTriggerError or TemporaryTriggerError on failure."""
         ...

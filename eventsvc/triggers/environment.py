@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 
 from eventsvc import kube, templates
 from eventsvc.durations import parse_duration
-from eventsvc.errors import PermanentTriggerError
+from eventsvc.errors import EventsvcError, PermanentTriggerError
+from eventsvc.events import CloudEvent
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 ARGO_API = "argoproj.io/v1alpha1"
@@ -223,6 +224,23 @@ class EnvironmentTrigger:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+
+    @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str | None:
+        """What it decides from the event alone before acting (no cluster needed): its
+        gates, so a draft PR shows up as skipped, not just as firing."""
+        if spec.get("mode", "pr") != "pr":
+            return "removes the environments whose pull request is closed or stale"
+        if first is None:
+            return None
+        when = first.get_attributes().get("time")
+        try:
+            pr = PullRequest.of(first.get_data(), spec.get("pullRequest", {}), str(when or ""))
+        except EventsvcError as e:
+            return f"fails: {e}"
+        verdict, why = decide(pr, spec.get("gates", {}))
+        action = {"ensure": "creates or updates", "teardown": "deletes", "skip": "skips"}[verdict]
+        return f"{action} the environment of PR #{pr.number} ({why})"
 
     @classmethod
     def check(cls, spec: Mapping[str, Any]) -> _Problems:

@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents
 from eventsvc.github.client import GitHubClient
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
-from eventsvc.triggers.github_status import EVENT_ONLY, TEXT, feedback_target, need
+from eventsvc.triggers.github_status import EVENT_ONLY, TEXT, feedback_target, need, target_of
 
 _REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
 
@@ -43,6 +44,11 @@ class GitHubCommentTrigger:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str:
+        return (f"creates or updates its one comment on {target_of(spec, first, 'number')} "
+                "(found again by its marker)")  # fmt: skip
 
     @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from eventsvc.errors import PermanentTriggerError
+from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents
 from eventsvc.github.client import check_repo
 from eventsvc.templates import NAMES_MARK
@@ -64,6 +65,16 @@ def feedback_target(spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, A
     }
 
 
+def target_of(spec: Mapping[str, Any], first: CloudEvent | None, what: str) -> str:
+    """`owner/name@sha` or `owner/name#number` as far as the spec and the event tell."""
+    repo = spec.get("repo") or (ghevents.repo_of(first) if first is not None else None)
+    if what == "sha":
+        sha = spec.get("sha") or (ghevents.sha_of(first) if first is not None else None)
+        return f"{repo or '<repo from the event>'}@{sha or '<sha from the event>'}"
+    number = spec.get("number") or (ghevents.pr_number_of(first) if first is not None else None)
+    return f"{repo or '<repo from the event>'}#{number or '<number from the event>'}"
+
+
 def need(fields: Mapping[str, Any], key: str, ctx: TriggerContext) -> Any:
     if fields.get(key) in (None, ""):
         raise PermanentTriggerError(
@@ -95,6 +106,10 @@ class GitHubStatusTrigger:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+
+    @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str:
+        return f"sets commit status {spec.get('state')!r} on {target_of(spec, first, 'sha')}"
 
     @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

@@ -40,6 +40,11 @@ class HttpTrigger:
         self.services = services
 
     @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: events.CloudEvent | None) -> str:
+        return (f"sends {spec.get('method', 'POST')} {spec.get('url')} with the event as a "
+                "structured CloudEvent; 2xx is success")  # fmt: skip
+
+    @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         url = spec.get("url")

@@ -18,6 +18,7 @@ import yaml
 from eventsvc import kube
 from eventsvc.durations import parse_duration
 from eventsvc.errors import PermanentTriggerError
+from eventsvc.events import CloudEvent
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
 
 OPERATIONS = ("create", "apply", "patch", "delete")
@@ -113,6 +114,19 @@ class K8sTrigger:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+
+    @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str:
+        operation = str(spec.get("operation", "create"))
+        source = spec.get("source") or {}
+        verb = {"apply": "applies", "patch": "patches"}.get(operation, f"{operation}s")
+        if "file" in source:
+            return f"{verb} the object in {source['file']} (read when it runs)"
+        res = source.get("resource") or {}
+        meta = res.get("metadata") or {}
+        name = meta.get("name") or f"{meta.get('generateName', '')}<generated>"
+        where = f" in namespace {meta['namespace']}" if meta.get("namespace") else ""
+        return f"{verb} {res.get('apiVersion')} {res.get('kind')} {name!r}{where}"
 
     @classmethod
     def check(cls, spec: Mapping[str, Any]) -> _Problems:

@@ -26,6 +26,10 @@ class LogTrigger:
         self.services = services
 
     @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: events.CloudEvent | None) -> str:
+        return "writes the message to the service's log"
+
+    @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         return []
 

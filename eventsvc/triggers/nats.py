@@ -35,6 +35,10 @@ class NatsTrigger:
         self.services = services
 
     @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: events.CloudEvent | None) -> str:
+        return f"publishes the event on {spec.get('subject')} (JetStream, acknowledged)"
+
+    @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         subject = spec.get("subject")
         if isinstance(subject, str) and (subject.startswith(".") or ".." in subject):

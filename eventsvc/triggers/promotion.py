@@ -235,6 +235,15 @@ class PromotionTrigger:
         self.clock = Clock()
 
     @classmethod
+    def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str:
+        edits = ", ".join(str(e.get("path") or e.get("file") or "?") for e in spec.get("edits", [])
+                          if isinstance(e, Mapping))  # fmt: skip
+        pr = (spec.get("pullRequest") or {}).get("enabled", True)
+        how = "opens or updates a promotion pull request into" if pr else "commits to"
+        return (f"promotes {spec.get('app')} to {spec.get('environment')}: {how} "
+                f"{spec.get('repo')} branch {spec.get('branch')} (edits: {edits or 'none'})")
+
+    @classmethod
     def check(cls, spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         for i, edit in enumerate(spec.get("edits") or []):
