@@ -38,11 +38,9 @@ first Watch starts, so a service without Watch files needs no cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +51,6 @@ from eventsvc.errors import (
     BusError,
     ConfigError,
     EventsvcError,
-    ExternalError,
-    RetryableExternalError,
 )
 from eventsvc.watches import Change, Watch
 
@@ -62,15 +58,10 @@ log = logs.get("eventsvc.gateways.watch")
 GATEWAY = "watch"
 KV_BUCKET = "eventsvc_watch"
 EVENT_TYPE_PREFIX = "dev.eventsvc.k8s."
-WATCH_TIMEOUT = 300  # seconds the API server keeps one watch open (it then ends cleanly)
 PAGE = 500  # objects per list page
 RV_STORE_EVERY = 1.0  # seconds between writes of the resume point
 _PUBLISHED = metrics.EVENTS_PUBLISHED.labels(GATEWAY, "false")
 _DUPLICATE = metrics.EVENTS_PUBLISHED.labels(GATEWAY, "true")
-
-
-class Gone(EventsvcError):
-    """410: the resourceVersion to resume from is too old; relist."""
 
 
 @dataclass(slots=True)
@@ -126,80 +117,6 @@ def _encode(obj: dict[str, Any], values: dict[str, Any]) -> bytes:
                        "fp": watches.fingerprint(values)}).encode()  # fmt: skip
 
 
-# ---------------------------------------------------------------- cluster access
-
-
-class Stream:
-    """One open watch request, read line by line in a thread; `close` unblocks it."""
-
-    def __init__(self, cluster: kube.Cluster, call: kube.Call, path: str,
-                 query: list[tuple[str, str]]) -> None:  # fmt: skip
-        self._cluster, self._call, self._path, self._query = cluster, call, path, query
-        self._response: Any = None
-        self._closed = threading.Event()
-
-    def _open(self) -> Any:
-        api = self._cluster.api
-        request = api.param_serialize("GET", self._path, query_params=self._query,
-                                      header_params={"Accept": "application/json"},
-                                      auth_settings=["BearerToken"])  # fmt: skip
-        response = api.call_api(*request, _request_timeout=(5.0, WATCH_TIMEOUT + 30.0))
-        if not 200 <= response.status <= 299:
-            text = response.read().decode("utf-8", errors="replace")  # type: ignore[no-untyped-call]
-            what = f"{self._call.describe()}: {response.status} {text[:300]}"
-            if response.status == 410:
-                raise Gone(what)
-            if response.status in (401, 403):
-                raise ExternalError(
-                    f"{what}; grant the rule {kube.rbac_rule(self._call)} to eventsvc's "
-                    "service account (or check its credentials)"
-                )
-            raise RetryableExternalError(what)
-        return response
-
-    def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
-        buffer = b""
-        try:
-            for chunk in self._response.response.stream(amt=None, decode_content=False):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in filter(None, (x.strip() for x in lines)):
-                    loop.call_soon_threadsafe(queue.put_nowait, json.loads(line))
-        except Exception as e:
-            if not self._closed.is_set():
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        try:
-            self._response = await asyncio.to_thread(self._open)
-        except (Gone, ExternalError):
-            raise
-        except Exception as e:
-            raise kube.map_error(e, self._call) from e
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        pump = asyncio.create_task(asyncio.to_thread(self._pump, loop, queue), name="watch-read")
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, Exception):
-                    raise kube.map_error(item, self._call) from item
-                yield item
-        finally:
-            self.close()
-            with contextlib.suppress(Exception):
-                await pump
-
-    def close(self) -> None:
-        self._closed.set()
-        if self._response is not None:
-            with contextlib.suppress(Exception):
-                self._response.response.shutdown()
-            with contextlib.suppress(Exception):
-                self._response.response.release_conn()
-
-
 # ---------------------------------------------------------------- one watch
 
 
@@ -236,7 +153,7 @@ class _Runner:
                     resumed = True
                 rv = await self.follow(rv)  # returns when the server ends the watch
                 attempt = 0
-            except Gone:
+            except kube.Gone:
                 log.info("watch history expired; relisting", watch=self.watch.name)
                 rv = None
             except (EventsvcError, OSError) as e:
@@ -281,17 +198,18 @@ class _Runner:
     async def follow(self, rv: str | None) -> str | None:
         """Watch from `rv` until the server ends the stream; the last resourceVersion."""
         query = [*self._query(), ("watch", "1"), ("allowWatchBookmarks", "true"),
-                 ("timeoutSeconds", str(WATCH_TIMEOUT))]  # fmt: skip
+                 ("timeoutSeconds", str(kube.WATCH_TIMEOUT))]  # fmt: skip
         if rv:
             query.append(("resourceVersion", rv))
         ns = self.watch.namespace
-        stream = Stream(self.cluster, kube.Call("watch", self.res, ns), self.res.path(ns), query)
+        call = kube.Call("watch", self.res, ns)
+        stream = kube.WatchStream(self.cluster, call, self.res.path(ns), query)
         self.state.watching = True
         async for event in stream.events():
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 if obj.get("code") == 410:
-                    raise Gone(str(obj.get("message", "410 Gone")))
+                    raise kube.Gone(str(obj.get("message", "410 Gone")))
                 raise EventsvcError(f"watch error: {obj.get('message', obj)}")
             if kind in ("ADDED", "MODIFIED"):
                 await self.observe(obj, announce=True)

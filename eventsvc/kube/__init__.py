@@ -16,11 +16,13 @@ are `ExternalError`s (retryable or not); a trigger run maps them to its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -479,3 +481,83 @@ async def wait_for(
         if loop.time() >= deadline:
             return False, last
         await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+
+
+# ---------------------------------------------------------------- watches
+
+WATCH_TIMEOUT = 300  # seconds the API server keeps one watch open (it then ends cleanly)
+
+
+class Gone(ExternalError):
+    """410: the resourceVersion to resume from is too old; relist."""
+
+
+class WatchStream:
+    """One open watch request, read line by line in a thread; `close` unblocks it."""
+
+    def __init__(self, cluster: Cluster, call: Call, path: str,
+                 query: list[tuple[str, str]]) -> None:  # fmt: skip
+        self._cluster, self._call, self._path, self._query = cluster, call, path, query
+        self._response: Any = None
+        self._closed = threading.Event()
+
+    def _open(self) -> Any:
+        api = self._cluster.api
+        request = api.param_serialize("GET", self._path, query_params=self._query,
+                                      header_params={"Accept": "application/json"},
+                                      auth_settings=["BearerToken"])  # fmt: skip
+        response = api.call_api(*request, _request_timeout=(5.0, WATCH_TIMEOUT + 30.0))
+        if not 200 <= response.status <= 299:
+            text = response.read().decode("utf-8", errors="replace")  # type: ignore[no-untyped-call]
+            what = f"{self._call.describe()}: {response.status} {text[:300]}"
+            if response.status == 410:
+                raise Gone(what)
+            if response.status in (401, 403):
+                raise ExternalError(
+                    f"{what}; grant the rule {rbac_rule(self._call)} to eventsvc's "
+                    "service account (or check its credentials)"
+                )
+            raise RetryableExternalError(what)
+        return response
+
+    def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        buffer = b""
+        try:
+            for chunk in self._response.response.stream(amt=None, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in filter(None, (x.strip() for x in lines)):
+                    loop.call_soon_threadsafe(queue.put_nowait, json.loads(line))
+        except Exception as e:
+            if not self._closed.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            self._response = await asyncio.to_thread(self._open)
+        except (Gone, ExternalError):
+            raise
+        except Exception as e:
+            raise map_error(e, self._call) from e
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        pump = asyncio.create_task(asyncio.to_thread(self._pump, loop, queue), name="watch-read")
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise map_error(item, self._call) from item
+                yield item
+        finally:
+            self.close()
+            with contextlib.suppress(Exception):
+                await pump
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                self._response.response.shutdown()
+            with contextlib.suppress(Exception):
+                self._response.response.release_conn()
