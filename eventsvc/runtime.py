@@ -21,6 +21,7 @@ from eventsvc import kube, loader, logs, schedules, watches
 from eventsvc.bus.embedded import EmbeddedNats
 from eventsvc.config import COMPONENTS, Config
 from eventsvc.console import Console
+from eventsvc.dirwatch import DirectoryWatcher
 from eventsvc.errors import ConfigError, SpecError
 from eventsvc.gateways.app import build_app
 from eventsvc.gateways.cloudevents_http import CloudEventsGateway
@@ -90,7 +91,7 @@ class Service:
         self._services: Services | None = None
         self._cron: CronGateway | None = None
         self._reloader: SensorReloader | None = None
-        self._reload_task: asyncio.Task[None] | None = None
+        self._watcher = DirectoryWatcher(config.sensors_dir)
 
     async def serve(self, stop: asyncio.Event) -> None:
         try:
@@ -131,17 +132,19 @@ class Service:
             self.state.sensors_loaded = True
             self._reloader = SensorReloader(self.state.engine, config.sensors_dir)
             self._reloader.prime(sensors)
-            self._reload_task = asyncio.create_task(self._reloader.run(), name="sensor-reload")
+            self._watcher.subscribe("sensors", self._reloader.reload)
         if "cron" in config.components:
-            self._cron = CronGateway(bus, sensors_dir=config.sensors_dir)
+            self._cron = CronGateway(bus, sensors_dir=config.sensors_dir, watcher=self._watcher)
             await self._cron.start(timers)
         if "watch" in config.components:  # connects to the cluster once a Watch file exists
             # asked for by name (`--components ...,watch`, as the sensors Deployment does),
             # no cluster access is an error; in the default set the watches wait idle
             self.state.watch = WatchGateway(bus, lambda: kube.Cluster.connect(config),
                                             sensors_dir=config.sensors_dir,
+                                            watcher=self._watcher,
                                             required=config.components != COMPONENTS)  # fmt: skip
             await self.state.watch.start(watched)
+        self._watcher.start()  # one poll of the sensors directory for every part above
         log.info("eventsvc ready", components=list(config.components), nats=logs.redact_url(url),
                  http_port=self.state.http_port, sensors=[s.name for s in sensors])  # fmt: skip
 
@@ -223,13 +226,11 @@ class Service:
         log.info("shutting down", drain_timeout=self.config.drain_timeout)
         if self._runner is not None:
             await self._runner.cleanup()  # stops intake, waits for in-flight requests
+        await self._watcher.stop()  # no reload while the parts stop
         if self._cron is not None:
             await self._cron.stop(max(deadline - loop.time(), 0.0))
         if self.state.watch is not None:
             await self.state.watch.stop()
-        if self._reloader is not None and self._reload_task is not None:
-            self._reloader.stop()
-            await self._reload_task
         if self.state.engine is not None:
             await self.state.engine.stop(deadline)
         if self._services is not None:

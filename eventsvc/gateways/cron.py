@@ -31,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc import events, logs, metrics, schedules, yamldoc
+from eventsvc import dirwatch, events, logs, metrics, schedules
 from eventsvc.bus import Bus, KeyValueStore
+from eventsvc.dirwatch import DirectoryWatcher
 from eventsvc.errors import BusError
 from eventsvc.schedules import Schedule
 
@@ -164,7 +165,11 @@ class CronGateway:
         poll_interval: float = 2.0,
         flush_interval: float = 5.0,
         kv_bucket: str = KV_BUCKET,
+        watcher: DirectoryWatcher | None = None,
     ) -> None:
+        """`sensors_dir`: reload Schedule files when they change, told by `watcher` (the
+        service's one watcher of that directory), or by a watcher of its own polling every
+        `poll_interval` seconds."""
         self.bus = bus
         self.clock: Clock = clock or SystemClock()
         self.stats = CronStats()
@@ -185,7 +190,8 @@ class CronGateway:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_tasks: list[asyncio.Task[None]] = []
-        self._files_seen: dict[Path, yamldoc.Stamp] | None = None
+        self._watcher = watcher
+        self._own_watcher: DirectoryWatcher | None = None
 
     @property
     def schedules(self) -> list[Schedule]:
@@ -197,17 +203,19 @@ class CronGateway:
             asyncio.create_task(self._publish_loop(), name=f"cron-publisher-{i}")
             for i in range(self._publishers)
         ]
-        if self._sensors_dir is not None:
-            self._files_seen = yamldoc.file_stamps(self._sensors_dir)
         await self.replace_schedules(initial)
         self._tasks = [asyncio.create_task(self._schedule_loop(), name="cron-scheduler"),
                        asyncio.create_task(self._flush_loop(), name="cron-kv")]  # fmt: skip
         if self._sensors_dir is not None:
-            self._tasks.append(asyncio.create_task(self._watch_loop(), name="cron-reload"))
+            self._own_watcher = dirwatch.follow(
+                self._watcher, self._sensors_dir, self._poll_interval, "schedules",
+                self._files_changed)
         log.info("cron gateway started", schedules=sorted(self._slots))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop scheduling, let queued ticks publish (up to `drain_timeout`), store the KV."""
+        if self._own_watcher is not None:
+            await self._own_watcher.stop()
         await _cancel(self._tasks)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), drain_timeout)
@@ -429,15 +437,9 @@ class CronGateway:
 
     # ------------------------------------------------------------ reload
 
-    async def _watch_loop(self) -> None:
-        assert self._sensors_dir is not None
-        while True:
-            await asyncio.sleep(self._poll_interval)
-            seen = await asyncio.to_thread(yamldoc.file_stamps, self._sensors_dir)
-            if seen == self._files_seen:
-                continue
-            self._files_seen = seen
-            await self.reload()
+    async def _files_changed(self) -> bool:
+        await self.reload()
+        return True  # an invalid file is logged and waits for its next change
 
     async def reload(self) -> bool:
         """Re-read Schedule files from the sensors directory; False (and logs) when invalid."""

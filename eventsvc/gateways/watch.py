@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvc import events, kube, logs, metrics, subjects, watches, yamldoc
+from eventsvc import dirwatch, events, kube, logs, metrics, subjects, watches
 from eventsvc.bus import Bus, KeyValueStore
+from eventsvc.dirwatch import DirectoryWatcher
 from eventsvc.errors import (
     BusError,
     ConfigError,
@@ -308,6 +309,7 @@ class WatchGateway:
         sensors_dir: str | Path | None = None,
         poll_interval: float = 2.0,
         required: bool = True,
+        watcher: DirectoryWatcher | None = None,
     ) -> None:
         """`required`: no Kubernetes access is a start-up error (the watch component was
         asked for by name). Otherwise (a plain `eventsvc run` on a laptop, whose example
@@ -321,12 +323,14 @@ class WatchGateway:
         self._max_backoff = max_backoff
         self._sensors_dir = Path(sensors_dir) if sensors_dir else None
         self._poll_interval = poll_interval
-        self._files_seen: dict[Path, yamldoc.Stamp] | None = None
+        self._watcher = watcher
+        self._own_watcher: DirectoryWatcher | None = None
         self._kv: KeyValueStore | None = None
         self._cluster: kube.Cluster | None = None
         self._watches: dict[str, Watch] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._reload_task: asyncio.Task[None] | None = None
+        self._reloading = False  # the initial set is running: later ones are reloads
+        self._invalid_files = False
         self.states: dict[str, WatchState] = {}
 
     @property
@@ -335,11 +339,12 @@ class WatchGateway:
 
     async def start(self, initial: Sequence[Watch]) -> None:
         self._kv = await self.bus.kv(self._bucket)
-        if self._sensors_dir is not None:
-            self._files_seen = yamldoc.file_stamps(self._sensors_dir)
         await self.replace_watches(initial)
+        self._reloading = True
         if self._sensors_dir is not None:
-            self._reload_task = asyncio.create_task(self._reload_loop(), name="watch-reload")
+            self._own_watcher = dirwatch.follow(
+                self._watcher, self._sensors_dir, self._poll_interval, "watches",
+                self._files_changed)
         log.info("watch gateway started", watches=sorted(self._tasks))
 
     async def replace_watches(self, new: Sequence[Watch]) -> None:
@@ -360,7 +365,7 @@ class WatchGateway:
                     await self._forget(name)
                     relist = False
                 log.info("watch changed", watch=name)
-            elif self._reload_task is not None:  # not the initial set
+            elif self._reloading:  # not the initial set
                 log.info("watch added", watch=name)
             await self._start_one(watch, relist)
 
@@ -404,10 +409,9 @@ class WatchGateway:
                 await self._kv.delete(key)
 
     async def stop(self) -> None:
-        if self._reload_task is not None:
-            self._reload_task.cancel()
-            await asyncio.gather(self._reload_task, return_exceptions=True)
-            self._reload_task = None
+        if self._own_watcher is not None:
+            await self._own_watcher.stop()
+            self._own_watcher = None
         for name in list(self._tasks):
             await self._stop_one(name)
         if self._cluster is not None:
@@ -416,8 +420,7 @@ class WatchGateway:
         log.info("watch gateway stopped")
 
     def failed(self) -> BaseException | None:
-        tasks = [*self._tasks.values(), *([self._reload_task] if self._reload_task else [])]
-        for task in tasks:
+        for task in self._tasks.values():
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return task.exception()
         return None
@@ -428,29 +431,25 @@ class WatchGateway:
 
     # ------------------------------------------------------------ reload
 
-    async def _reload_loop(self) -> None:
-        assert self._sensors_dir is not None
-        while True:
-            await asyncio.sleep(self._poll_interval)
-            seen = await asyncio.to_thread(yamldoc.file_stamps, self._sensors_dir)
-            if seen == self._files_seen:
-                continue
-            self._files_seen = seen
-            await self.reload()
+    async def _files_changed(self) -> bool:
+        """The directory watcher's callback: settled unless the Watches could not be
+        (re)started (no cluster yet, ...), which is tried again at the next poll."""
+        return await self.reload() or self._invalid_files
 
     async def reload(self) -> bool:
         """Re-read Watch files from the sensors directory; False (and logs) when invalid."""
+        self._invalid_files = False
         assert self._sensors_dir is not None
         found, problems = await asyncio.to_thread(watches.load_watches, [self._sensors_dir])
         if problems:
             for p in problems:
                 log.error("watch file invalid; keeping the running watches", problem=str(p))
+            self._invalid_files = True  # logged: waits for the file's next change
             return False
         try:
             await self.replace_watches(found)
         except (EventsvcError, OSError) as e:  # e.g. no cluster configured for a first Watch
-            log.error("watches not reloaded", error=str(e))
-            self._files_seen = None  # try again at the next poll
+            log.error("watches not reloaded; trying again at the next poll", error=str(e))
             return False
         return True
 

@@ -1,17 +1,14 @@
-"""Hot reload of the sensors directory: poll file stamps, reload what changed, and
-reconcile the engine's workers.
+"""Hot reload of Sensor files: on each change the directory watcher reports
+(`eventsvc/dirwatch.py`), reload the files that changed and reconcile the engine's workers.
 
 Each file is judged on its own: a file that fails lint is rejected with its
 `file:line` problems logged, and the sensors it declared before keep running as
 they were. A sensor name declared by two files is rejected in the newer file.
-Polling (1 s) keeps this dependency-free and works on every volume type,
-including Kubernetes ConfigMap mounts (which swap a symlink).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 from eventsvc import loader, logs, yamldoc
@@ -25,17 +22,15 @@ _stamps = yamldoc.file_stamps
 
 
 class SensorReloader:
-    """Owns the reload loop; `check()` does one pass (tests call it directly)."""
+    """What runs, by file; `check()` does one pass (tests call it directly)."""
 
-    def __init__(self, engine: Engine, directory: str | Path, interval: float = 1.0) -> None:
+    def __init__(self, engine: Engine, directory: str | Path) -> None:
         self.engine = engine
         self.directory = Path(directory)
-        self.interval = interval
         self.stamps: dict[Path, Stamp] = {}
         self.good: dict[Path, list[SensorSpec]] = {}  # the running version, by file
         self.problems: dict[Path, list[SpecProblem]] = {}  # the last rejected change, by file
         self.generation = 0  # bumped on every pass that changed something
-        self._stop = asyncio.Event()
 
     def prime(self, sensors: list[SensorSpec]) -> None:
         """Take what the service started with as the running version."""
@@ -44,20 +39,11 @@ class SensorReloader:
         for spec in sensors:
             self.good.setdefault(Path(spec.file), []).append(spec)
 
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-            if self._stop.is_set():
-                return
-            try:
-                await self.check()
-            except Exception as e:  # keep watching: the next change may fix it
-                log.error("sensor reload failed; running sensors unchanged",
-                          error=f"{type(e).__name__}: {e}")  # fmt: skip
-
-    def stop(self) -> None:
-        self._stop.set()
+    async def reload(self) -> bool:
+        """The directory watcher's callback: one pass, always settled (a rejected file is
+        logged and waits for its next change)."""
+        await self.check()
+        return True
 
     async def check(self) -> bool:
         """One pass; True when the engine was reconciled.
