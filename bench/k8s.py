@@ -51,7 +51,7 @@ spec:
           repoURL: https://github.com/acme/deploy.git
           path: apps/shop/overlays/preview
           image: ghcr.io/acme/shop
-          url: https://pr-{number}.preview.example.com
+          url: https://pr-{{ number }}.preview.example.com
 """
 
 

@@ -141,7 +141,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     subject = args.nats_subject or "events.cli." + ".".join(
         subjects.token(t) for t in args.type.split(".")
     )
-    url = _nats_url(args)
+    url = nats_url_of(args)
 
     async def send(bus: bus_mod.Bus) -> int:
         headers, body = events.to_binary(event)
@@ -151,10 +151,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"sent {event.get_id()} to {subject}: {state} {ack.stream} #{ack.seq}")
         return EXIT_OK
 
-    return _on_bus("send", url, send)
+    return on_bus("send", url, send)
 
 
-def _on_bus(command: str, url: str, work: Callable[[Any], Awaitable[int]]) -> int:
+def on_bus(command: str, url: str, work: Callable[[Any], Awaitable[int]]) -> int:
     """Connect, run `work(bus)`, close; a bus failure is one line on stderr and exit 1."""
     from eventsvc import bus as bus_mod
 
@@ -183,7 +183,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from eventsvc.bus.streams import RESULTS
     from eventsvc.sensors import results
 
-    url = _nats_url(args)
+    url = nats_url_of(args)
     subject = f"results.{subjects.token(args.sensor)}.>" if args.sensor else None
     logs.configure("console", "error")  # stdout is the table
 
@@ -199,7 +199,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             print(line or results.row(event), flush=True)
         return EXIT_OK
 
-    return _on_bus("results", url, show)
+    return on_bus("results", url, show)
 
 
 def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -214,7 +214,7 @@ def _add_results(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_results)
 
 
-def _nats_url(args: argparse.Namespace) -> str:
+def nats_url_of(args: argparse.Namespace) -> str:
     from eventsvc.bus.embedded import local_url
 
     return (

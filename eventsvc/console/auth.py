@@ -19,7 +19,7 @@ from aiohttp import web
 
 from eventsvc import logs
 from eventsvc.config import Config, read_secret
-from eventsvc.gateways.cloudevents_http import _digest, is_loopback
+from eventsvc.gateways.cloudevents_http import is_loopback, token_digest
 from eventsvc.gateways.common import forbidden, unauthorized
 
 log = logs.get("eventsvc.console")
@@ -40,8 +40,8 @@ class ConsoleAuth:
         env = os.environ if environ is None else environ
         read = read_secret(READ_TOKEN_ENV, env, missing_ok=True)
         write = read_secret(WRITE_TOKEN_ENV, env, missing_ok=True)
-        self._read = _digest(read) if read else None
-        self._write = _digest(write) if write else None
+        self._read = token_digest(read) if read else None
+        self._write = token_digest(write) if write else None
         # a token file that is named but missing or empty keeps the console closed
         named = any(env.get(n) or env.get(n + "_FILE") for n in (READ_TOKEN_ENV, WRITE_TOKEN_ENV))
         self.open = not named and is_loopback(config.http_host)
@@ -90,7 +90,7 @@ class ConsoleAuth:
                                f"the console needs a token: send 'Authorization: Bearer "
                                f"<token>' with the token of {_READ}, or log in at "
                                "/ui/login")  # fmt: skip
-        digest = _digest(token)
+        digest = token_digest(token)
         # both compared, no early exit: the timing tells nothing about which one matched
         is_write = self._write is not None and hmac.compare_digest(digest, self._write)
         is_read = self._read is not None and hmac.compare_digest(digest, self._read)

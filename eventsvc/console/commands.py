@@ -64,7 +64,7 @@ def _on_bus(command: str, args: argparse.Namespace, work: Callable[[Bus], Awaita
     from eventsvc import cli
 
     logs.configure("console", "error")  # stdout is the output
-    return cli._on_bus(command, cli._nats_url(args), work)
+    return cli.on_bus(command, cli.nats_url_of(args), work)
 
 
 def _print(args: argparse.Namespace, item: Mapping[str, Any], cells: list[Any]) -> None:

@@ -259,7 +259,7 @@ class Views:
                     after = schedules.next_fire(s, after)
                     upcoming.append(after.isoformat())
             last = await kv.get(s.name) if kv is not None else None
-            last_at = cron._decode_last(last[0]) if last else None
+            last_at = cron.decode_last(last[0]) if last else None
             out.append({"name": s.name, "file": s.file, "expression": s.expression,
                         "timezone": s.timezone, "catchup": str(s.catchup),
                         "maxCatchupSeconds": s.max_catchup, "next": upcoming,

@@ -154,7 +154,7 @@ class EventsAuth:
     """
 
     def __init__(self, config: Config) -> None:
-        self._tokens = [(_digest(t.token), t) for t in config.events_tokens]
+        self._tokens = [(token_digest(t.token), t) for t in config.events_tokens]
         # no token configured at all (not even a file that turned out missing or empty)
         self.open = (not self._tokens and config.events_token_file is None
                      and is_loopback(config.http_host))  # fmt: skip
@@ -200,7 +200,7 @@ class EventsAuth:
         if scheme.lower() != "bearer" or not presented:
             raise unauthorized("token_malformed",
                                "the Authorization header must be 'Bearer <token>'")  # fmt: skip
-        digest = _digest(presented)
+        digest = token_digest(presented)
         match: EventsToken | None = None
         for expected, token in self._tokens:
             # every token is compared: no early exit that would time which one matched
@@ -213,7 +213,7 @@ class EventsAuth:
         return match
 
 
-def _digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
     # surrogatepass: a header decoded with surrogates still encodes (and matches nothing)
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 

@@ -116,7 +116,7 @@ def _encode_last(instant: datetime) -> bytes:
     return json.dumps({"scheduledTime": events.format_time(instant)}).encode()
 
 
-def _decode_last(value: bytes) -> datetime | None:
+def decode_last(value: bytes) -> datetime | None:
     try:
         text = json.loads(value)["scheduledTime"]
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -395,7 +395,7 @@ class CronGateway:
     async def _read_last(self, name: str) -> datetime | None:
         assert self._kv is not None
         entry = await self._kv.get(name)
-        return _decode_last(entry[0]) if entry else None
+        return decode_last(entry[0]) if entry else None
 
     async def _flush_loop(self) -> None:
         while True:
@@ -428,7 +428,7 @@ class CronGateway:
                 if await self._kv.create(name, _encode_last(instant)):
                     return
                 continue
-            stored = _decode_last(entry[0])
+            stored = decode_last(entry[0])
             if stored is not None and stored.timestamp() >= instant.timestamp():
                 return
             if await self._kv.update(name, _encode_last(instant), entry[1]):

@@ -71,7 +71,7 @@ async def serve_gateway(bus: Bus) -> AsyncIterator[Callable[[Config], Any]]:
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
     yield serve

@@ -109,7 +109,7 @@ async def serve_host(cert: Cert | None = None, handler: Handler | None = None) -
     site = web.TCPSite(runner, "127.0.0.1", 0,
                        ssl_context=cert.server_context() if cert else None)  # fmt: skip
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     host.url = f"{'https' if cert else 'http'}://127.0.0.1:{port}"
     try:
         yield host

@@ -179,7 +179,7 @@ async def test_engine_renders_before_execute(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         write_sensor(tmp_path / "sensors", "render", SENSOR.replace("PORT", str(port)))
         await start_service(nats_url=nats_server.url)
         event = events.make_event({"specversion": "1.0", "id": "d-12", "source": "https://x",
