@@ -174,6 +174,29 @@ class Staged:
         return next((p for p in self.pulls if p.get("state") == "open"), None)
 
 
+@dataclass(frozen=True, slots=True)
+class PullRequestSettings:
+    """`pullRequest`, parsed once: whether the promotion goes through a pull request (else
+    straight to the target branch) and how that pull request looks."""
+
+    enabled: bool = True
+    title: str | None = None
+    body: str | None = None
+    labels: tuple[str, ...] = ()
+    reviewers: tuple[str, ...] = ()
+    team_reviewers: tuple[str, ...] = ()
+    draft: bool = False
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> PullRequestSettings:
+        raw = spec.get("pullRequest") or {}
+        return cls(enabled=bool(raw.get("enabled", True)), title=raw.get("title") or None,
+                   body=raw.get("body") or None, labels=tuple(raw.get("labels") or ()),
+                   reviewers=tuple(raw.get("reviewers") or ()),
+                   team_reviewers=tuple(raw.get("teamReviewers") or ()),
+                   draft=bool(raw.get("draft", False)))  # fmt: skip
+
+
 class PromotionTrigger:
     key: ClassVar[str] = "promotion"
     schema: ClassVar[dict[str, Any]] = {
@@ -238,7 +261,7 @@ class PromotionTrigger:
     def explain(cls, spec: Mapping[str, Any], first: CloudEvent | None) -> str:
         edits = ", ".join(str(e.get("path") or e.get("file") or "?") for e in spec.get("edits", [])
                           if isinstance(e, Mapping))  # fmt: skip
-        pr = (spec.get("pullRequest") or {}).get("enabled", True)
+        pr = PullRequestSettings.of(spec).enabled
         how = "opens or updates a promotion pull request into" if pr else "commits to"
         return (f"promotes {spec.get('app')} to {spec.get('environment')}: {how} "
                 f"{spec.get('repo')} branch {spec.get('branch')} (edits: {edits or 'none'})")
@@ -281,7 +304,7 @@ class PromotionTrigger:
         problems += _check_literals(spec)
         repo = spec.get("repo")
         if isinstance(repo, str) and "{{" not in repo and "githubRepo" not in spec:
-            enabled = (spec.get("pullRequest") or {}).get("enabled", True)
+            enabled = PullRequestSettings.of(spec).enabled
             if enabled and parse_repo(repo) is None:
                 problems.append((("githubRepo",), f"repo {repo!r} does not show owner/name; "
                                  "set githubRepo for the pull request"))  # fmt: skip
@@ -312,7 +335,7 @@ class PromotionTrigger:
 
     def _client_if_needed(self, spec: Mapping[str, Any]) -> GitHubClient | None:
         https = urlsplit(str(spec["repo"])).scheme == "https"
-        pr = (spec.get("pullRequest") or {}).get("enabled", True)
+        pr = PullRequestSettings.of(spec).enabled
         return self.services.github if https or pr else None
 
 
@@ -364,7 +387,7 @@ def _check_batch(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], s
         durations.parse_duration(window)
     except ValueError as e:
         return [(("batch", "window"), str(e))]
-    if not (spec.get("pullRequest") or {}).get("enabled", True):
+    if not PullRequestSettings.of(spec).enabled:
         return [(("batch",), "batching gathers bumps into one pull request; "
                  "remove batch or enable pullRequest")]  # fmt: skip
     return []
@@ -403,9 +426,8 @@ class PromotionRun:
         self.env = str(spec["environment"])
         self.app = str(spec["app"])
         self.window = _window(spec)
-        pr = spec.get("pullRequest") or {}
-        self.pr: Mapping[str, Any] = pr
-        self.use_pr = bool(pr.get("enabled", True))
+        self.pr = PullRequestSettings.of(spec)
+        self.use_pr = self.pr.enabled
         env_part = _ref_part(self.env)
         default_head = (f"eventsvc/promote-batch/{env_part}" if self.window
                         else f"eventsvc/promote/{env_part}/{_ref_part(self.app)}")  # fmt: skip
@@ -742,8 +764,8 @@ class PromotionRun:
         fields = self._fields(changes)
         title_t = DEFAULT_BATCH_TITLE if self.window else DEFAULT_TITLE
         body_t = DEFAULT_BATCH_BODY if self.window else DEFAULT_BODY
-        title = ghevents.render(str(self.pr.get("title") or title_t), fields, self.event)
-        body = ghevents.render(str(self.pr.get("body") or body_t), fields, self.event)
+        title = ghevents.render(str(self.pr.title or title_t), fields, self.event)
+        body = ghevents.render(str(self.pr.body or body_t), fields, self.event)
         existing = next((p for p in await self._pulls() if p.get("state") == "open"), None)
         outcome = "updated"
         if existing is None:
@@ -751,7 +773,7 @@ class PromotionRun:
                 existing = await self.timer.api_call(client.call(
                     "POST", f"/repos/{self.repo}/pulls", repo=self.repo, json={
                         "title": title, "head": self.head, "base": self.target, "body": body,
-                        "draft": bool(self.pr.get("draft", False)),
+                        "draft": self.pr.draft,
                         "maintainer_can_modify": True,
                     }))  # fmt: skip
                 outcome = "opened"
@@ -787,13 +809,13 @@ class PromotionRun:
         return number
 
     async def _decorate(self, client: GitHubClient, number: int, new: bool) -> None:
-        labels = list(self.pr.get("labels") or [])
+        labels = list(self.pr.labels)
         if labels:
             await self.timer.api_call(client.call(
                 "POST", f"/repos/{self.repo}/issues/{number}/labels", repo=self.repo,
                 json={"labels": labels}))  # fmt: skip
-        users = list(self.pr.get("reviewers") or [])
-        teams = list(self.pr.get("teamReviewers") or [])
+        users = list(self.pr.reviewers)
+        teams = list(self.pr.team_reviewers)
         if new and (users or teams):
             await self.timer.api_call(client.call(
                 "POST", f"/repos/{self.repo}/pulls/{number}/requested_reviewers", repo=self.repo,
