@@ -197,6 +197,106 @@ class PullRequestSettings:
                    draft=bool(raw.get("draft", False)))  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class CopyFrom:
+    """`copyFrom` of an edit: where the value is read (None: the same as the edit's)."""
+
+    file: str | None = None
+    branch: str | None = None
+    name: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One field an edit sets: a value written in the spec, or (`path`) the event's value
+    at `<field>From`."""
+
+    field: str
+    value: Any = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditSpec:
+    """One item of `edits`: an image (`target` is its name) or a YAML path (`set`)."""
+
+    file: str
+    kind: str  # "image" or "set"
+    target: str
+    sources: tuple[Source, ...] = ()
+    image_from: str | None = None
+    copy_from: CopyFrom | None = None
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any]) -> EditSpec:
+        kind = "image" if "image" in item else "set"
+        body = item[kind]
+        fields = ("newTag", "digest", "newName") if kind == "image" else ("value",)
+        sources = tuple(Source(f, value=body[f]) if f in body
+                        else Source(f, path=str(body[f"{f}From"]))
+                        for f in fields if f in body or f"{f}From" in body)  # fmt: skip
+        src = body.get("copyFrom")
+        copy_from = None if src is None else CopyFrom(
+            *(str(src[k]) if src.get(k) else None for k in ("file", "branch", "name", "path")))
+        return cls(str(item["file"]), kind, str(body["name"] if kind == "image" else body["path"]),
+                   sources, str(body["imageFrom"]) if "imageFrom" in body else None,
+                   copy_from)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionSpec:
+    """The rendered `promotion` section, parsed and checked once (`parse`)."""
+
+    url: str  # the deployment repository, safe to hand to git
+    repo: str  # owner/name on GitHub; "" when neither githubRepo nor the URL shows it
+    target: str  # the target branch
+    environment: str
+    app: str
+    window: float  # batch window in seconds; 0: no batching
+    pull_request: PullRequestSettings
+    head: str  # the promotion branch (the target itself without a pull request)
+    author: Author
+    message: str  # commit message template
+    push_attempts: int
+    edits: tuple[EditSpec, ...]
+
+    @property
+    def use_pr(self) -> bool:
+        return self.pull_request.enabled
+
+
+def parse(spec: Mapping[str, Any], *, allow_file: bool = False) -> PromotionSpec:
+    """The rendered section as a PromotionSpec. Its values may come from event data: they
+    are checked here, before git or the API sees them."""
+    url = check_url(str(spec["repo"]), "repo", allow_file)
+    if spec.get("githubRepo"):
+        repo = check_repo(str(spec["githubRepo"]), "githubRepo")
+    else:
+        found = parse_repo(url)
+        repo = "" if found is None else check_repo(
+            found, "githubRepo", f" (read from repo {url!r})")  # fmt: skip
+    for path, value in _branch_fields(spec):
+        check_branch(str(value), _field(path))
+    target = str(spec["branch"])
+    env = str(spec["environment"])
+    app = str(spec["app"])
+    window = _window(spec)
+    pr = PullRequestSettings.of(spec)
+    env_part = _ref_part(env)
+    default_head = (f"eventsvc/promote-batch/{env_part}" if window
+                    else f"eventsvc/promote/{env_part}/{_ref_part(app)}")  # fmt: skip
+    head = str(spec.get("headBranch") or default_head) if pr.enabled else target
+    check_branch(head, "headBranch (default: from environment and app)")
+    commit = spec.get("commit") or {}
+    author = Author(**commit["author"]) if "author" in commit else Author()
+    default_message = DEFAULT_BATCH_MESSAGE if window else DEFAULT_MESSAGE
+    message = str(commit.get("message") or default_message)
+    attempts = int(spec.get("pushAttempts", 5))
+    return PromotionSpec(url, repo, target, env, app, window, pr, head, author, message,
+                         attempts, tuple(EditSpec.of(item) for item in spec["edits"]))
+
+
 class PromotionTrigger:
     key: ClassVar[str] = "promotion"
     schema: ClassVar[dict[str, Any]] = {
@@ -314,29 +414,30 @@ class PromotionTrigger:
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
         config = self.services.config
         mirrors = self.services.mirrors
-        run = PromotionRun(spec, ctx, self._client_if_needed(spec), mirrors, self.clock,
-                           allow_file=config.promotion_allow_file_urls)  # fmt: skip
-        lock = self._locks.setdefault((run.url, run.head), asyncio.Lock())
-        async with mirrors.mirror(run.url) as mirror:
+        allow_file = config.promotion_allow_file_urls
+        parsed = parse(spec, allow_file=allow_file)
+        run = PromotionRun(parsed, ctx, self._client_if_needed(parsed), mirrors, self.clock,
+                           allow_file=allow_file)  # fmt: skip
+        lock = self._locks.setdefault((parsed.url, parsed.head), asyncio.Lock())
+        async with mirrors.mirror(parsed.url) as mirror:
             async with lock:
                 staged = await run.stage(mirror, own=True)
-                if not run.window or staged.sha is None or staged.open_pull is not None:
+                if not parsed.window or staged.sha is None or staged.open_pull is not None:
                     return await run.finish(staged)
             # batched and no PR yet: wait for the window without holding the branch lock
-            closes = staged.since + run.window
+            closes = staged.since + parsed.window
             wait = closes - self.clock.now()
             if wait > 0:
                 log.info("promotion batched; the pull request opens when the window closes",
-                         branch=run.head, wait=round(wait, 3))  # fmt: skip
+                         branch=parsed.head, wait=round(wait, 3))  # fmt: skip
                 await self.clock.sleep(wait)
             async with lock:
                 staged = await run.stage(mirror, own=False)
                 return await run.finish(staged, refresh=True)
 
-    def _client_if_needed(self, spec: Mapping[str, Any]) -> GitHubClient | None:
-        https = urlsplit(str(spec["repo"])).scheme == "https"
-        pr = PullRequestSettings.of(spec).enabled
-        return self.services.github if https or pr else None
+    def _client_if_needed(self, spec: PromotionSpec) -> GitHubClient | None:
+        https = urlsplit(spec.url).scheme == "https"
+        return self.services.github if https or spec.use_pr else None
 
 
 def _branch_fields(spec: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], Any]]:
@@ -398,7 +499,7 @@ class PromotionRun:
 
     def __init__(
         self,
-        spec: Mapping[str, Any],
+        spec: PromotionSpec,
         ctx: TriggerContext,
         client: GitHubClient | None,
         mirrors: Mirrors,
@@ -412,41 +513,16 @@ class PromotionRun:
         self.client = client
         self.clock = clock
         self.allow_file = allow_file
-        # spec values may be rendered from event data: checked before git or the API sees them
-        self.url = check_url(str(spec["repo"]), "repo", allow_file)
-        if spec.get("githubRepo"):
-            self.repo = check_repo(str(spec["githubRepo"]), "githubRepo")
-        else:
-            found = parse_repo(self.url)
-            self.repo = "" if found is None else check_repo(
-                found, "githubRepo", f" (read from repo {self.url!r})")  # fmt: skip
-        for path, value in _branch_fields(spec):
-            check_branch(str(value), _field(path))
-        self.target = str(spec["branch"])
-        self.env = str(spec["environment"])
-        self.app = str(spec["app"])
-        self.window = _window(spec)
-        self.pr = PullRequestSettings.of(spec)
-        self.use_pr = self.pr.enabled
-        env_part = _ref_part(self.env)
-        default_head = (f"eventsvc/promote-batch/{env_part}" if self.window
-                        else f"eventsvc/promote/{env_part}/{_ref_part(self.app)}")  # fmt: skip
-        self.head = str(spec.get("headBranch") or default_head) if self.use_pr else self.target
-        check_branch(self.head, "headBranch (default: from environment and app)")
-        commit = spec.get("commit") or {}
-        self.author = Author(**commit["author"]) if "author" in commit else Author()
-        default_message = DEFAULT_BATCH_MESSAGE if self.window else DEFAULT_MESSAGE
-        self.message = str(commit.get("message") or default_message)
-        self.attempts = int(spec.get("pushAttempts", 5))
         self.timer = Timer()
 
     async def _git(self, mirror: Mirror) -> Git:
         """Git on the repository; a token only when it is https on the configured GitHub
         (a URL from event data may name any host: that host gets no credentials)."""
+        spec = self.spec
         if self.client is None:
-            return Git(self.url, mirror.path, None, self.author, allow_file=self.allow_file)
-        token = await self.timer.api_call(self.client.git_token(self.url, self.repo or None))
-        return Git(self.url, mirror.path, token, self.author, allow_file=self.allow_file,
+            return Git(spec.url, mirror.path, None, spec.author, allow_file=self.allow_file)
+        token = await self.timer.api_call(self.client.git_token(spec.url, spec.repo or None))
+        return Git(spec.url, mirror.path, token, spec.author, allow_file=self.allow_file,
                    token_hosts=self.client.settings.git_hosts())  # fmt: skip
 
     # ---- the branch ------------------------------------------------------------------
@@ -457,46 +533,46 @@ class PromotionRun:
         remote = self._remembered(mirror, own)
         optimistic = remote is not None
         if remote is not None:
-            pulls = await self._pulls() if self.use_pr else []
+            pulls = await self._pulls() if self.spec.use_pr else []
         else:
             remote, pulls = await self._tips_and_pulls(git, mirror, own)
         raced = False
         try:
-            for attempt in range(1, self.attempts + 1):
+            for attempt in range(1, self.spec.push_attempts + 1):
                 outcome = await self._attempt(git, mirror, pulls, raced, own, remote, optimistic)
                 remote, optimistic = None, False
                 if isinstance(outcome, Staged):
                     outcome.pulls = pulls
                     return outcome
                 raced = raced or outcome == "raced"
-                log.info("promotion raced; retrying on the new branch tip", branch=self.head,
+                log.info("promotion raced; retrying on the new branch tip", branch=self.spec.head,
                          attempt=attempt, reason=outcome)  # fmt: skip
         finally:
             self.timer.git += git.seconds
         raise TemporaryTriggerError(
-            f"push to {self.head!r} was rejected {self.attempts} times: the branch keeps "
-            "moving; the event will be retried"
+            f"push to {self.spec.head!r} was rejected {self.spec.push_attempts} times: the "
+            "branch keeps moving; the event will be retried"
         )
 
     def _remembered(self, mirror: Mirror, own: bool) -> dict[str, str] | None:
         """The tips this process last saw, to try without asking the remote first (one
         round trip less): only a push whose leases hold on both the promotion branch
         and the target proves them right; anything else asks the remote and retries."""
-        target = mirror.tips.get(self.target)
-        if target is None or (self.head == self.target and self.use_pr):
+        target = mirror.tips.get(self.spec.target)
+        if target is None or (self.spec.head == self.spec.target and self.spec.use_pr):
             return None
         if own and self._copy_branches():
             return None
-        head = mirror.tips.get(self.head) if self.use_pr else None
-        return {self.target: target} | ({self.head: head} if head is not None else {})
+        head = mirror.tips.get(self.spec.head) if self.spec.use_pr else None
+        return {self.spec.target: target} | ({self.spec.head: head} if head is not None else {})
 
     async def _tips_and_pulls(
         self, git: Git, mirror: Mirror, own: bool
     ) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        branches = [self.target, self.head, *(self._copy_branches() if own else [])]
+        branches = [self.spec.target, self.spec.head, *(self._copy_branches() if own else [])]
         try:
             async with asyncio.TaskGroup() as group:  # two round trips at once
-                listing = group.create_task(self._pulls()) if self.use_pr else None
+                listing = group.create_task(self._pulls()) if self.spec.use_pr else None
                 remote = await git.ls_remote(branches)
         except* (TriggerError, ExternalError) as failed:  # the first failure, alone
             raise failed.exceptions[0] from None
@@ -504,7 +580,7 @@ class PromotionRun:
         return remote, listing.result() if listing is not None else []
 
     def _remember(self, mirror: Mirror, remote: Mapping[str, str]) -> None:
-        for branch in {self.target, self.head}:
+        for branch in {self.spec.target, self.spec.head}:
             mirror.tips[branch] = remote.get(branch)
 
     async def _attempt(
@@ -516,21 +592,22 @@ class PromotionRun:
         the branch tips, when just read or remembered (`optimistic`)."""
         sources = self._copy_branches() if own else []
         if remote is None:
-            remote = await git.ls_remote([self.target, self.head, *sources])
+            remote = await git.ls_remote([self.spec.target, self.spec.head, *sources])
             self._remember(mirror, remote)
-        target = remote.get(self.target)
+        target = remote.get(self.spec.target)
         if target is None:
             raise PermanentTriggerError(
-                f"branch {self.target!r} not found in {self.url}; check 'branch' in the spec"
+                f"branch {self.spec.target!r} not found in {self.spec.url}; "
+                "check 'branch' in the spec"
             )
-        head_sha = remote.get(self.head) if self.use_pr else None
+        head_sha = remote.get(self.spec.head) if self.spec.use_pr else None
         carry = head_sha is not None and (raced or self._pending(head_sha, pulls))
-        tips = {b: remote[b] for b in sources if b in remote} | {self.target: target}
+        tips = {b: remote[b] for b in sources if b in remote} | {self.spec.target: target}
         if carry and head_sha is not None:
-            tips[self.head] = head_sha
+            tips[self.spec.head] = head_sha
         await mirror.ensure(git, tips)
         snap = Snapshot(git)
-        files = [str(e["file"]) for e in self.spec["edits"]] if own else []
+        files = [e.file for e in self.spec.edits] if own else []
         await snap.load([*tips.values(), *snap.names(target, files), *self._copy_sources(remote)])
         if any(snap.get(sha) is None for sha in tips.values()):
             mirror.present.difference_update(tips.values())
@@ -552,11 +629,11 @@ class PromotionRun:
             if optimistic:  # "nothing to push" is only believed from the remote's own word
                 return "stale"
             return Staged(changes, False, head_sha, since)  # the branch holds exactly this
-        hold = (self.target, target) if optimistic and self.use_pr else None
-        expect = head_sha if self.use_pr else None
-        if not await git.push(sha, self.head, expect, self.use_pr, hold=hold):
+        hold = (self.spec.target, target) if optimistic and self.spec.use_pr else None
+        expect = head_sha if self.spec.use_pr else None
+        if not await git.push(sha, self.spec.head, expect, self.spec.use_pr, hold=hold):
             return "stale" if optimistic else "raced"
-        mirror.tips[self.head] = sha
+        mirror.tips[self.spec.head] = sha
         return Staged(changes, True, sha, since)
 
     def _pending(self, head_sha: str, pulls: list[dict[str, Any]]) -> bool:
@@ -567,48 +644,43 @@ class PromotionRun:
     def _copy_specs(self) -> list[tuple[str, str]]:
         """(branch, file) read by this event's copyFrom edits."""
         out = []
-        for item in self.spec["edits"]:
-            body = item.get("image") or item.get("set") or {}
-            if "copyFrom" in body:
-                src = body["copyFrom"]
-                branch = str(src.get("branch") or self.target)
-                out.append((branch, str(src.get("file") or item["file"])))
+        for edit in self.spec.edits:
+            if edit.copy_from is not None:
+                src = edit.copy_from
+                out.append((src.branch or self.spec.target, src.file or edit.file))
         return out
 
     def _copy_branches(self) -> list[str]:
-        return [b for b, _ in self._copy_specs() if b != self.target]
+        return [b for b, _ in self._copy_specs() if b != self.spec.target]
 
     def _copy_sources(self, remote: Mapping[str, str]) -> list[str]:
         return [f"{remote[b]}:{f}" for b, f in self._copy_specs() if b in remote]
 
     def _resolve(self, snap: Snapshot, remote: Mapping[str, str]) -> list[Edit]:
         out = []
-        for i, item in enumerate(self.spec["edits"]):
-            file = str(item["file"])
+        for i, edit in enumerate(self.spec.edits):
+            file = edit.file
             if not plain_path(file):
                 raise PermanentTriggerError(
                     f"edits[{i}].file: {file!r} is not a plain path in the repository; "
                     "write it from the root, e.g. overlays/staging/kustomization.yaml"
                 )
-            kind = "image" if "image" in item else "set"
-            body = item[kind]
-            fields = ("newTag", "digest", "newName") if kind == "image" else ("value",)
-            if "copyFrom" in body:
-                values = self._copy(snap, remote, file, kind, body)
+            kind = edit.kind
+            if edit.copy_from is not None:
+                values = self._copy(snap, remote, edit, edit.copy_from)
             else:
-                values = tuple((f, self._value(body, f, i)) for f in fields
-                               if f in body or f"{f}From" in body)  # fmt: skip
-                if "imageFrom" in body:
-                    values += self._image_ref(body, i)
-            target = str(body["name"] if kind == "image" else body["path"])
+                values = tuple((s.field, self._value(s, i)) for s in edit.sources)
+                if edit.image_from is not None:
+                    values += self._image_ref(edit.image_from, edit.target, i)
+            target = edit.target
             out.append(Edit(file, target if kind == "image" else None,
-                            target if kind == "set" else None, values, self.app))  # fmt: skip
+                            target if kind == "set" else None, values, self.spec.app))  # fmt: skip
         return out
 
-    def _value(self, body: Mapping[str, Any], field: str, index: int) -> Any:
-        if field in body:
-            return body[field]
-        path = str(body[f"{field}From"])
+    def _value(self, source: Source, index: int) -> Any:
+        if source.path is None:
+            return source.value
+        field, path = source.field, source.path
         value = ghevents.event_value(self.event, path)
         if value is ghevents.MISSING or value is None or isinstance(value, Mapping | list):
             raise PermanentTriggerError(
@@ -618,9 +690,8 @@ class PromotionRun:
             )
         return value
 
-    def _image_ref(self, body: Mapping[str, Any], index: int) -> tuple[tuple[str, Any], ...]:
+    def _image_ref(self, path: str, name: str, index: int) -> tuple[tuple[str, Any], ...]:
         """newTag and digest of the image reference for `name` at the event path imageFrom."""
-        path, name = str(body["imageFrom"]), str(body["name"])
         found = ghevents.event_value(self.event, path)
         refs = found if isinstance(found, list) else [found]
         where = f"edits[{index}].image.imageFrom: {path!r} in event {self.event.get_id()}"
@@ -641,28 +712,26 @@ class PromotionRun:
         )
 
     def _copy(
-        self, snap: Snapshot, remote: Mapping[str, str], file: str, kind: str,
-        body: Mapping[str, Any],
-    ) -> tuple[tuple[str, Any], ...]:  # fmt: skip
-        src = body["copyFrom"]
-        branch = str(src.get("branch") or self.target)
-        src_file = str(src.get("file") or file)
+        self, snap: Snapshot, remote: Mapping[str, str], edit: EditSpec, src: CopyFrom
+    ) -> tuple[tuple[str, Any], ...]:
+        branch = src.branch or self.spec.target
+        src_file = src.file or edit.file
         if branch not in remote:
             raise PermanentTriggerError(
-                f"copyFrom: branch {branch!r} not found in {self.url}; check copyFrom.branch"
+                f"copyFrom: branch {branch!r} not found in {self.spec.url}; check copyFrom.branch"
             )
         text = snap.text(remote[branch], src_file)
         where = f"{src_file} on {branch!r}"
         if text is None:
             raise PermanentTriggerError(f"copyFrom: {where} does not exist; check copyFrom")
         doc = promotecommit.load_doc(text, src_file)
-        if kind == "image":
-            name = str(src.get("name") or body["name"])
+        if edit.kind == "image":
+            name = src.name or edit.target
             entry = doc.image(name)
             if entry is None:
                 raise PermanentTriggerError(f"copyFrom: {where} has no images[] entry {name!r}")
             return tuple((k, str(entry[k])) for k in ("newName", "newTag", "digest") if k in entry)
-        path = str(src.get("path") or body["path"])
+        path = src.path or edit.target
         value = doc.get(path)
         if value is None:
             raise PermanentTriggerError(f"copyFrom: {where} has no value at {path!r}")
@@ -679,7 +748,7 @@ class PromotionRun:
                 text = snap.text(target, edit.file)
                 if text is None:
                     raise PermanentTriggerError(
-                        f"{edit.file} does not exist on {self.target!r} in {self.url}; "
+                        f"{edit.file} does not exist on {self.spec.target!r} in {self.spec.url}; "
                         "check the edit's file path"
                     )
                 docs[edit.file] = promotecommit.load_doc(text, edit.file)
@@ -692,7 +761,8 @@ class PromotionRun:
         return {n: t for n, t in dumped.items() if t != docs[n].text}, all_changes
 
     def _fields(self, changes: Sequence[tuple[str, Change]]) -> dict[str, Any]:
-        by_app = bool(self.window) or len({app for app, _ in changes}) > 1
+        spec = self.spec
+        by_app = bool(spec.window) or len({app for app, _ in changes}) > 1
         lines = "\n".join(
             f"- {f'**{app}** ' if by_app else ''}`{c.file}`: `{c.field}` "
             f"{c.old or '(unset)'} → **{c.new}**"
@@ -703,20 +773,20 @@ class PromotionRun:
             if c.new is not None:
                 values.setdefault(app, {})[str(c.new)] = None
         return {
-            "app": self.app, "environment": self.env, "branch": self.target, "head": self.head,
-            "repo": self.repo or self.url, "changes": lines or "(no changes)",
+            "app": spec.app, "environment": spec.environment, "branch": spec.target,
+            "head": spec.head, "repo": spec.repo or spec.url, "changes": lines or "(no changes)",
             "values": ", ".join(dict.fromkeys(v for vs in values.values() for v in vs)),
             "apps": ", ".join(f"{app} {' '.join(vs)}" for app, vs in values.items()),
-            "window": durations.format_duration(self.window) if self.window else "",
+            "window": durations.format_duration(spec.window) if spec.window else "",
             **ghevents.event_fields(self.event),
         }  # fmt: skip
 
     def _commit_message(
         self, changes: Sequence[tuple[str, Change]], edits: Sequence[Edit], since: float
     ) -> str:
-        subject = ghevents.render(self.message, self._fields(changes), self.event).strip()
+        subject = ghevents.render(self.spec.message, self._fields(changes), self.event).strip()
         body = "\n".join(str(c) for _, c in changes)
-        trailers = promotecommit.trailers(edits, since if self.window else None)
+        trailers = promotecommit.trailers(edits, since if self.spec.window else None)
         return f"{subject}\n\n{body}\n\n{trailers}\n"
 
     # ---- result and pull request -------------------------------------------------------
@@ -724,22 +794,23 @@ class PromotionRun:
         """Open or update the pull request for what `stage` left on the branch.
         `refresh`: after a batch window (the PR is updated when it lags the branch)."""
         detail: dict[str, Any] = {
-            "repo": self.repo or self.url, "branch": self.head, "base": self.target,
+            "repo": self.spec.repo or self.spec.url, "branch": self.spec.head,
+            "base": self.spec.target,
             "changes": [str(c) for _, c in staged.changes], "commit": staged.sha,
         }  # fmt: skip
         if staged.sha is None:
             detail["outcome"] = "unchanged"
-            detail["message"] = (f"{self.target!r} already holds the values; nothing to promote, "
-                                 "no pull request")  # fmt: skip
+            detail["message"] = (f"{self.spec.target!r} already holds the values; nothing to "
+                                 "promote, no pull request")  # fmt: skip
             stale = staged.open_pull
             if stale is not None:
                 detail["closedPullRequest"] = await self._close(int(stale["number"]))
-        elif not self.use_pr:
+        elif not self.spec.use_pr:
             detail["outcome"] = "pushed" if staged.pushed else "unchanged"
         else:
             detail.update(await self._pull_request(staged.changes, staged.pushed, refresh))
-            if self.window:
-                closes = staged.since + self.window
+            if self.spec.window:
+                closes = staged.since + self.spec.window
                 detail["batch"] = {"since": round(staged.since, 3), "closes": round(closes, 3)}
         detail.update(gitSeconds=round(self.timer.git, 4), apiSeconds=round(self.timer.api, 4))
         log.info("promotion done", **{k: v for k, v in detail.items() if k != "changes"})
@@ -747,13 +818,14 @@ class PromotionRun:
 
     async def _pulls(self) -> list[dict[str, Any]]:
         client = self._api()
-        owner = self.repo.split("/")[0]
-        params = {"head": f"{owner}:{self.head}", "state": "all"}
+        owner = self.spec.repo.split("/")[0]
+        params = {"head": f"{owner}:{self.spec.head}", "state": "all"}
         return await self.timer.api_call(_collect(client.paginate(
-            f"/repos/{self.repo}/pulls", params=params, repo=self.repo, limit=100)))  # fmt: skip
+            f"/repos/{self.spec.repo}/pulls", params=params, repo=self.spec.repo,
+            limit=100)))  # fmt: skip
 
     def _api(self) -> GitHubClient:
-        if self.client is None or not self.repo:
+        if self.client is None or not self.spec.repo:
             raise PermanentTriggerError("pull requests need the GitHub API and githubRepo")
         return self.client
 
@@ -762,18 +834,19 @@ class PromotionRun:
     ) -> dict[str, Any]:
         client = self._api()
         fields = self._fields(changes)
-        title_t = DEFAULT_BATCH_TITLE if self.window else DEFAULT_TITLE
-        body_t = DEFAULT_BATCH_BODY if self.window else DEFAULT_BODY
-        title = ghevents.render(str(self.pr.title or title_t), fields, self.event)
-        body = ghevents.render(str(self.pr.body or body_t), fields, self.event)
+        title_t = DEFAULT_BATCH_TITLE if self.spec.window else DEFAULT_TITLE
+        body_t = DEFAULT_BATCH_BODY if self.spec.window else DEFAULT_BODY
+        title = ghevents.render(str(self.spec.pull_request.title or title_t), fields, self.event)
+        body = ghevents.render(str(self.spec.pull_request.body or body_t), fields, self.event)
         existing = next((p for p in await self._pulls() if p.get("state") == "open"), None)
         outcome = "updated"
         if existing is None:
             try:
                 existing = await self.timer.api_call(client.call(
-                    "POST", f"/repos/{self.repo}/pulls", repo=self.repo, json={
-                        "title": title, "head": self.head, "base": self.target, "body": body,
-                        "draft": self.pr.draft,
+                    "POST", f"/repos/{self.spec.repo}/pulls", repo=self.spec.repo, json={
+                        "title": title, "head": self.spec.head, "base": self.spec.target,
+                        "body": body,
+                        "draft": self.spec.pull_request.draft,
                         "maintainer_can_modify": True,
                     }))  # fmt: skip
                 outcome = "opened"
@@ -786,7 +859,7 @@ class PromotionRun:
         lags = (existing.get("title"), existing.get("body")) != (title, body)
         if outcome == "updated" and (pushed or (refresh and lags)):
             await self.timer.api_call(client.call(
-                "PATCH", f"/repos/{self.repo}/pulls/{number}", repo=self.repo,
+                "PATCH", f"/repos/{self.spec.repo}/pulls/{number}", repo=self.spec.repo,
                 json={"title": title, "body": body}))  # fmt: skip
         elif outcome == "updated":
             # after a window: another run of the batch opened it with this bump in it
@@ -798,27 +871,28 @@ class PromotionRun:
         """Close an open promotion PR whose changes the target already holds (or that
         would now go back to what the target holds)."""
         client = self._api()
-        note = (f"Closed by eventsvc: `{self.target}` already holds the values of the latest "
+        note = (f"Closed by eventsvc: `{self.spec.target}` already holds the values of the latest "
                 f"promotion event ({self.event.get_type()} `{self.event.get_id()}`).")  # fmt: skip
         await self.timer.api_call(client.call(
-            "POST", f"/repos/{self.repo}/issues/{number}/comments", repo=self.repo,
+            "POST", f"/repos/{self.spec.repo}/issues/{number}/comments", repo=self.spec.repo,
             json={"body": note}))  # fmt: skip
         await self.timer.api_call(client.call(
-            "PATCH", f"/repos/{self.repo}/pulls/{number}", repo=self.repo,
+            "PATCH", f"/repos/{self.spec.repo}/pulls/{number}", repo=self.spec.repo,
             json={"state": "closed"}))  # fmt: skip
         return number
 
     async def _decorate(self, client: GitHubClient, number: int, new: bool) -> None:
-        labels = list(self.pr.labels)
+        labels = list(self.spec.pull_request.labels)
         if labels:
             await self.timer.api_call(client.call(
-                "POST", f"/repos/{self.repo}/issues/{number}/labels", repo=self.repo,
+                "POST", f"/repos/{self.spec.repo}/issues/{number}/labels", repo=self.spec.repo,
                 json={"labels": labels}))  # fmt: skip
-        users = list(self.pr.reviewers)
-        teams = list(self.pr.team_reviewers)
+        users = list(self.spec.pull_request.reviewers)
+        teams = list(self.spec.pull_request.team_reviewers)
         if new and (users or teams):
             await self.timer.api_call(client.call(
-                "POST", f"/repos/{self.repo}/pulls/{number}/requested_reviewers", repo=self.repo,
+                "POST", f"/repos/{self.spec.repo}/pulls/{number}/requested_reviewers",
+                repo=self.spec.repo,
                 json={"reviewers": users, "team_reviewers": teams}))  # fmt: skip
 
 
