@@ -288,6 +288,18 @@ def _function(name: str, args: list[str], action: str) -> str:
     raise NotConvertible(f"template function {name!r} in {{{{ {action} }}}} is not converted")
 
 
+_STRING_FORMS = {
+    "upper": "{s}.upperAscii()",
+    "lower": "{s}.lowerAscii()",
+    "trim": "{s}.trim()",
+    "trimPrefix": "({s}.startsWith({0}) ? {s}.substring(size({0})) : {s})",
+    "trimSuffix": "({s}.endsWith({0}) ? {s}.substring(0, size({s}) - size({0})) : {s})",
+    "replace": "{s}.replace({0}, {1})",
+    "splitList": "{s}.split({0})",
+    "join": "{s}.join({0})",
+}
+
+
 def _string_function(name: str, args: list[str], action: str) -> str | None:
     """Sprig's string functions in CEL's strings extension; the piped value is the last
     argument, as in Go templates. None when `name` is not one of them."""
@@ -298,23 +310,8 @@ def _string_function(name: str, args: list[str], action: str) -> str | None:
     if len(args) != arity[name]:
         raise NotConvertible(f"{name} in {{{{ {action} }}}} takes {arity[name]} arguments")
     *given, s = args
-    if name == "upper":
-        return f"{s}.upperAscii()"
-    if name == "lower":
-        return f"{s}.lowerAscii()"
-    if name == "trim":
-        return f"{s}.trim()"
-    if name == "trimPrefix":
-        return f"({s}.startsWith({given[0]}) ? {s}.substring(size({given[0]})) : {s})"
-    if name == "trimSuffix":
-        p = given[0]
-        return f"({s}.endsWith({p}) ? {s}.substring(0, size({s}) - size({p})) : {s})"
-    if name == "replace":
-        return f"{s}.replace({given[0]}, {given[1]})"
-    if name == "splitList":
-        return f"{s}.split({given[0]})"
-    if name == "join":
-        return f"{s}.join({given[0]})"
+    if name in _STRING_FORMS:  # the piped value is {s}, the others {0}, {1}
+        return _STRING_FORMS[name].format(*given, s=s)
     numbers = [_literal_int(g) for g in given]
     if None in numbers:
         raise NotConvertible(f"{name} in {{{{ {action} }}}}: only literal numbers convert")

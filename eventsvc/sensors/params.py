@@ -121,6 +121,28 @@ def _runner(path: tuple[str | int, ...]) -> Callable[[cel.Program, Scope], Any]:
     return run
 
 
+def _pieces(
+    text: str,
+    path: tuple[str | int, ...],
+    declared: frozenset[str],
+    problems: list[Problem],
+    foreign: Callable[[str], str | None] = lambda expr: None,
+) -> list[str | cel.Program]:
+    """`text` as literal pieces and compiled programs; an expression that is not ours stays
+    as written, unless `foreign` has a problem with it."""
+    pieces: list[str | cel.Program] = []
+    for piece in templates.split_template(text):
+        if isinstance(piece, str):
+            pieces.append(piece)
+            continue
+        program, problem = _compile_expr(piece[0], declared)
+        problem = problem or (None if program else foreign(piece[0]))
+        if problem:
+            problems.append((path, problem))
+        pieces.append(program if program else "{{" + piece[0] + "}}")
+    return pieces
+
+
 def _compile_string(
     text: str,
     path: tuple[str | int, ...],
@@ -128,15 +150,7 @@ def _compile_string(
     problems: list[Problem],
     encode: Callable[[str], str] | None = None,
 ) -> Renderer:
-    pieces: list[str | cel.Program] = []
-    for piece in templates.split_template(text):
-        if isinstance(piece, str):
-            pieces.append(piece)
-            continue
-        program, problem = _compile_expr(piece[0], declared)
-        if problem:
-            problems.append((path, problem))
-        pieces.append(program if program else "{{" + piece[0] + "}}")
+    pieces = _pieces(text, path, declared, problems)
     run = _runner(path)
     if len(pieces) == 1 and isinstance(pieces[0], cel.Program):
         only = pieces[0]
@@ -216,16 +230,7 @@ def _compile_late(
     """A field its kind renders again with its own `names`: expressions over the events are
     evaluated here, those over `names` are left for the kind, and every value put in is
     protected, so the kind never reads event data as a template."""
-    pieces: list[str | cel.Program] = []
-    for piece in templates.split_template(text):
-        if isinstance(piece, str):
-            pieces.append(piece)
-            continue
-        program, problem = _compile_expr(piece[0], declared)
-        problem = problem or (None if program else _mixed(piece[0], names))
-        if problem:
-            problems.append((path, problem))
-        pieces.append(program if program else "{{" + piece[0] + "}}")
+    pieces = _pieces(text, path, declared, problems, lambda expr: _mixed(expr, names))
     if not any(isinstance(p, cel.Program) for p in pieces):
         return lambda scope: text
     run = _runner(path)
