@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -19,6 +20,40 @@ _RETRYABLE = {408, 425, 429}
 
 
 LARGE_BODY = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSpec:
+    """The rendered `http` section, parsed and checked once (`parse`)."""
+
+    url: str
+    method: str
+    headers: Mapping[str, str]  # Content-Type first, then the section's, checked
+    timeout: float  # seconds
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any], event_id: str) -> HttpSpec:
+        """The rendered section; `event_id` (the first event's) names where a bad value
+        came from."""
+        url = str(spec["url"])
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = repr(url if len(url) <= 200 else url[:200] + "...")
+            raise PermanentTriggerError(f"url {shown} (as rendered for event "
+                                        f"{event_id}) is not an http(s) URL with a "
+                                        "host; fix the url template")  # fmt: skip
+        method = str(spec.get("method", "POST"))
+        headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE}
+        for name, value in (spec.get("headers") or {}).items():
+            text = value if isinstance(value, str) else str(value)
+            if not text.isprintable() or not str(name).isprintable():  # CR, LF, NUL, ...
+                raise PermanentTriggerError(
+                    f"header {str(name)[:100]!r}: the value rendered for event "
+                    f"{event_id} holds a control character (CR, LF, ...), which "
+                    "would start a new header; refused"
+                )
+            headers[str(name)] = text
+        return cls(url, method, headers, parse_duration(spec.get("timeout", "30s")))
 
 
 class HttpTrigger:
@@ -60,30 +95,15 @@ class HttpTrigger:
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        url = str(spec["url"])
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            shown = repr(url if len(url) <= 200 else url[:200] + "...")
-            raise PermanentTriggerError(f"url {shown} (as rendered for event "
-                                        f"{ctx.first.get_id()}) is not an http(s) URL with a "
-                                        "host; fix the url template")  # fmt: skip
-        method = str(spec.get("method", "POST"))
-        headers = {"Content-Type": events.STRUCTURED_CONTENT_TYPE}
-        for name, value in (spec.get("headers") or {}).items():
-            text = value if isinstance(value, str) else str(value)
-            if not text.isprintable() or not str(name).isprintable():  # CR, LF, NUL, ...
-                raise PermanentTriggerError(
-                    f"header {str(name)[:100]!r}: the value rendered for event "
-                    f"{ctx.first.get_id()} holds a control character (CR, LF, ...), which "
-                    "would start a new header; refused"
-                )
-            headers[str(name)] = text
+        parsed = HttpSpec.parse(spec, ctx.first.get_id())
+        url, method = parsed.url, parsed.method
+        headers = dict(parsed.headers)
         if ctx.run_key and not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = ctx.run_key  # the same on every attempt of this run
         raw = events.to_structured(ctx.first)
         # aiohttp streams a file-like body without blocking the loop
         body: bytes | io.BytesIO = io.BytesIO(raw) if len(raw) > LARGE_BODY else raw
-        timeout = aiohttp.ClientTimeout(total=parse_duration(spec.get("timeout", "30s")))
+        timeout = aiohttp.ClientTimeout(total=parsed.timeout)
         try:
             async with self.services.http.request(
                 method, url, data=body, headers=headers, timeout=timeout
