@@ -10,19 +10,38 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from eventsvc.events import CloudEvent
 from eventsvc.github import ghevents
 from eventsvc.github.client import GitHubClient
 from eventsvc.triggers.base import Services, TriggerContext, TriggerResult
-from eventsvc.triggers.github_status import EVENT_ONLY, TEXT, feedback_target, need, target_of
+from eventsvc.triggers.github_status import EVENT_ONLY, TEXT, target_of, where
 
 _REPO = {"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$|\{"}
 
 
 def marker(name: str) -> str:
     return f"<!-- eventsvc:{name} -->"
+
+
+@dataclass(frozen=True, slots=True)
+class CommentSpec:
+    """The rendered `githubComment` section, parsed once (`parse`): where the comment goes,
+    its marker and its body, rendered with this trigger's names and ending in the marker."""
+
+    repo: str
+    number: int
+    marker: str
+    body: str
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any], ctx: TriggerContext) -> CommentSpec:
+        fields, repo, number = where(spec, ctx, "number")
+        tag = marker(str(spec.get("marker") or f"{ctx.sensor}/{ctx.trigger}"))
+        body = ghevents.render(str(spec["body"]), fields, ctx.first).rstrip() + f"\n\n{tag}\n"
+        return cls(repo, number, tag, body)
 
 
 class GitHubCommentTrigger:
@@ -55,10 +74,8 @@ class GitHubCommentTrigger:
         return []
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        fields = feedback_target(spec, ctx)
-        repo, number = need(fields, "repo", ctx), need(fields, "number", ctx)
-        tag = marker(str(spec.get("marker") or f"{ctx.sensor}/{ctx.trigger}"))
-        body = ghevents.render(str(spec["body"]), fields, ctx.first).rstrip() + f"\n\n{tag}\n"
+        parsed = CommentSpec.parse(spec, ctx)
+        repo, number, tag, body = parsed.repo, parsed.number, parsed.marker, parsed.body
         client = self.services.github
         # one replica never races itself into two comments; see the docs for many replicas
         async with self._locks.setdefault(f"{repo}#{number}#{tag}", asyncio.Lock()):

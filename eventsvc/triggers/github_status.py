@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from eventsvc.errors import PermanentTriggerError
@@ -75,6 +76,15 @@ def target_of(spec: Mapping[str, Any], first: CloudEvent | None, what: str) -> s
     return f"{repo or '<repo from the event>'}#{number or '<number from the event>'}"
 
 
+def where(
+    spec: Mapping[str, Any], ctx: TriggerContext, key: str
+) -> tuple[dict[str, Any], str, Any]:
+    """The names for the texts (`feedback_target`), the repo, and `key` ("sha" or "number"),
+    both required."""
+    fields = feedback_target(spec, ctx)
+    return fields, need(fields, "repo", ctx), need(fields, key, ctx)
+
+
 def need(fields: Mapping[str, Any], key: str, ctx: TriggerContext) -> Any:
     if fields.get(key) in (None, ""):
         raise PermanentTriggerError(
@@ -82,6 +92,29 @@ def need(fields: Mapping[str, Any], key: str, ctx: TriggerContext) -> Any:
             f"({ctx.first.get_type()}) does not carry one; set {key} in the spec"
         )
     return fields[key]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSpec:
+    """The rendered `githubStatus` section, parsed once (`parse`): where the state goes and
+    its texts, rendered with this trigger's names."""
+
+    repo: str
+    sha: str
+    state: str
+    context: str
+    description: str
+    target_url: str
+    check_run: bool
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any], ctx: TriggerContext) -> StatusSpec:
+        fields, repo, sha = where(spec, ctx, "sha")
+        state = str(spec["state"])
+        name = ghevents.render(str(spec.get("context") or DEFAULT_CONTEXT), fields)
+        text = ghevents.render(str(spec.get("description", "")), fields, ctx.first)
+        url = ghevents.render(str(spec.get("targetUrl", "")), fields, ctx.first)
+        return cls(repo, sha, state, name, text, url, bool(spec.get("checkRun")))
 
 
 class GitHubStatusTrigger:
@@ -119,14 +152,11 @@ class GitHubStatusTrigger:
         return []
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        fields = feedback_target(spec, ctx)
-        repo, sha = need(fields, "repo", ctx), need(fields, "sha", ctx)
-        state = str(spec["state"])
-        name = ghevents.render(str(spec.get("context") or DEFAULT_CONTEXT), fields)
-        text = ghevents.render(str(spec.get("description", "")), fields, ctx.first)
-        url = ghevents.render(str(spec.get("targetUrl", "")), fields, ctx.first)
+        parsed = StatusSpec.parse(spec, ctx)
+        repo, sha, state = parsed.repo, parsed.sha, parsed.state
+        name, text, url = parsed.context, parsed.description, parsed.target_url
         client = self.services.github
-        if spec.get("checkRun"):
+        if parsed.check_run:
             body: dict[str, Any] = {
                 "name": name, "head_sha": sha,
                 "status": "in_progress" if state == "pending" else "completed",
