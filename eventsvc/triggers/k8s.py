@@ -10,6 +10,7 @@ before creating. `policy` waits until a label or a status condition holds.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,19 +44,6 @@ def load_resource(source: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def policy_holds(obj: Mapping[str, Any], policy: Mapping[str, Any]) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    if any(labels.get(k) != str(v) for k, v in (policy.get("labels") or {}).items()):
-        return False
-    want = policy.get("condition")
-    if want:
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        status = str(want.get("status", "True"))
-        return any(c.get("type") == want["type"] and str(c.get("status")) == status
-                   for c in conditions)  # fmt: skip
-    return True
-
-
 def _check_resource(res: Any, operation: str) -> _Problems:
     problems: _Problems = []
     if not isinstance(res, Mapping):
@@ -72,6 +60,58 @@ def _check_resource(res: Any, operation: str) -> _Problems:
                          f"operation {operation!r} needs metadata.name; generateName only "
                          "works with create"))  # fmt: skip
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """`policy`, parsed once: what must hold on the object, and how long to wait for it."""
+
+    labels: Mapping[str, Any]
+    condition: Mapping[str, Any] | None
+    timeout: float  # seconds
+    interval: float  # seconds
+    shown: dict[str, Any]  # the section as written, for messages
+
+    @classmethod
+    def of(cls, policy: Mapping[str, Any]) -> Policy:
+        timeout = parse_duration(policy.get("timeout", "60s"))
+        interval = parse_duration(policy.get("interval", "2s"))
+        return cls(policy.get("labels") or {}, policy.get("condition") or None, timeout,
+                   interval, dict(policy))  # fmt: skip
+
+    def holds(self, obj: Mapping[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if any(labels.get(k) != str(v) for k, v in self.labels.items()):
+            return False
+        want = self.condition
+        if want:
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            status = str(want.get("status", "True"))
+            return any(c.get("type") == want["type"] and str(c.get("status")) == status
+                       for c in conditions)  # fmt: skip
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class K8sSpec:
+    """The rendered `k8s` section, parsed and checked once (`parse`)."""
+
+    operation: str
+    resource: dict[str, Any]  # loaded from source.resource or source.file, checked
+    patch: Any  # the patch body as given; None: the resource without apiVersion and kind
+    patch_strategy: str
+    policy: Policy | None
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> K8sSpec:
+        operation = str(spec.get("operation", "create"))
+        obj = load_resource(spec["source"])
+        problems = _check_resource(obj, operation)
+        if problems:
+            raise PermanentTriggerError(f"source.resource: {problems[0][1]}")
+        policy = Policy.of(spec["policy"]) if spec.get("policy") else None
+        return cls(operation, obj, spec.get("patch"), str(spec.get("patchStrategy", "merge")),
+                   policy)  # fmt: skip
 
 
 class K8sTrigger:
@@ -152,11 +192,8 @@ class K8sTrigger:
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        operation = str(spec.get("operation", "create"))
-        obj = load_resource(spec["source"])
-        problems = _check_resource(obj, operation)
-        if problems:
-            raise PermanentTriggerError(f"source.resource: {problems[0][1]}")
+        parsed = K8sSpec.parse(spec)
+        operation, obj = parsed.operation, parsed.resource
         cluster = await self.services.cluster()
         res = await cluster.resource(obj["apiVersion"], obj["kind"])
         eid = kube.event_id(ctx.event_ids)
@@ -177,18 +214,17 @@ class K8sTrigger:
         elif operation == "apply":
             result, created = await cluster.apply(res, obj), None
         else:
-            body = spec.get("patch")
+            body = parsed.patch
             if body is None:
                 body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-            strategy = str(spec.get("patchStrategy", "merge"))
-            result, created = await cluster.patch(res, name, body, strategy, ns), None
+            result, created = await cluster.patch(res, name, body, parsed.patch_strategy, ns), None
         meta = result.get("metadata") or {}
         detail.update(name=meta.get("name"), uid=meta.get("uid"),
                       resourceVersion=meta.get("resourceVersion"))  # fmt: skip
         if created is not None:
             detail["created"] = created
-        if spec.get("policy"):
-            await self._wait(cluster, res, detail, spec["policy"])
+        if parsed.policy is not None:
+            await self._wait(cluster, res, detail, parsed.policy)
         return TriggerResult(detail=detail)
 
     async def _create(
@@ -225,21 +261,17 @@ class K8sTrigger:
         cluster: kube.Cluster,
         res: kube.Resource,
         detail: dict[str, Any],
-        policy: Mapping[str, Any],
+        policy: Policy,
     ) -> None:
-        timeout = parse_duration(policy.get("timeout", "60s"))
-        interval = parse_duration(policy.get("interval", "2s"))
-        held, last = await kube.wait_for(
-            cluster, res, detail["name"], detail["namespace"],
-            lambda o: policy_holds(o, policy), timeout, interval,
-        )  # fmt: skip
+        held, last = await kube.wait_for(cluster, res, detail["name"], detail["namespace"],
+                                         policy.holds, policy.timeout, policy.interval)  # fmt: skip
         if not held:
             seen: Any = "the object is gone"
             if last is not None:
                 labels = (last.get("metadata") or {}).get("labels")
                 seen = {"labels": labels, "status": last.get("status")}
             raise PermanentTriggerError(
-                f"{detail['kind']} {detail['name']!r}: policy {dict(policy)} did not hold "
-                f"within {timeout:g}s; last seen: {seen}"
+                f"{detail['kind']} {detail['name']!r}: policy {policy.shown} did not hold "
+                f"within {policy.timeout:g}s; last seen: {seen}"
             )
         detail["policy"] = "held"
