@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from eventsvc import events, kube, paths
@@ -62,7 +63,7 @@ def event_value(doc: Any, path: str) -> Any:
 
 
 def resolve_parameters(
-    params: list[Mapping[str, Any]], ctx: TriggerContext
+    params: Sequence[Mapping[str, Any]], ctx: TriggerContext
 ) -> list[dict[str, str]]:
     out = []
     for p in params:
@@ -94,6 +95,55 @@ def workflow_name(base: str, sensor: str, trigger: str, event_id: str) -> str:
     digest = hashlib.sha256(f"{sensor}\0{trigger}\0{event_id}".encode()).hexdigest()[:10]
     base = re.sub(r"[^a-z0-9-]", "-", base.lower()).strip("-")[:52].rstrip("-") or "wf"
     return f"{base}-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """`wait`, parsed once: the phases to wait for and how long."""
+
+    phases: tuple[str, ...]
+    given: tuple[str, ...]  # the phases the section names; a Failed or Error not named fails
+    timeout: float  # seconds
+    interval: float  # seconds
+
+    @classmethod
+    def of(cls, wait: Mapping[str, Any]) -> Wait:
+        return cls(tuple(wait.get("phases", DONE_PHASES)), tuple(wait.get("phases", ())),
+                   parse_duration(wait.get("timeout", "10m")),
+                   parse_duration(wait.get("interval", "5s")))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ArgoSpec:
+    """The rendered `argoWorkflow` section, parsed and checked once (`parse`)."""
+
+    operation: str
+    namespace: str | None  # None: the workflow's own, else "default"
+    name: str | None
+    workflow: Mapping[str, Any] | None
+    template: tuple[str, str] | None  # (workflowTemplateRef or clusterWorkflowTemplateRef, name)
+    parameters: tuple[Mapping[str, Any], ...]
+    service_account: Any  # None: not given
+    labels: Mapping[str, str]
+    wait: Wait | None
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> ArgoSpec:
+        problems = ArgoWorkflowTrigger.check(spec)
+        if problems:
+            raise PermanentTriggerError(problems[0][1])
+        ref_key = next((s for s in SOURCES[1:] if s in spec), None)
+        return cls(
+            str(spec.get("operation", "submit")),
+            str(spec["namespace"]) if "namespace" in spec else None,
+            str(spec["name"]) if "name" in spec else None,
+            spec.get("workflow"),
+            (ref_key, spec[ref_key]["name"]) if ref_key else None,
+            tuple(spec.get("arguments", {}).get("parameters", [])),
+            spec.get("serviceAccountName"),
+            spec.get("labels", {}),
+            Wait.of(spec["wait"]) if "wait" in spec else None,
+        )
 
 
 class ArgoWorkflowTrigger:
@@ -172,62 +222,60 @@ class ArgoWorkflowTrigger:
         return problems
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
-        problems = self.check(spec)
-        if problems:
-            raise PermanentTriggerError(problems[0][1])
+        parsed = ArgoSpec.parse(spec)
         cluster = await self.services.cluster()
         res = await cluster.resource(API_VERSION, "Workflow")
-        operation = str(spec.get("operation", "submit"))
+        operation = parsed.operation
         if operation == "submit":
-            detail = await self._submit(cluster, res, spec, ctx)
+            detail = await self._submit(cluster, res, parsed, ctx)
         else:
-            ns = str(spec.get("namespace", "default"))
-            name = str(spec["name"])
+            ns = "default" if parsed.namespace is None else parsed.namespace
+            name = str(parsed.name)
             await cluster.patch(res, name, PATCHES[operation], "merge", ns)
             detail = {"operation": operation, "namespace": ns, "name": name}
-        if "wait" in spec:
-            detail["phase"] = await self._wait(cluster, res, detail, spec["wait"])
+        if parsed.wait is not None:
+            detail["phase"] = await self._wait(cluster, res, detail, parsed.wait)
         return TriggerResult(detail=detail)
 
-    def build(self, spec: Mapping[str, Any], ctx: TriggerContext) -> dict[str, Any]:
+    def build(self, spec: ArgoSpec, ctx: TriggerContext) -> dict[str, Any]:
         """The Workflow object a submit sends."""
         eid = kube.event_id(ctx.event_ids)
-        if "workflow" in spec:
-            wf = kube.with_labels(spec["workflow"], {})
+        if spec.workflow is not None:
+            wf = kube.with_labels(spec.workflow, {})
             wf.setdefault("apiVersion", API_VERSION)
             wf.setdefault("kind", "Workflow")
             wf.setdefault("spec", {})
         else:
-            ref_key = next(s for s in SOURCES if s in spec)
-            ref: dict[str, Any] = {"name": spec[ref_key]["name"]}
+            assert spec.template is not None  # parse checked: one source for a submit
+            ref_key, ref_name = spec.template
+            ref: dict[str, Any] = {"name": ref_name}
             if ref_key == "clusterWorkflowTemplateRef":
                 ref["clusterScope"] = True
             wf = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {},
                   "spec": {"workflowTemplateRef": ref}}  # fmt: skip
         meta = wf["metadata"]
-        if "namespace" in spec or not meta.get("namespace"):
-            meta["namespace"] = str(spec.get("namespace", "default"))
-        if "name" in spec:
-            meta["name"] = str(spec["name"])
+        if spec.namespace is not None or not meta.get("namespace"):
+            meta["namespace"] = "default" if spec.namespace is None else spec.namespace
+        if spec.name is not None:
+            meta["name"] = spec.name
         elif not meta.get("name"):
-            base = meta.get("generateName") or next(
-                (spec[s]["name"] for s in SOURCES[1:] if s in spec), "workflow")
+            base = meta.get("generateName") or (spec.template[1] if spec.template else "workflow")
             meta["name"] = workflow_name(base, ctx.sensor, ctx.trigger, eid)
         meta.pop("generateName", None)
-        labels = {**spec.get("labels", {}), **kube.ownership_labels(ctx.sensor, ctx.trigger, eid)}
+        labels = {**spec.labels, **kube.ownership_labels(ctx.sensor, ctx.trigger, eid)}
         wf = kube.with_labels(wf, labels, {kube.ANNOTATION_EVENT_ID: eid})
-        params = resolve_parameters(spec.get("arguments", {}).get("parameters", []), ctx)
+        params = resolve_parameters(spec.parameters, ctx)
         if params:
             args = wf["spec"].setdefault("arguments", {})
             given = {p["name"]: p for p in args.get("parameters", [])}
             given.update({p["name"]: p for p in params})
             args["parameters"] = list(given.values())
-        if "serviceAccountName" in spec:
-            wf["spec"]["serviceAccountName"] = spec["serviceAccountName"]
+        if spec.service_account is not None:
+            wf["spec"]["serviceAccountName"] = spec.service_account
         return wf
 
     async def _submit(
-        self, cluster: kube.Cluster, res: kube.Resource, spec: Mapping[str, Any],
+        self, cluster: kube.Cluster, res: kube.Resource, spec: ArgoSpec,
         ctx: TriggerContext,
     ) -> dict[str, Any]:  # fmt: skip
         wf = self.build(spec, ctx)
@@ -250,11 +298,9 @@ class ArgoWorkflowTrigger:
 
     async def _wait(
         self, cluster: kube.Cluster, res: kube.Resource, detail: Mapping[str, Any],
-        wait: Mapping[str, Any],
+        wait: Wait,
     ) -> str | None:  # fmt: skip
-        phases = tuple(wait.get("phases", DONE_PHASES))
-        timeout = parse_duration(wait.get("timeout", "10m"))
-        interval = parse_duration(wait.get("interval", "5s"))
+        phases, timeout, interval = wait.phases, wait.timeout, wait.interval
         held, last = await kube.wait_for(
             cluster, res, detail["name"], detail["namespace"],
             lambda o: (o.get("status") or {}).get("phase") in phases, timeout, interval,
@@ -266,7 +312,7 @@ class ArgoWorkflowTrigger:
                 f"workflow {detail['name']!r} did not reach {'/'.join(phases)} within "
                 f"{timeout:g}s; last phase {phase!r}, message {status.get('message')!r}"
             )
-        if phase in ("Failed", "Error") and phase not in wait.get("phases", ()):
+        if phase in ("Failed", "Error") and phase not in wait.given:
             raise PermanentTriggerError(
                 f"workflow {detail['name']!r} ended {phase}: {status.get('message') or '-'}"
             )
