@@ -162,6 +162,57 @@ def _check_url(url: str) -> _Problems:
     return [(("url",), f"unknown placeholder(s) {', '.join(unknown)}; use {known}")]
 
 
+@dataclass(frozen=True, slots=True)
+class EnvironmentSpec:
+    """The rendered section in `mode: pr`, parsed once (`parse`): the PR's environment."""
+
+    pull_request: Mapping[str, Any]  # fields given explicitly, over the event's
+    gates: Mapping[str, Any]
+    name_prefix: str
+    argocd: str  # Argo CD's namespace
+    url: str | None  # template of the environment's URL
+    repo_url: Any
+    path: Any
+    target_revision: Any
+    project: Any
+    image: Any
+    image_tag: Any  # empty: the PR's head sha
+    helm: Mapping[str, Any] | None
+    destination_server: Any
+    sync_policy: Any
+    extras: tuple[tuple[str, Any], ...]  # (kind, spec) of a ResourceQuota / LimitRange given
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> EnvironmentSpec:
+        extras = tuple((kind, spec[key]) for kind, key in (("ResourceQuota", "resourceQuota"),
+                                                           ("LimitRange", "limitRange"))
+                       if key in spec)  # fmt: skip
+        return cls(spec.get("pullRequest", {}), spec.get("gates", {}),
+                   spec.get("namePrefix", "pr"), str(spec.get("argocdNamespace", "argocd")),
+                   str(spec["url"]) if spec.get("url") else None, spec["repoURL"], spec["path"],
+                   spec.get("targetRevision", "HEAD"), spec.get("project", "default"),
+                   spec["image"], spec.get("imageTag"), spec.get("helm"),
+                   spec.get("destinationServer", "https://kubernetes.default.svc"),
+                   spec.get("syncPolicy", {"automated": {"prune": True, "selfHeal": True}}),
+                   extras)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSpec:
+    """The rendered section in `mode: sweep`, parsed once (`parse`)."""
+
+    ttl: timedelta
+    shown_ttl: Any  # as written, for the result
+    argocd: str
+    repository: str | None  # owner/name: only this repository's environments
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> SweepSpec:
+        ttl = timedelta(seconds=parse_duration(spec["ttl"]))
+        argocd = str(spec.get("argocdNamespace", "argocd"))
+        return cls(ttl, spec["ttl"], argocd, spec.get("repository") or None)
+
+
 class EnvironmentTrigger:
     key: ClassVar[str] = "environment"
     schema: ClassVar[dict[str, Any]] = {
@@ -263,15 +314,17 @@ class EnvironmentTrigger:
 
     async def execute(self, spec: Mapping[str, Any], ctx: TriggerContext) -> TriggerResult:
         if spec.get("mode", "pr") == "sweep":
-            return await self._sweep(await self.services.cluster(), spec, datetime.now(UTC))
+            cluster = await self.services.cluster()
+            return await self._sweep(cluster, SweepSpec.parse(spec), datetime.now(UTC))
+        parsed = EnvironmentSpec.parse(spec)
         event = ctx.first
         when = event.get_attributes().get("time")
         event_time = when.isoformat() if isinstance(when, datetime) else str(when or "")
-        pr = PullRequest.of(event.get_data(), spec.get("pullRequest", {}), event_time)
-        verdict, why = decide(pr, spec.get("gates", {}))
-        name = environment_name(pr.number, pr.repository, spec.get("namePrefix", "pr"))
-        argocd = str(spec.get("argocdNamespace", "argocd"))
-        url = self.url(spec, pr, name)
+        pr = PullRequest.of(event.get_data(), parsed.pull_request, event_time)
+        verdict, why = decide(pr, parsed.gates)
+        name = environment_name(pr.number, pr.repository, parsed.name_prefix)
+        argocd = parsed.argocd
+        url = self.url(parsed, pr, name)
         detail: dict[str, Any] = {"namespace": name, "application": name,
                                   "pullRequest": pr.number, "repository": pr.repository,
                                   "headSha": pr.head_sha, "url": url,
@@ -284,28 +337,28 @@ class EnvironmentTrigger:
             return TriggerResult(detail={**detail, "action": "deleted", **gone})
         app_res = await cluster.resource(ARGO_API, "Application")
         existing = await cluster.get_or_none(app_res, name, argocd)
-        await self._ensure(cluster, spec, ctx, pr, name, argocd, url)
+        await self._ensure(cluster, parsed, ctx, pr, name, argocd, url)
         if existing is not None:  # the sha it ran: an update at the same sha deploys nothing new
             annotations = (existing.get("metadata") or {}).get("annotations") or {}
             detail["previousHeadSha"] = str(annotations.get(ANN_SHA, ""))
-        return TriggerResult(detail={**detail, "image": self.image(spec, pr),
+        return TriggerResult(detail={**detail, "image": self.image(parsed, pr),
                                      "action": "updated" if existing else "created"})  # fmt: skip
 
     # -- building ----------------------------------------------------------------------------
 
     @staticmethod
-    def image(spec: Mapping[str, Any], pr: PullRequest) -> str:
-        return f"{spec['image']}:{spec.get('imageTag') or pr.head_sha}"
+    def image(spec: EnvironmentSpec, pr: PullRequest) -> str:
+        return f"{spec.image}:{spec.image_tag or pr.head_sha}"
 
     @staticmethod
-    def url(spec: Mapping[str, Any], pr: PullRequest, name: str) -> str | None:
-        template = spec.get("url")
+    def url(spec: EnvironmentSpec, pr: PullRequest, name: str) -> str | None:
+        template = spec.url
         if not template:
             return None
         owner, _, repo = pr.repository.partition("/")
         names = {"number": pr.number, "namespace": name, "repository": pr.repository,
                  "owner": owner, "repo": repo, "sha": pr.head_sha, "short_sha": pr.head_sha[:7]}
-        return templates.render(str(template), names,
+        return templates.render(template, names,
                                 lambda n: str(names[n]) if n in names else None)  # fmt: skip
 
     @staticmethod
@@ -322,53 +375,50 @@ class EnvironmentTrigger:
         return meta
 
     def application(
-        self, spec: Mapping[str, Any], pr: PullRequest, name: str, argocd: str,
+        self, spec: EnvironmentSpec, pr: PullRequest, name: str, argocd: str,
         meta: dict[str, Any],
     ) -> dict[str, Any]:  # fmt: skip
-        source: dict[str, Any] = {"repoURL": spec["repoURL"], "path": spec["path"],
-                                  "targetRevision": spec.get("targetRevision", "HEAD")}  # fmt: skip
-        helm = spec.get("helm")
-        tag = spec.get("imageTag") or pr.head_sha
+        source: dict[str, Any] = {"repoURL": spec.repo_url, "path": spec.path,
+                                  "targetRevision": spec.target_revision}  # fmt: skip
+        helm = spec.helm
+        tag = spec.image_tag or pr.head_sha
         if helm:
             params = [{"name": helm["imageTagParameter"], "value": tag}]
             if helm.get("imageRepositoryParameter"):
-                params.insert(0, {"name": helm["imageRepositoryParameter"], "value": spec["image"]})
+                params.insert(0, {"name": helm["imageRepositoryParameter"], "value": spec.image})
             source["helm"] = {"parameters": params}
             if helm.get("valueFiles"):
                 source["helm"]["valueFiles"] = list(helm["valueFiles"])
         else:
             source["kustomize"] = {"images": [self.image(spec, pr)]}
-        policy = spec.get("syncPolicy", {"automated": {"prune": True, "selfHeal": True}})
         return {
             "apiVersion": ARGO_API,
             "kind": "Application",
             "metadata": {**meta, "namespace": argocd, "finalizers": [FINALIZER]},
             "spec": {
-                "project": spec.get("project", "default"),
+                "project": spec.project,
                 "source": source,
                 "destination": {
-                    "server": spec.get("destinationServer", "https://kubernetes.default.svc"),
+                    "server": spec.destination_server,
                     "namespace": name,
                 },
-                "syncPolicy": policy,
+                "syncPolicy": spec.sync_policy,
             },
         }
 
     async def _ensure(
-        self, cluster: kube.Cluster, spec: Mapping[str, Any], ctx: TriggerContext,
+        self, cluster: kube.Cluster, spec: EnvironmentSpec, ctx: TriggerContext,
         pr: PullRequest, name: str, argocd: str, url: str | None,
     ) -> None:  # fmt: skip
         owner = kube.ownership_labels(ctx.sensor, ctx.trigger, kube.event_id(ctx.event_ids))
         ns_res = await cluster.resource("v1", "Namespace")
         await cluster.apply(ns_res, {"apiVersion": "v1", "kind": "Namespace",
                                      "metadata": self.metadata(pr, name, url, owner)})  # fmt: skip
-        for kind, key, field in (("ResourceQuota", "resourceQuota", "spec"),
-                                 ("LimitRange", "limitRange", "spec")):  # fmt: skip
-            if key in spec:
-                res = await cluster.resource("v1", kind)
-                meta = self.metadata(pr, "environment", url, owner, namespace=name)
-                await cluster.apply(res, {"apiVersion": "v1", "kind": kind, "metadata": meta,
-                                          field: spec[key]})  # fmt: skip
+        for kind, body in spec.extras:
+            res = await cluster.resource("v1", kind)
+            meta = self.metadata(pr, "environment", url, owner, namespace=name)
+            await cluster.apply(res, {"apiVersion": "v1", "kind": kind, "metadata": meta,
+                                      "spec": body})  # fmt: skip
         app_res = await cluster.resource(ARGO_API, "Application")
         meta = self.metadata(pr, name, url, owner)
         await cluster.apply(app_res, self.application(spec, pr, name, argocd, meta))
@@ -376,13 +426,12 @@ class EnvironmentTrigger:
     # -- sweeping ----------------------------------------------------------------------------
 
     async def _sweep(
-        self, cluster: kube.Cluster, spec: Mapping[str, Any], now: datetime
+        self, cluster: kube.Cluster, spec: SweepSpec, now: datetime
     ) -> TriggerResult:
-        ttl = timedelta(seconds=parse_duration(spec["ttl"]))
-        argocd = str(spec.get("argocdNamespace", "argocd"))
+        ttl, argocd = spec.ttl, spec.argocd
         selector = f"{LABEL_ENV}=true"
-        if spec.get("repository"):
-            selector += f",{LABEL_REPO}={kube.label_value(spec['repository'].replace('/', '.'))}"
+        if spec.repository:
+            selector += f",{LABEL_REPO}={kube.label_value(spec.repository.replace('/', '.'))}"
         app_res = await cluster.resource(ARGO_API, "Application")
         ns_res = await cluster.resource("v1", "Namespace")
         apps = await cluster.list(app_res, argocd, selector)
@@ -401,7 +450,7 @@ class EnvironmentTrigger:
             await teardown(cluster, app, namespace, argocd)
         kept = len({o["metadata"]["name"] for o in namespaces} - set(targets))
         return TriggerResult(detail={"action": "sweep", "deleted": sorted(targets),
-                                     "kept": kept, "ttl": spec["ttl"]})  # fmt: skip
+                                     "kept": kept, "ttl": spec.shown_ttl})  # fmt: skip
 
 
 async def teardown(
