@@ -249,6 +249,14 @@ async def test_accepted_events_survive_losing_a_node(
         await asyncio.sleep(0.1)
     lost = set(accepted) - set(receiver.ids())
     assert not lost, f"{len(lost)} accepted events never reached the sensor"
-    kv = await bus.kv("eventsvc-fired")
-    assert await kv.replicas() == 3, "the fired-trigger ledger must be replicated like the streams"
+    for _ in range(30):  # the JetStream API may still be electing a meta leader after the loss
+        try:
+            kv = await bus.kv("eventsvc-fired")
+            replicas = await kv.replicas()
+            break
+        except BusUnavailableError:
+            await asyncio.sleep(1)
+    else:
+        pytest.fail("the KV bucket eventsvc-fired could not be read within 30 s of the loss")
+    assert replicas == 3, "the fired-trigger ledger must be replicated like the streams"
     await service.stop()
