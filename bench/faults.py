@@ -592,6 +592,27 @@ spec:
         self.orphans.update(kids)
         return kids
 
+    async def external(self) -> tuple[Svc, Proc, str]:
+        """One `eventsvc run` on an external nats-server, ready and watched: (eventsvc, the
+        nats-server, its URL)."""
+        self.sensors()
+        nats, url = await self.nats()
+        svc = self.svc("eventsvc", nats_url=url)
+        await svc.start()
+        await svc.ready()
+        await self.watch(url)
+        return svc, nats, url
+
+    async def load_a_third(self, urls: list[str], fired: int = 0) -> tuple[asyncio.Task[None], int]:
+        """Start the load on `urls`, wait until a third of it is accepted (and `fired` trigger
+        requests arrived): (the load's task, deliveries accepted by then)."""
+        task = self.start_load(urls)
+        await self.accepted_at_least(1 / 3)
+        if fired:
+            await self.fired_at_least(fired)
+        assert self.load is not None
+        return task, len(self.load.accepted)
+
     async def watch(self, url: str, user: str | None = None, password: str | None = None) -> None:
         self.monitor = Monitor(url, user, password)
         await self.monitor.open()
@@ -802,11 +823,8 @@ async def kill_embedded_nats(world: World) -> None:
     if len(kids) != 1:
         raise RuntimeError(f"expected one nats-server child of eventsvc {svc.pid}, found {kids}")
     await world.watch(f"nats://127.0.0.1:{nats_port}")
-    task = world.start_load([svc.webhook_url])
-    await world.accepted_at_least(1 / 3)
+    task, at = await world.load_a_third([svc.webhook_url])
     argv = cmdline(kids[0])
-    assert world.load is not None
-    at = len(world.load.accepted)
     os.kill(kids[0], signal.SIGKILL)
     world.note(f"kill -9 embedded nats-server {kids[0]} at {at} accepted")
     await asyncio.sleep(world.opts.outage)
@@ -822,16 +840,8 @@ async def kill_embedded_nats(world: World) -> None:
 
 async def kill_external_nats(world: World) -> None:
     """kill -9 of an external nats-server mid-burst, restarted on its port and store."""
-    world.sensors()
-    nats, url = await world.nats()
-    svc = world.svc("eventsvc", nats_url=url)
-    await svc.start()
-    await svc.ready()
-    await world.watch(url)
-    task = world.start_load([svc.webhook_url])
-    await world.accepted_at_least(1 / 3)
-    assert world.load is not None
-    at = len(world.load.accepted)
+    svc, nats, url = await world.external()
+    task, at = await world.load_a_third([svc.webhook_url])
     await nats.kill9()
     world.note(f"kill -9 nats-server at {at} accepted")
     await asyncio.sleep(world.opts.outage)
@@ -844,17 +854,9 @@ async def kill_external_nats(world: World) -> None:
 
 async def kill_eventsvc(world: World) -> None:
     """kill -9 of eventsvc (external nats-server) while triggers run, then a restart."""
-    world.sensors()
-    _, url = await world.nats()
-    svc = world.svc("eventsvc", nats_url=url)
-    await svc.start()
-    await svc.ready()
-    await world.watch(url)
-    task = world.start_load([svc.webhook_url])
-    await world.accepted_at_least(1 / 3)
-    await world.fired_at_least(10)
-    assert world.load is not None
-    at, fired = len(world.load.accepted), world.receiver.count()
+    svc, _, _ = await world.external()
+    task, at = await world.load_a_third([svc.webhook_url], fired=10)
+    fired = world.receiver.count()
     await svc.kill9()
     world.note(f"kill -9 eventsvc at {at} accepted, {fired} trigger requests received")
     await asyncio.sleep(world.opts.outage)
@@ -870,13 +872,14 @@ async def kill_eventsvc_embedded(world: World) -> None:
     Restarted with the same command; its nats-server child dies with it (it did not, once:
     the next start then ran a second server on the same store)."""
     svc, kids = await world.embedded()
-    task = world.start_load([svc.webhook_url])
-    await world.accepted_at_least(1 / 3)
-    await world.fired_at_least(10)
-    assert world.load is not None
-    at, fired = len(world.load.accepted), world.receiver.count()
+    task, at = await world.load_a_third([svc.webhook_url], fired=10)
+    fired = world.receiver.count()
     await svc.kill9()
-    alive = [k for k in kids if cmdline(k)]
+    for _ in range(20):  # the parent-death signal reaches the child a moment later
+        alive = [k for k in kids if cmdline(k)]
+        if not alive:
+            break
+        await asyncio.sleep(0.1)
     world.note(f"kill -9 eventsvc at {at} accepted, {fired} trigger requests received; "
                f"its nats-server {kids} {'still runs' if alive else 'is gone'}")  # fmt: skip
     await asyncio.sleep(world.opts.outage)
@@ -903,11 +906,7 @@ async def kill_replica(world: World) -> None:
     for r in replicas:
         await r.ready()
     await world.watch(url)
-    task = world.start_load([r.webhook_url for r in replicas])
-    await world.accepted_at_least(1 / 3)
-    await world.fired_at_least(10)
-    assert world.load is not None
-    at = len(world.load.accepted)
+    task, at = await world.load_a_third([r.webhook_url for r in replicas], fired=10)
     await replicas[0].kill9()
     world.note(f"kill -9 replica a at {at} accepted; b carries on alone (its deliveries "
                "are posted again to b)")  # fmt: skip
@@ -1037,11 +1036,7 @@ async def start_under_traffic(world: World) -> None:
 async def sigterm(world: World) -> None:
     """SIGTERM of eventsvc (embedded NATS) mid-burst, then a restart."""
     svc, _ = await world.embedded()
-    task = world.start_load([svc.webhook_url])
-    await world.accepted_at_least(1 / 3)
-    await world.fired_at_least(10)
-    assert world.load is not None
-    at = len(world.load.accepted)
+    task, at = await world.load_a_third([svc.webhook_url], fired=10)
     began = time.monotonic()
     code = await svc.terminate(60)
     world.note(f"SIGTERM at {at} accepted: exit {code} after {time.monotonic() - began:.1f}s")
