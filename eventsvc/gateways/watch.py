@@ -330,7 +330,6 @@ class WatchGateway:
         self._watches: dict[str, Watch] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reloading = False  # the initial set is running: later ones are reloads
-        self._invalid_files = False
         self.states: dict[str, WatchState] = {}
 
     @property
@@ -433,19 +432,24 @@ class WatchGateway:
 
     async def _files_changed(self) -> bool:
         """The directory watcher's callback: settled unless the Watches could not be
-        (re)started (no cluster yet, ...), which is tried again at the next poll."""
-        return await self.reload() or self._invalid_files
+        (re)started (no cluster yet, ...), which is tried again at the next poll. Invalid
+        files are logged and wait for their next change."""
+        found = await self._read()
+        return found is None or await self._replace(found)
 
     async def reload(self) -> bool:
         """Re-read Watch files from the sensors directory; False (and logs) when invalid."""
-        self._invalid_files = False
+        found = await self._read()
+        return found is not None and await self._replace(found)
+
+    async def _read(self) -> list[Watch] | None:
         assert self._sensors_dir is not None
         found, problems = await asyncio.to_thread(watches.load_watches, [self._sensors_dir])
-        if problems:
-            for p in problems:
-                log.error("watch file invalid; keeping the running watches", problem=str(p))
-            self._invalid_files = True  # logged: waits for the file's next change
-            return False
+        for p in problems:
+            log.error("watch file invalid; keeping the running watches", problem=str(p))
+        return None if problems else found
+
+    async def _replace(self, found: list[Watch]) -> bool:
         try:
             await self.replace_watches(found)
         except (EventsvcError, OSError) as e:  # e.g. no cluster configured for a first Watch
