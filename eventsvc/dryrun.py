@@ -32,6 +32,7 @@ from eventsvc.gateways import github
 from eventsvc.sensors import filters, params, results
 from eventsvc.sensors.compiled import CompiledSensor
 from eventsvc.sensors.model import SensorSpec
+from eventsvc.triggers import REGISTRY
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -230,7 +231,8 @@ def evaluate_sensor(sensor: SensorSpec, inputs: Sequence[Input]) -> dict[str, An
             entry["renderError"] = str(e)
             continue
         entry["rendered"] = {spec.kind: body}
-        entry["note"] = _run_note(spec.kind, body, next(iter(by_dep.values()), None))
+        # the kind's own account of what it would do with this body, without doing it
+        entry["note"] = REGISTRY[spec.kind].explain(body, next(iter(by_dep.values()), None))
     return {"sensor": sensor.name, "file": sensor.file, "events": seen, "triggers": triggers}
 
 
@@ -278,16 +280,6 @@ def run_sensor(sensor: SensorSpec, inputs: Sequence[Input], out: TextIO) -> tupl
     result = evaluate_sensor(sensor, inputs)
     print_sensor(result, out)
     return outcome(result)
-
-
-def _run_note(kind: str, body: Any, first: CloudEvent | None) -> str | None:
-    """The kind's own account of what it would do with this body (the objects it would
-    create, the request it would send), without doing it."""
-    from eventsvc.triggers import REGISTRY
-
-    if kind not in REGISTRY or not isinstance(body, dict):
-        return None
-    return REGISTRY[kind].explain(body, first)
 
 
 def _pair(

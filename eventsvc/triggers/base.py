@@ -16,6 +16,9 @@ import aiohttp
 
 from eventsvc.config import Config
 from eventsvc.events import CloudEvent
+from eventsvc.github.client import GitHubClient, GitHubSettings
+from eventsvc.github.mirror import Mirrors
+from eventsvc.kube import Cluster
 
 URL_MARK = "x-eventsvc-url"
 """In a trigger kind's schema, marks a string field that is a URL: a value rendered into
@@ -24,9 +27,6 @@ it with text around it is percent-encoded (sensors/params.py). A field that is o
 
 if TYPE_CHECKING:
     from eventsvc.bus import Bus
-    from eventsvc.github.client import GitHubClient
-    from eventsvc.github.mirror import Mirrors
-    from eventsvc.kube import Cluster
 
 
 class Services:
@@ -55,8 +55,6 @@ class Services:
     def github(self) -> GitHubClient:
         """The GitHub REST client (App or token auth from the configuration)."""
         if self._github is None:
-            from eventsvc.github.client import GitHubClient, GitHubSettings
-
             self._github = GitHubClient(GitHubSettings.from_config(self.config), self.http)
         return self._github
 
@@ -68,8 +66,6 @@ class Services:
     def mirrors(self) -> Mirrors:
         """The bare git mirrors of deployment repositories, kept on disk between runs."""
         if self._mirrors is None:
-            from eventsvc.github.mirror import Mirrors
-
             self._mirrors = Mirrors.from_config(self.config)
         return self._mirrors
 
@@ -79,8 +75,6 @@ class Services:
         if self._cluster is None:
             async with self._cluster_lock:
                 if self._cluster is None:
-                    from eventsvc.kube import Cluster  # the kubernetes library loads slowly
-
                     self._cluster = await Cluster.connect(self.config)
         return self._cluster
 
